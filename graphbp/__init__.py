@@ -1,0 +1,19 @@
+"""graphbp: a compiler for backpropagation on static symbolic graphs.
+
+Build a graph with NumPy-named ops, derive its gradient graph with :func:`grad`, and
+:func:`compile` both into a :class:`Program` that runs over NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from . import ops
+from .autodiff import grad, vjp
+from .errors import (
+    DTypeError, FeedError, GraphbpError, GraphError, GraphFormatError, NumericsError, ShapeError,
+)
+from .graph import Node, Provenance, TensorType, scope, toposort
+from .ops import *  # noqa: F401,F403 - every op builder is public as gb.<name>
+from .ops import Op
+from .runtime import Program, Schedule, compile
+
+__version__ = "0.1.0"

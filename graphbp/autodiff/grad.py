@@ -1,0 +1,174 @@
+"""Derive the gradient graph: walk the forward graph in reverse, apply each op's VJP rule.
+
+Rules emit ordinary nodes through the public builders, so the result can be rendered,
+optimised, compiled and differentiated again. This module owns the two things every rule
+would otherwise repeat: summing a broadcast operand's cotangent back to its shape, and
+summing the partial cotangents of a node used several times. Every node it creates is
+stamped with a :class:`~graphbp.graph.context.Provenance` naming the forward node and rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import DTypeError, GraphError, ShapeError
+from ..graph.context import Provenance, provenance, scope_path
+from ..graph.node import Node
+from ..graph.traverse import depends_on, toposort
+from ..graph.types import TensorType, format_shape
+from ..ops import add, cast_to, constant, reshape, sum as reduce_sum
+from ..ops.base import as_node
+from ..ops.creation import zeros_like
+
+
+def _is_float(node: Node) -> bool:
+    return node.dtype.kind == "f"
+
+
+def unbroadcast(g: Node, target: TensorType) -> Node:
+    """Sum ``g`` over the axes broadcasting added or stretched, then cast to ``target``'s dtype.
+
+    A dim the target declares as unknown (``None``) is assumed to equal ``g``'s there.
+    """
+    lead = g.ndim - target.ndim
+    if lead < 0:
+        raise ShapeError(f"gradient {format_shape(g.shape)} has fewer dims than its operand {format_shape(target.shape)}")
+    stretched = tuple(
+        lead + i for i, d in enumerate(target.shape) if d == 1 and g.shape[lead + i] != 1
+    )
+    if stretched:
+        g = reduce_sum(g, axis=stretched, keepdims=True)
+    if lead:
+        g = reduce_sum(g, axis=tuple(range(lead)))
+    if g.dtype != target.dtype:
+        g = cast_to(g, target.dtype)
+    return g
+
+
+def _accumulate(parts: list[Node]) -> Node:
+    total = parts[0]
+    for p in parts[1:]:
+        total = add(total, p)
+    return total
+
+
+def vjp(outputs: Node | Sequence[Node], wrt: Node | Sequence[Node], cotangents) -> list[Node]:
+    """Vector-Jacobian products: ``sum_k cotangent_k . d output_k / d w`` for each ``w`` in ``wrt``.
+
+    Parameters
+    ----------
+    outputs : node or sequence of nodes
+    wrt : node or sequence of nodes
+        Float nodes to differentiate with respect to. One the outputs do not depend on
+        gets zeros of its shape; an integer-typed one is an error.
+    cotangents : node, array or sequence of them
+        One per output, of its shape (arrays and scalars become constants).
+
+    Returns
+    -------
+    list of Node
+        The gradient nodes, one per ``wrt``, in order.
+    """
+    outs = [outputs] if isinstance(outputs, Node) else list(outputs)
+    ws = [wrt] if isinstance(wrt, Node) else list(wrt)
+    cts = [cotangents] if isinstance(outputs, Node) else list(cotangents)
+    if len(cts) != len(outs):
+        raise GraphError(f"vjp: {len(outs)} outputs but {len(cts)} cotangents")
+    for w in ws:
+        if not isinstance(w, Node):
+            raise GraphError(f"vjp: wrt entries must be nodes, got {type(w).__name__}")
+        if not _is_float(w):
+            raise DTypeError(f"vjp: cannot differentiate with respect to {w.describe()}: gradients only flow into float values")
+    seeded: list[tuple[Node, Node]] = []
+    for out, ct in zip(outs, cts):
+        with provenance(Provenance(out, "seed")), scope_path(out.scope):
+            ct = as_node(ct, like=out)
+        if ct.shape != out.shape and not (ct.type.is_concrete and out.type.is_concrete and ct.shape == out.shape):
+            if len(ct.shape) != len(out.shape) or any(
+                a is not None and b is not None and a != b for a, b in zip(ct.shape, out.shape)
+            ):
+                raise ShapeError(
+                    f"vjp: cotangent of shape {format_shape(ct.shape)} does not match output {out.describe()}"
+                )
+        seeded.append((out, ct))
+    return _backprop(seeded, ws)
+
+
+def grad(y: Node, wrt: Node | Sequence[Node]) -> Node | list[Node]:
+    """The gradient of scalar ``y`` with respect to each node of ``wrt`` (same structure back)."""
+    if not isinstance(y, Node):
+        raise GraphError(f"grad: y must be a node, got {type(y).__name__}")
+    if y.shape != ():
+        raise ShapeError(
+            f"grad: y must be a scalar, but {y.describe()} has shape {format_shape(y.shape)}; "
+            "reduce it first (gb.sum / gb.mean) or use gb.vjp with a cotangent"
+        )
+    if not _is_float(y):
+        raise DTypeError(f"grad: y must be a float scalar, got {y.describe()}")
+    with provenance(Provenance(y, "seed")), scope_path(y.scope):
+        seed = constant(np.ones((), y.dtype), name="seed")
+    single = isinstance(wrt, Node)
+    result = _backprop([(y, seed)], [wrt] if single else list(wrt))
+    return result[0] if single else result
+
+
+def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
+    order = toposort([o for o, _ in seeded])
+    relevant = depends_on(order, wrt)
+    partials: dict[Node, list[Node]] = {}
+    for out, ct in seeded:
+        partials.setdefault(out, []).append(ct)
+    total: dict[Node, Node] = {}
+    wanted = set(wrt)
+    for node in reversed(order):
+        parts = partials.pop(node, None)
+        if parts is None or node not in relevant:
+            continue
+        with provenance(Provenance(node, "accumulate")), scope_path(node.scope):
+            g = _accumulate(parts)
+        if node in wanted:
+            total[node] = g
+        if not node.inputs or not node.op.differentiable:
+            continue
+        with provenance(Provenance(node, "vjp")), scope_path(node.scope):
+            rule_out = tuple(node.op.vjp(node, g))
+        if len(rule_out) != len(node.inputs):
+            raise GraphError(
+                f"vjp rule of {node.op.name} returned {len(rule_out)} cotangents for {len(node.inputs)} inputs"
+            )
+        for i, (inp, gi) in enumerate(zip(node.inputs, rule_out)):
+            if gi is None or inp not in relevant or not _is_float(inp) or i in node.op.nondiff_inputs:
+                continue
+            _restamp(gi, g, Provenance(node, "vjp", i))
+            with provenance(Provenance(node, "unbroadcast", i)), scope_path(node.scope):
+                gi = unbroadcast(gi, inp.type)
+            partials.setdefault(inp, []).append(gi)
+    result = []
+    for w in wrt:
+        if w in total:
+            result.append(total[w])
+        else:
+            with provenance(Provenance(w, "zeros")), scope_path(w.scope):
+                result.append(zeros_like(w))
+    return result
+
+
+def _restamp(out: Node, stop: Node, record: Provenance) -> None:
+    """Give the nodes a VJP rule built for input i the input index in their provenance.
+
+    The rule ran once for all inputs under ``Provenance(node, "vjp")``; here each new node
+    that feeds cotangent i (up to the already-existing cotangent ``stop``) is narrowed.
+    """
+    stack = [out]
+    seen = set()
+    while stack:
+        n = stack.pop()
+        if n in seen or n is stop or not n.provenance:
+            continue
+        seen.add(n)
+        p = n.provenance[0]
+        if p.forward is record.forward and p.rule == "vjp" and p.input_index is None:
+            n.provenance = (record,)
+            stack.extend(n.inputs)

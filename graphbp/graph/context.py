@@ -1,0 +1,87 @@
+"""Build-time context: the name scope and the gradient provenance stamped on new nodes.
+
+These are context variables, not a global graph: they only label nodes while a ``with``
+block (``gb.scope``) or a gradient rule runs, and they are restored on exit, per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node import Node
+
+_SCOPE: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("graphbp_scope", default=())
+_PROVENANCE: contextvars.ContextVar[tuple["Provenance", ...]] = contextvars.ContextVar(
+    "graphbp_provenance", default=()
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Provenance:
+    """Why a gradient node exists.
+
+    ``forward`` is the forward node whose rule produced it; ``rule`` is one of ``"vjp"``
+    (the op's chain-rule rule, for input ``input_index``), ``"unbroadcast"`` (a broadcast
+    operand's gradient summed back to its shape), ``"accumulate"`` (partial gradients from
+    several consumers summed), ``"seed"`` (the initial cotangent) or ``"zeros"`` (a ``wrt``
+    the output does not depend on).
+    """
+
+    forward: "Node"
+    rule: str
+    input_index: int | None = None
+
+    def describe(self) -> str:
+        op = self.forward.op.name
+        if self.rule == "vjp":
+            return f"vjp of {op}, input {self.input_index}"
+        if self.rule == "unbroadcast":
+            return f"unbroadcast to input {self.input_index} of {op}"
+        if self.rule == "accumulate":
+            return f"accumulate gradient of {op}"
+        return f"{self.rule} for {op}"
+
+
+@contextlib.contextmanager
+def scope(name: str) -> Iterator[None]:
+    """Group the nodes built inside the block under ``name`` (nested scopes join with ``/``)."""
+    if not name or "/" in name:
+        raise ValueError(f"scope name must be non-empty and contain no '/', got {name!r}")
+    token = _SCOPE.set(_SCOPE.get() + (name,))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def provenance(*records: Provenance) -> Iterator[None]:
+    """Stamp ``records`` on every node built inside the block (used by the autodiff pass)."""
+    token = _PROVENANCE.set(tuple(records))
+    try:
+        yield
+    finally:
+        _PROVENANCE.reset(token)
+
+
+@contextlib.contextmanager
+def scope_path(path: tuple[str, ...]) -> Iterator[None]:
+    """Set the whole scope path (gradient nodes inherit their forward node's scope)."""
+    token = _SCOPE.set(path)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_scope() -> tuple[str, ...]:
+    return _SCOPE.get()
+
+
+def current_provenance() -> tuple[Provenance, ...]:
+    return _PROVENANCE.get()

@@ -1,0 +1,152 @@
+"""The op protocol and the one builder every node goes through.
+
+An :class:`Op` keeps its NumPy kernel (``compute``), its static shape/dtype rule
+(``infer``) and its chain-rule rule (``vjp``) together. Ops are frozen dataclasses, so an
+op's parameters are its fields: hashable (common-subexpression elimination), printable
+(rendering) and serialisable (``gb.save``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import DTypeError, GraphError, ShapeError
+from ..graph.node import Node
+from ..graph.source import user_location
+from ..graph.types import TensorType, format_shape
+
+
+class OpError(Exception):
+    """Raised inside ``infer`` with just the reason; :func:`apply` adds op, operands and line."""
+
+    def __init__(self, reason: str, kind: type[Exception] = ShapeError) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def shape_error(reason: str) -> OpError:
+    return OpError(reason, ShapeError)
+
+
+def dtype_error(reason: str) -> OpError:
+    return OpError(reason, DTypeError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """Base class of all ops. Subclasses are frozen dataclasses whose fields are parameters.
+
+    Class attributes
+    ----------------
+    name : str
+        The public (NumPy) name, e.g. ``"matmul"``.
+    differentiable : bool
+        False for ops whose output carries no gradient (comparisons, integer ops).
+    elementwise : bool
+        True when output element i depends only on input elements i (after broadcasting);
+        the fusion pass relies on it.
+    """
+
+    name: ClassVar[str] = "op"
+    differentiable: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = False
+    nondiff_inputs: ClassVar[tuple[int, ...]] = ()
+
+    def infer(self, *types: TensorType) -> TensorType:
+        raise NotImplementedError
+
+    def compute(self, *xs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def vjp(self, node: Node, g: Node) -> Sequence[Node | None]:
+        """Cotangents for each input given the output cotangent ``g``.
+
+        They may have the output's (broadcast) shape: the autodiff pass sums them back to
+        each input's shape. ``None`` means no gradient flows to that input.
+        """
+        raise NotImplementedError(f"{self.name} has no gradient rule")
+
+    def params(self) -> dict[str, Any]:
+        """The op's parameters by name (its dataclass fields)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __str__(self) -> str:
+        ps = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, np.ndarray))
+        return f"{self.name}({ps})" if ps else self.name
+
+
+def format_operands(nodes: Sequence[Node]) -> str:
+    return ", ".join(
+        f"{n.name or n.op.name}: {n.dtype.name}{format_shape(n.shape)}" for n in nodes
+    )
+
+
+def describe_error(op: Op, nodes: Sequence[Node], reason: str) -> str:
+    """The full message of a build-time error: op, operands, the user's line, provenance."""
+    lines = [f"{op.name}: {reason}", f"  operands: {format_operands(nodes)}"]
+    from ..graph.context import current_provenance
+
+    prov = current_provenance()
+    if prov:
+        fwd = prov[0].forward
+        where = f" built at {fwd.origin}" if fwd.origin else ""
+        lines.insert(0, f"while deriving the gradient of {fwd.op.name}{where}:")
+        lines.append(f"  generated gradient node: {op.name} ({prov[0].describe()})")
+    else:
+        loc = user_location(3)
+        if loc is not None:
+            lines.append(f"  built at {loc}")
+    return "\n".join(lines)
+
+
+def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
+    """Build ``op(*inputs)``: check the operands with the op's rule, then make the node."""
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Node):
+            raise GraphError(f"{op.name}: input {i} is a {type(x).__name__}, not a node")
+    try:
+        out_type = op.infer(*(x.type for x in inputs))
+    except OpError as e:
+        raise e.kind(describe_error(op, inputs, e.reason)) from None
+    return Node(op, tuple(inputs), out_type, name=name, origin=_origin())
+
+
+def _origin():
+    from ..graph.context import current_provenance
+
+    prov = current_provenance()
+    if prov:  # gradient nodes point at the user's line of the forward op they came from
+        return prov[0].forward.origin
+    return user_location(3)
+
+
+def as_node(value: Any, like: Node | None = None) -> Node:
+    """Nodes pass through; Python scalars and arrays become constants.
+
+    A Python scalar is weakly typed as in NumPy 2: ``x * 2.0`` keeps ``x``'s float32.
+    """
+    if isinstance(value, Node):
+        return value
+    from .leaves import constant
+
+    if isinstance(value, (bool, int, float)) and like is not None:
+        return constant(value, dtype=np.result_type(like.dtype, value))
+    if isinstance(value, (bool, int, float, np.ndarray, np.generic, list, tuple)):
+        return constant(value)
+    raise GraphError(f"cannot use a {type(value).__name__} as a graph value")
+
+
+def as_nodes(*values: Any) -> tuple[Node, ...]:
+    """Convert operands, typing Python scalars after the first node among them."""
+    like = next((v for v in values if isinstance(v, Node)), None)
+    return tuple(as_node(v, like) for v in values)
+
+
+def float_dtype(dtype: np.dtype) -> np.dtype:
+    """The floating dtype NumPy computes in for a transcendental of ``dtype``."""
+    return np.result_type(dtype, np.float16) if dtype.kind != "f" else dtype

@@ -1,0 +1,460 @@
+"""Elementwise ops: NumPy ufunc semantics, broadcasting, and one-line VJP rules.
+
+Each rule returns cotangents in the output's broadcast shape; the autodiff pass sums them
+back to each operand's shape, so no rule here deals with broadcasting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from ..graph.node import Node
+from ..graph.types import TensorType, broadcast_shapes
+from .base import Op, apply, as_node, as_nodes, dtype_error, shape_error
+
+
+@dataclasses.dataclass(frozen=True)
+class Elementwise(Op):
+    """Broadcasting shape rule; dtype is whatever NumPy's kernel gives for the operand dtypes."""
+
+    elementwise: ClassVar[bool] = True
+
+    def infer(self, *types: TensorType) -> TensorType:
+        try:
+            shape = broadcast_shapes(*(t.shape for t in types))
+        except ValueError as e:
+            raise shape_error(f"operands do not broadcast: {e}") from None
+        return TensorType(shape, self.result_dtype(*(t.dtype for t in types)))
+
+    def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
+        try:
+            with np.errstate(all="ignore"):
+                return np.asarray(self.compute(*(np.zeros(1, d) for d in dtypes))).dtype
+        except TypeError as e:
+            raise dtype_error(f"not defined for dtypes {', '.join(d.name for d in dtypes)} ({e})") from None
+
+
+class Comparison(Elementwise):
+    differentiable: ClassVar[bool] = False
+
+
+def _float_only(op: Op, *dtypes: np.dtype) -> None:
+    for d in dtypes:
+        if d.kind not in "fiub":
+            raise dtype_error(f"{op.name} needs numeric operands, got {d.name}")
+
+
+# ---------------------------------------------------------------------------- binary
+@dataclasses.dataclass(frozen=True)
+class Add(Elementwise):
+    name: ClassVar[str] = "add"
+
+    def compute(self, x, y):
+        return np.add(x, y)
+
+    def vjp(self, node, g):
+        return g, g
+
+
+@dataclasses.dataclass(frozen=True)
+class Subtract(Elementwise):
+    name: ClassVar[str] = "subtract"
+
+    def compute(self, x, y):
+        return np.subtract(x, y)
+
+    def vjp(self, node, g):
+        return g, negative(g)
+
+
+@dataclasses.dataclass(frozen=True)
+class Multiply(Elementwise):
+    name: ClassVar[str] = "multiply"
+
+    def compute(self, x, y):
+        return np.multiply(x, y)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        return g * y, g * x
+
+
+@dataclasses.dataclass(frozen=True)
+class Divide(Elementwise):
+    name: ClassVar[str] = "divide"
+
+    def compute(self, x, y):
+        return np.divide(x, y)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        gx = g / y
+        return gx, negative(gx * node)  # d(x/y)/dy = -(x/y)/y
+
+
+@dataclasses.dataclass(frozen=True)
+class Power(Elementwise):
+    name: ClassVar[str] = "power"
+
+    def compute(self, x, y):
+        return np.power(x, y)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        gx = g * y * power(x, y - 1)
+        # d/dy x**y = x**y log x; guard log at x <= 0 where the rule is undefined anyway
+        safe_x = where(greater(x, 0), x, 1)
+        gy = g * node * log(safe_x)
+        return gx, gy
+
+
+@dataclasses.dataclass(frozen=True)
+class Maximum(Elementwise):
+    name: ClassVar[str] = "maximum"
+
+    def compute(self, x, y):
+        return np.maximum(x, y)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        take_x = greater_equal(x, y)  # ties go to the first operand
+        return where(take_x, g, 0), where(take_x, 0, g)
+
+
+@dataclasses.dataclass(frozen=True)
+class Minimum(Elementwise):
+    name: ClassVar[str] = "minimum"
+
+    def compute(self, x, y):
+        return np.minimum(x, y)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        take_x = less_equal(x, y)
+        return where(take_x, g, 0), where(take_x, 0, g)
+
+
+@dataclasses.dataclass(frozen=True)
+class Where(Elementwise):
+    name: ClassVar[str] = "where"
+    nondiff_inputs: ClassVar[tuple[int, ...]] = (0,)
+
+    def infer(self, c, a, b):
+        if c.dtype != np.bool_:
+            raise dtype_error(f"condition must be bool, got {c.dtype.name}")
+        return super().infer(c, a, b)
+
+    def compute(self, c, a, b):
+        return np.where(c, a, b)
+
+    def vjp(self, node, g):
+        c = node.inputs[0]
+        return None, where(c, g, 0), where(c, 0, g)
+
+
+def _comparison(cls_name: str, public: str, fn) -> type:
+    cls = type(cls_name, (Comparison,), {
+        "__annotations__": {"name": ClassVar[str]},
+        "name": public,
+        "compute": lambda self, x, y: fn(x, y),
+        "__doc__": f"``np.{public}``; boolean output, no gradient.",
+        "__module__": __name__,
+    })
+    return dataclasses.dataclass(frozen=True)(cls)
+
+
+Greater = _comparison("Greater", "greater", np.greater)
+GreaterEqual = _comparison("GreaterEqual", "greater_equal", np.greater_equal)
+Less = _comparison("Less", "less", np.less)
+LessEqual = _comparison("LessEqual", "less_equal", np.less_equal)
+Equal = _comparison("Equal", "equal", np.equal)
+NotEqual = _comparison("NotEqual", "not_equal", np.not_equal)
+
+
+# ----------------------------------------------------------------------------- unary
+@dataclasses.dataclass(frozen=True)
+class Negative(Elementwise):
+    name: ClassVar[str] = "negative"
+
+    def compute(self, x):
+        return np.negative(x)
+
+    def vjp(self, node, g):
+        return (negative(g),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exp(Elementwise):
+    name: ClassVar[str] = "exp"
+
+    def compute(self, x):
+        return np.exp(x)
+
+    def vjp(self, node, g):
+        return (g * node,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Log(Elementwise):
+    name: ClassVar[str] = "log"
+
+    def compute(self, x):
+        return np.log(x)
+
+    def vjp(self, node, g):
+        return (g / node.inputs[0],)
+
+
+@dataclasses.dataclass(frozen=True)
+class Log1p(Elementwise):
+    name: ClassVar[str] = "log1p"
+
+    def compute(self, x):
+        return np.log1p(x)
+
+    def vjp(self, node, g):
+        return (g / (node.inputs[0] + 1),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sqrt(Elementwise):
+    name: ClassVar[str] = "sqrt"
+
+    def compute(self, x):
+        return np.sqrt(x)
+
+    def vjp(self, node, g):
+        return (g * 0.5 / node,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Square(Elementwise):
+    name: ClassVar[str] = "square"
+
+    def compute(self, x):
+        return np.square(x)
+
+    def vjp(self, node, g):
+        return (g * 2 * node.inputs[0],)
+
+
+@dataclasses.dataclass(frozen=True)
+class Abs(Elementwise):
+    name: ClassVar[str] = "abs"
+
+    def compute(self, x):
+        return np.abs(x)
+
+    def vjp(self, node, g):
+        return (g * sign(node.inputs[0]),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sign(Elementwise):
+    """Piecewise constant: its derivative is zero wherever it exists."""
+
+    name: ClassVar[str] = "sign"
+    differentiable: ClassVar[bool] = False
+
+    def compute(self, x):
+        return np.sign(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reciprocal(Elementwise):
+    name: ClassVar[str] = "reciprocal"
+
+    def compute(self, x):
+        # np.reciprocal truncates integers; 1/x matches NumPy's true division instead
+        return np.reciprocal(x) if x.dtype.kind == "f" else np.divide(1, x)
+
+    def vjp(self, node, g):
+        return (negative(g * node * node),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sin(Elementwise):
+    name: ClassVar[str] = "sin"
+
+    def compute(self, x):
+        return np.sin(x)
+
+    def vjp(self, node, g):
+        return (g * cos(node.inputs[0]),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cos(Elementwise):
+    name: ClassVar[str] = "cos"
+
+    def compute(self, x):
+        return np.cos(x)
+
+    def vjp(self, node, g):
+        return (negative(g * sin(node.inputs[0])),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tanh(Elementwise):
+    name: ClassVar[str] = "tanh"
+
+    def compute(self, x):
+        return np.tanh(x)
+
+    def vjp(self, node, g):
+        return (g * (1 - square(node)),)
+
+
+# ------------------------------------------------------------------------- builders
+def _binary(op: Op, x, y) -> Node:
+    return apply(op, *as_nodes(x, y))
+
+
+def add(x, y) -> Node:
+    """``x + y`` with broadcasting."""
+    return _binary(Add(), x, y)
+
+
+def subtract(x, y) -> Node:
+    """``x - y`` with broadcasting."""
+    return _binary(Subtract(), x, y)
+
+
+def multiply(x, y) -> Node:
+    """``x * y`` with broadcasting."""
+    return _binary(Multiply(), x, y)
+
+
+def divide(x, y) -> Node:
+    """``x / y`` (true division) with broadcasting."""
+    return _binary(Divide(), x, y)
+
+
+def power(x, y) -> Node:
+    """``x ** y``; the gradient wrt ``y`` uses ``log x`` and is 0 where ``x <= 0``."""
+    return _binary(Power(), x, y)
+
+
+def maximum(x, y) -> Node:
+    """Elementwise max; at ties the gradient goes to ``x``."""
+    return _binary(Maximum(), x, y)
+
+
+def minimum(x, y) -> Node:
+    """Elementwise min; at ties the gradient goes to ``x``."""
+    return _binary(Minimum(), x, y)
+
+
+def where(condition, x, y) -> Node:
+    """``np.where(condition, x, y)``; no gradient flows into ``condition``."""
+    c = as_node(condition)
+    a, b = as_nodes(x, y)
+    return apply(Where(), c, a, b)
+
+
+def greater(x, y) -> Node:
+    return _binary(Greater(), x, y)
+
+
+def greater_equal(x, y) -> Node:
+    return _binary(GreaterEqual(), x, y)
+
+
+def less(x, y) -> Node:
+    return _binary(Less(), x, y)
+
+
+def less_equal(x, y) -> Node:
+    return _binary(LessEqual(), x, y)
+
+
+def equal(x, y) -> Node:
+    return _binary(Equal(), x, y)
+
+
+def not_equal(x, y) -> Node:
+    return _binary(NotEqual(), x, y)
+
+
+def negative(x) -> Node:
+    return apply(Negative(), as_node(x))
+
+
+def exp(x) -> Node:
+    return apply(Exp(), as_node(x))
+
+
+def log(x) -> Node:
+    return apply(Log(), as_node(x))
+
+
+def log1p(x) -> Node:
+    return apply(Log1p(), as_node(x))
+
+
+def sqrt(x) -> Node:
+    return apply(Sqrt(), as_node(x))
+
+
+def square(x) -> Node:
+    return apply(Square(), as_node(x))
+
+
+def abs(x) -> Node:  # noqa: A001 - NumPy's name
+    return apply(Abs(), as_node(x))
+
+
+def sign(x) -> Node:
+    return apply(Sign(), as_node(x))
+
+
+def reciprocal(x) -> Node:
+    return apply(Reciprocal(), as_node(x))
+
+
+def sin(x) -> Node:
+    return apply(Sin(), as_node(x))
+
+
+def cos(x) -> Node:
+    return apply(Cos(), as_node(x))
+
+
+def tanh(x) -> Node:
+    return apply(Tanh(), as_node(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cast(Elementwise):
+    """``x.astype(dtype)``; the gradient is cast back to the operand's (float) dtype."""
+
+    name: ClassVar[str] = "cast"
+    dtype: str
+
+    def infer(self, x: TensorType) -> TensorType:
+        return TensorType(x.shape, np.dtype(self.dtype))
+
+    def compute(self, x):
+        return x.astype(self.dtype, copy=False)
+
+    def vjp(self, node, g):
+        x = node.inputs[0]
+        if node.dtype.kind != "f":
+            return (None,)
+        return (cast(g, x.dtype),)
+
+
+def cast(x, dtype) -> Node:
+    """``x.astype(dtype)``; a no-op (returns ``x``) when the dtype already matches."""
+    x = as_node(x)
+    dt = np.dtype(dtype)
+    if x.dtype == dt:
+        return x
+    return apply(Cast(dt.name), x)
+
+
+astype = cast_to = cast

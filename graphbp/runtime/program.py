@@ -1,0 +1,181 @@
+"""``gb.compile``: turn output nodes (and parameter updates) into a callable Program."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DTypeError, FeedError, GraphError, ShapeError
+from ..graph.node import Node
+from ..graph.traverse import toposort
+from ..graph.types import TensorType, format_shape
+from ..ops.base import OpError, format_operands
+from ..ops.leaves import Constant, Input, Param
+from .feeds import bind_feeds
+from .schedule import Schedule, split_schedules
+
+Updates = Mapping[Node, Node] | Sequence[tuple[Node, Node]] | None
+
+
+def normalize_updates(updates: Updates) -> list[tuple[Node, Node]]:
+    """Check ``(param, new_value)`` pairs: a parameter at most once, matching shape and dtype."""
+    if updates is None:
+        return []
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else [tuple(p) for p in updates]
+    seen: set[Node] = set()
+    out = []
+    from ..ops.base import as_node
+
+    for p, v in pairs:
+        if not isinstance(p, Node) or not isinstance(p.op, Param):
+            raise GraphError(f"updates: only parameters can be updated, got {p!r}")
+        if p in seen:
+            raise GraphError(f"updates: parameter {p.name!r} is updated twice")
+        seen.add(p)
+        v = as_node(v, like=p)
+        if len(v.shape) != len(p.shape) or any(a is not None and a != b for a, b in zip(v.shape, p.shape)):
+            raise ShapeError(f"updates: new value for {p.name!r} has shape {format_shape(v.shape)}, parameter has {format_shape(p.shape)}")
+        if not np.can_cast(v.dtype, p.dtype, "same_kind"):
+            raise DTypeError(f"updates: new value for {p.name!r} is {v.dtype.name}, parameter is {p.dtype.name}")
+        out.append((p, v))
+    return out
+
+
+class Program:
+    """A compiled graph: call it with feeds, get the outputs as a list of arrays.
+
+    Parameters are read at each call and updated in place after every output and new
+    value has been computed, so a failing call never leaves parameters half-updated.
+
+    Attributes
+    ----------
+    inputs, outputs : list[Node]
+        As given to :func:`compile` (``outputs`` may be rewritten by optimisation; the
+        originals are in ``user_outputs``).
+    forward, backward : Schedule
+        The two schedules; ``backward.saved`` are the activations kept for it.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[Node],
+        outputs: Sequence[Node],
+        updates: Updates = None,
+        *,
+        optimize: bool = True,
+        debug: bool = False,
+        check_numerics: bool = False,
+    ) -> None:
+        self.inputs = list(inputs)
+        for i in self.inputs:
+            if not isinstance(i, Node) or not isinstance(i.op, Input):
+                raise GraphError(f"compile: inputs must be gb.input nodes, got {i!r}")
+        names = [i.op.input_name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise GraphError(f"compile: duplicate input names in {names}")
+        self.user_outputs = [o for o in outputs]
+        for o in self.user_outputs:
+            if not isinstance(o, Node):
+                raise GraphError(f"compile: outputs must be nodes, got {type(o).__name__}")
+        self.updates = normalize_updates(updates)
+        self.optimize = optimize
+        self.debug = debug
+        self.check_numerics = check_numerics
+        roots = self.user_outputs + [v for _, v in self.updates]
+        self.order = toposort(roots)
+        missing = [n for n in self.order if isinstance(n.op, Input) and n not in set(self.inputs)]
+        if missing:
+            raise GraphError(
+                "compile: the outputs depend on input(s) not listed in inputs=: "
+                + ", ".join(repr(m.op.input_name) for m in missing)
+            )
+        self.outputs = self.user_outputs
+        self.forward, self.backward = split_schedules(self.order)
+        self._slot = {n: i for i, n in enumerate(self.order)}
+        self._plans: dict[tuple, list] = {}
+
+    # -- calling --------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        feeds = bind_feeds(self.inputs, args, kwargs)
+        self._check_shapes(feeds)
+        env: list[Any] = [None] * len(self.order)
+        for node, value in zip(self.inputs, feeds):
+            env[self._slot[node]] = value
+        for node in self.order:
+            op = node.op
+            if isinstance(op, (Param, Constant)):
+                env[self._slot[node]] = op.value
+        slot = self._slot
+        for node in self.forward.nodes + self.backward.nodes:
+            args_ = [env[slot[i]] for i in node.inputs]
+            out = node.op.compute(*args_)
+            env[slot[node]] = out if isinstance(out, np.ndarray) else np.asarray(out)
+        results = [env[slot[o]] for o in self.outputs]
+        new_values = [env[slot[v]] for _, v in self.updates]
+        for (p, _), val in zip(self.updates, new_values):
+            p.op.value[...] = val
+        return results
+
+    def _check_shapes(self, feeds: list[np.ndarray]) -> None:
+        """Propagate the feeds' concrete shapes through every op's shape rule (once per
+        shape signature), so a batch mismatch is a FeedError before any work starts."""
+        sig = tuple(f.shape for f in feeds)
+        if sig in self._plans:
+            return
+        types: dict[Node, TensorType] = {n: TensorType(f.shape, f.dtype) for n, f in zip(self.inputs, feeds)}
+        for node in self.order:
+            if node in types:
+                continue
+            if not node.inputs:
+                types[node] = node.type
+                continue
+            try:
+                types[node] = node.op.infer(*(types[i] for i in node.inputs))
+            except OpError as e:
+                where = f" (built at {node.origin})" if node.origin else ""
+                shapes = ", ".join(f"{i.name or i.op.name}: {format_shape(types[i].shape)}" for i in node.inputs)
+                fed = ", ".join(f"{n.op.input_name}{format_shape(f.shape)}" for n, f in zip(self.inputs, feeds))
+                raise FeedError(
+                    f"the fed shapes do not fit {node.op.name}{where}: {e.reason}\n"
+                    f"  operands at these shapes: {shapes}\n  feeds: {fed}"
+                ) from None
+        self._plans[sig] = [types]
+
+    def __repr__(self) -> str:
+        ins = ", ".join(i.op.input_name for i in self.inputs)
+        return (
+            f"<Program ({ins}) -> {len(self.outputs)} outputs, {len(self.updates)} updates; "
+            f"forward {len(self.forward)} ops, backward {len(self.backward)} ops>"
+        )
+
+
+def compile(
+    inputs: Sequence[Node],
+    outputs: Sequence[Node] | Node,
+    updates: Updates = None,
+    *,
+    optimize: bool = True,
+    debug: bool = False,
+    check_numerics: bool = False,
+) -> Program:
+    """Compile ``outputs`` (and parameter ``updates``) as a function of ``inputs``.
+
+    Parameters
+    ----------
+    inputs : sequence of input nodes
+        The feeds, in call order (``f(X, T)`` or by name, ``f(x=X, t=T)``).
+    outputs : node or sequence of nodes
+        What each call returns, as a list of arrays.
+    updates : mapping or sequence of (param, new_value) pairs, optional
+        Parameter updates applied in place after the outputs are computed.
+    optimize : bool, default True
+        Run the rewrite passes before scheduling.
+    debug : bool
+        Verify the graph after every pass and report numeric hazards.
+    check_numerics : bool
+        Stop at the first non-finite value with an error naming the op that made it.
+    """
+    outs = [outputs] if isinstance(outputs, Node) else list(outputs)
+    return Program(inputs, outs, updates, optimize=optimize, debug=debug, check_numerics=check_numerics)
