@@ -102,7 +102,8 @@ class Program:
         self._check_shapes(feeds)
         env: list[Any] = [None] * len(self.order)
         for node, value in zip(self.inputs, feeds):
-            env[self._slot[node]] = value
+            if node in self._slot:  # an input the outputs do not reach is checked, then unused
+                env[self._slot[node]] = value
         for node in self.order:
             op = node.op
             if isinstance(op, (Param, Constant)):
