@@ -76,11 +76,6 @@ def vjp(outputs: Node | Sequence[Node], wrt: Node | Sequence[Node], cotangents) 
     cts = [cotangents] if isinstance(outputs, Node) else list(cotangents)
     if len(cts) != len(outs):
         raise GraphError(f"vjp: {len(outs)} outputs but {len(cts)} cotangents")
-    for w in ws:
-        if not isinstance(w, Node):
-            raise GraphError(f"vjp: wrt entries must be nodes, got {type(w).__name__}")
-        if not _is_float(w):
-            raise DTypeError(f"vjp: cannot differentiate with respect to {w.describe()}: gradients only flow into float values")
     seeded: list[tuple[Node, Node]] = []
     for out, ct in zip(outs, cts):
         with provenance(Provenance(out, "seed")), scope_path(out.scope):
@@ -115,6 +110,13 @@ def grad(y: Node, wrt: Node | Sequence[Node]) -> Node | list[Node]:
 
 
 def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
+    for w in wrt:
+        if not isinstance(w, Node):
+            raise GraphError(f"wrt entries must be nodes, got {type(w).__name__}")
+        if not _is_float(w):
+            raise DTypeError(
+                f"cannot differentiate with respect to {w.describe()}: gradients only flow into float values"
+            )
     order = toposort([o for o, _ in seeded])
     relevant = depends_on(order, wrt)
     partials: dict[Node, list[Node]] = {}
