@@ -15,5 +15,9 @@ from .graph import Node, Provenance, TensorType, scope, toposort
 from .ops import *  # noqa: F401,F403 - every op builder is public as gb.<name>
 from .ops import Op
 from .runtime import Program, Schedule, compile
+from . import data, train  # noqa: E402 - after the ops: training builds graphs with them
+from .train import clip_by_global_norm, init, optim
+from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoint  # noqa: E402
+from .check import GradCheckError, check_grad  # noqa: E402
 
 __version__ = "0.1.0"

@@ -23,6 +23,21 @@ from .shape import (
     BroadcastTo, ExpandDims, Reshape, Squeeze, Transpose,
     broadcast_to, expand_dims, reshape, reshape_like, squeeze, swapaxes, transpose,
 )
+from .elementwise import Clip, clip
+from .reduce import LogSumExp, Max, Min, Prod, logsumexp, max, min, prod, var
+from .activations import (
+    Elu, Erf, Gelu, LeakyRelu, Relu, Sigmoid, Softplus,
+    elu, erf, gelu, leaky_relu, relu, sigmoid, softplus,
+)
+from .indexing import (
+    ConcatSlice, Concatenate, EmbedSlice, GetItem, OneHot, ScatterAdd, Take,
+    concatenate, embed_slice, getitem, one_hot, scatter_add, split, stack, take,
+)
+from .nn import (
+    DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
+    dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
+    softmax_cross_entropy,
+)
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input, Param, Constant,
@@ -33,4 +48,8 @@ OP_CLASSES: tuple[type[Op], ...] = (
     MatMul,
     Sum, Mean, ReducedCount,
     Reshape, BroadcastTo, Transpose, ExpandDims, Squeeze,
+    Clip, Max, Min, Prod, LogSumExp,
+    Relu, LeakyRelu, Elu, Gelu, Erf, Sigmoid, Softplus,
+    GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
+    Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
 )

@@ -458,3 +458,43 @@ def cast(x, dtype) -> Node:
 
 
 astype = cast_to = cast
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip(Elementwise):
+    """``np.clip(x, lo, hi)`` with scalar bounds (``None`` = unbounded on that side).
+
+    At a bound itself the gradient passes through (the derivative from inside the interval).
+    """
+
+    name: ClassVar[str] = "clip"
+    vjp_formula: ClassVar[str] = "g * (lo <= x <= hi)"
+    lo: float | None
+    hi: float | None
+
+    def compute(self, x):
+        if x.dtype.kind in "iu" and not all(b is None or float(b).is_integer() for b in (self.lo, self.hi)):
+            x = x.astype(np.result_type(x.dtype, np.float16))
+        lo = None if self.lo is None else x.dtype.type(self.lo)
+        hi = None if self.hi is None else x.dtype.type(self.hi)
+        return np.clip(x, lo, hi)
+
+    def vjp(self, node, g):
+        x = node.inputs[0]
+        if self.lo is not None:
+            g = where(less(x, self.lo), 0, g)
+        if self.hi is not None:
+            g = where(greater(x, self.hi), 0, g)
+        return (g,)
+
+
+def clip(x, lo=None, hi=None) -> Node:
+    """``np.clip(x, lo, hi)``. Scalar bounds make one ``clip`` node; node or array bounds
+    become ``minimum(maximum(x, lo), hi)`` (gradients then also flow into the bounds)."""
+    x = as_node(x)
+    if lo is None and hi is None:
+        raise ValueError("clip: at least one of lo and hi must be given")
+    if all(b is None or isinstance(b, (int, float, np.integer, np.floating)) for b in (lo, hi)):
+        return apply(Clip(None if lo is None else float(lo), None if hi is None else float(hi)), x)
+    out = x if lo is None else maximum(x, lo)
+    return out if hi is None else minimum(out, hi)

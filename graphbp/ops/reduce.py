@@ -128,3 +128,132 @@ def mean(x, axis=None, keepdims: bool = False) -> Node:
     """``np.mean``; its gradient divides by the runtime count when a reduced dim is unknown."""
     x = as_node(x)
     return apply(Mean(_axes(x, axis), bool(keepdims)), x)
+
+
+# ------------------------------------------------------------- max, min, prod, logsumexp
+@dataclasses.dataclass(frozen=True)
+class Max(Reduction):
+    """``np.max``. The gradient is split evenly between tied maxima (so it is the average
+    of the one-sided choices and sums to ``g``)."""
+
+    name: ClassVar[str] = "max"
+    vjp_formula: ClassVar[str] = "g * (x == y) / count(x == y, axis)  (ties share g evenly)"
+
+    def infer(self, x: TensorType) -> TensorType:
+        for a in self.axis:
+            if a < x.ndim and x.shape[a] == 0:
+                raise shape_error(f"zero-size axis {a} has no {self.name}")
+        return super().infer(x)
+
+    def compute(self, x):
+        return np.max(x, axis=self.axis, keepdims=self.keepdims)
+
+    def vjp(self, node, g):
+        from .elementwise import cast, equal
+
+        x = node.inputs[0]
+        hit = cast(equal(x, expand_to_input(node, x, self.axis, self.keepdims)), g.dtype)
+        ties = sum(hit, axis=self.axis, keepdims=True)
+        return (expand_to_input(g, x, self.axis, self.keepdims) * hit / ties,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Min(Max):
+    """``np.min``; ties share the gradient evenly, as for :class:`Max`."""
+
+    name: ClassVar[str] = "min"
+
+    def compute(self, x):
+        return np.min(x, axis=self.axis, keepdims=self.keepdims)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prod(Reduction):
+    """``np.prod``. The gradient is exact with zeros: the product of the other elements,
+    computed from the product of the non-zero elements and the count of zeros (no ``y / x``)."""
+
+    name: ClassVar[str] = "prod"
+    vjp_formula: ClassVar[str] = (
+        "g * prod(x_j, j != i): P/x_i without zeros; P_nonzero at the single zero; 0 with >= 2 zeros"
+    )
+
+    def result_dtype(self, dtype):
+        return np.prod(np.zeros(1, dtype)).dtype
+
+    def compute(self, x):
+        return np.prod(x, axis=self.axis, keepdims=self.keepdims)
+
+    def vjp(self, node, g):
+        from .elementwise import cast, equal, where
+
+        x = node.inputs[0]
+        is_zero = equal(x, 0)
+        nz = where(is_zero, 1, x)
+        p_nz = apply(Prod(self.axis, True), nz)
+        zeros = sum(cast(is_zero, x.dtype), axis=self.axis, keepdims=True)
+        others = where(equal(zeros, 0), p_nz / nz, where(is_zero, where(equal(zeros, 1), p_nz, 0), 0))
+        return (expand_to_input(g, x, self.axis, self.keepdims) * others,)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSumExp(Reduction):
+    """``log(sum(exp(x)))`` computed as ``m + log(sum(exp(x - m)))``, ``m`` the max: a
+    primitive because the composite overflows for large ``x``."""
+
+    name: ClassVar[str] = "logsumexp"
+    vjp_formula: ClassVar[str] = "g * exp(x - y)  (softmax of x along axis)"
+
+    def result_dtype(self, dtype):
+        return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+    def compute(self, x):
+        x = x.astype(self.result_dtype(x.dtype), copy=False)
+        m = np.max(x, axis=self.axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        with np.errstate(under="ignore"):
+            out = np.log(np.sum(np.exp(x - m), axis=self.axis, keepdims=True)) + m
+        return out if self.keepdims else np.squeeze(out, self.axis)
+
+    def vjp(self, node, g):
+        from .elementwise import exp
+
+        x = node.inputs[0]
+        y = expand_to_input(node, x, self.axis, self.keepdims)
+        return (expand_to_input(g, x, self.axis, self.keepdims) * exp(x - y),)
+
+
+def max(x, axis=None, keepdims: bool = False) -> Node:  # noqa: A001 - NumPy's name
+    """``np.max`` over ``axis``; tied maxima share the gradient evenly."""
+    x = as_node(x)
+    return apply(Max(_axes(x, axis), bool(keepdims)), x)
+
+
+def min(x, axis=None, keepdims: bool = False) -> Node:  # noqa: A001 - NumPy's name
+    """``np.min`` over ``axis``; tied minima share the gradient evenly."""
+    x = as_node(x)
+    return apply(Min(_axes(x, axis), bool(keepdims)), x)
+
+
+def prod(x, axis=None, keepdims: bool = False) -> Node:
+    """``np.prod`` over ``axis``; the gradient is exact when elements are zero."""
+    x = as_node(x)
+    return apply(Prod(_axes(x, axis), bool(keepdims)), x)
+
+
+def logsumexp(x, axis=None, keepdims: bool = False) -> Node:
+    """``log(sum(exp(x), axis))``, stable for any magnitude."""
+    x = as_node(x)
+    return apply(LogSumExp(_axes(x, axis), bool(keepdims)), x)
+
+
+def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Node:
+    """``np.var``: a composite ``sum((x - mean)**2) / (n - ddof)``. Two-pass (mean first),
+    so it is as accurate as NumPy's; unknown dims get their count at run time."""
+    from .elementwise import square
+
+    x = as_node(x)
+    axes = _axes(x, axis)
+    centred = square(x - mean(x, axis=axes, keepdims=True))
+    if ddof == 0:
+        return mean(centred, axis=axes, keepdims=keepdims)
+    return sum(centred, axis=axes, keepdims=keepdims) / (reduced_count(x, axes) - ddof)

@@ -14,6 +14,7 @@ from ..graph.types import TensorType, format_shape
 from ..ops.base import OpError, format_operands
 from ..ops.leaves import Constant, Input, Param
 from .feeds import bind_feeds
+from . import numerics
 from .schedule import Schedule, split_schedules
 
 Updates = Mapping[Node, Node] | Sequence[tuple[Node, Node]] | None
@@ -67,6 +68,7 @@ class Program:
         optimize: bool = True,
         debug: bool = False,
         check_numerics: bool = False,
+        passes: Mapping[str, bool] | None = None,
     ) -> None:
         self.inputs = list(inputs)
         for i in self.inputs:
@@ -92,6 +94,17 @@ class Program:
                 + ", ".join(repr(m.op.input_name) for m in missing)
             )
         self.outputs = self.user_outputs
+        self.rewrite_log, self.pass_timings, self.hazards, self.pass_snapshots = [], {}, [], {}
+        if optimize:  # rewrite passes (graphbp/passes); schedules are built on the result
+            from ..passes import optimize as run_passes
+
+            result = run_passes(roots, passes, debug=debug)
+            k = len(self.user_outputs)
+            self.outputs = result.roots[:k]
+            self.updates = [(p, v) for (p, _), v in zip(self.updates, result.roots[k:])]
+            self.order = toposort(result.roots)
+            self.rewrite_log, self.pass_timings = result.log, result.timings
+            self.hazards, self.pass_snapshots = result.hazards, result.snapshots
         self.forward, self.backward = split_schedules(self.order)
         self._slot = {n: i for i, n in enumerate(self.order)}
         self._plans: dict[tuple, list] = {}
@@ -109,10 +122,18 @@ class Program:
             if isinstance(op, (Param, Constant)):
                 env[self._slot[node]] = op.value
         slot = self._slot
+        check = self.check_numerics  # hook: graphbp/runtime/numerics.py (keep in any executor)
+        if check:
+            numerics.check_inputs(self.inputs, feeds, [n for n in self.order if isinstance(n.op, Param)])
         for node in self.forward.nodes + self.backward.nodes:
             args_ = [env[slot[i]] for i in node.inputs]
-            out = node.op.compute(*args_)
+            try:
+                out = node.op.compute(*args_)
+            except Exception as e:  # name the op, operands and user line (forward op for gradients)
+                raise numerics.compute_error(node, args_, e) from e
             env[slot[node]] = out if isinstance(out, np.ndarray) else np.asarray(out)
+            if check:
+                numerics.check_value(node, env[slot[node]], args_)
         results = [env[slot[o]] for o in self.outputs]
         new_values = [env[slot[v]] for _, v in self.updates]
         for (p, _), val in zip(self.updates, new_values):
@@ -160,6 +181,7 @@ def compile(
     optimize: bool = True,
     debug: bool = False,
     check_numerics: bool = False,
+    passes: Mapping[str, bool] | None = None,
 ) -> Program:
     """Compile ``outputs`` (and parameter ``updates``) as a function of ``inputs``.
 
@@ -177,6 +199,9 @@ def compile(
         Verify the graph after every pass and report numeric hazards.
     check_numerics : bool
         Stop at the first non-finite value with an error naming the op that made it.
+    passes : mapping of pass name to bool, optional
+        Switch single rewrite passes off (``{"cse": False}``); see ``graphbp.passes.PASS_NAMES``.
     """
     outs = [outputs] if isinstance(outputs, Node) else list(outputs)
-    return Program(inputs, outs, updates, optimize=optimize, debug=debug, check_numerics=check_numerics)
+    return Program(inputs, outs, updates, optimize=optimize, debug=debug, check_numerics=check_numerics,
+                   passes=passes)

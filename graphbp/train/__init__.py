@@ -1,0 +1,17 @@
+"""Training: optimisers (``gb.optim``), initialisers (``gb.init``), clipping and the loop.
+
+``gb.train.Trainer`` compiles a step program (the optimiser's updates applied in place)
+and an evaluation program, and runs epochs with hooks for logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+from . import init, optim
+from .clip import clip_by_global_norm, global_norm
+from .loop import Trainer, accuracy, format_logs
+from .progress import ProgressBar
+
+__all__ = [
+    "init", "optim", "clip_by_global_norm", "global_norm", "Trainer", "accuracy", "format_logs",
+    "ProgressBar",
+]

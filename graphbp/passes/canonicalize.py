@@ -1,0 +1,205 @@
+"""Canonicalize: algebraic identities, constant folding and (in the engine) CSE.
+
+Every rule returns a node of exactly the matched node's type (the engine rejects anything
+else), so an identity that would change broadcasting or dtype simply does not apply.
+Rules never fold what is unsafe under IEEE arithmetic: ``x * 0`` stays (``inf * 0`` is NaN).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph.node import Node
+from ..ops import elementwise as ew
+from ..ops import shape as sh
+from ..ops.base import Op, apply
+from ..ops.creation import Full
+from ..ops.leaves import Constant, Leaf, constant
+from ..ops.reduce import Sum
+from .core import Context, constant_value, is_const_scalar, rule
+
+FOLD_LIMIT = 1 << 16
+"""Constant folding skips results with more elements than this (keep graphs small)."""
+
+
+@rule("algebraic", ew.Multiply)
+def mul_one(node: Node, ctx: Context):
+    """``x * 1`` and ``1 * x`` are ``x`` (exact for every float, NaN and inf included)."""
+    a, b = node.inputs
+    if is_const_scalar(b, 1):
+        return a, (b,)
+    if is_const_scalar(a, 1):
+        return b, (a,)
+    return None
+
+
+@rule("algebraic", ew.Add)
+def add_zero(node: Node, ctx: Context):
+    """``x + 0`` and ``0 + x`` are ``x``."""
+    a, b = node.inputs
+    if is_const_scalar(b, 0):
+        return a
+    if is_const_scalar(a, 0):
+        return b
+    return None
+
+
+@rule("algebraic", ew.Subtract)
+def sub_zero(node: Node, ctx: Context):
+    """``x - 0`` is ``x``; ``0 - x`` is ``-x``."""
+    a, b = node.inputs
+    if is_const_scalar(b, 0):
+        return a
+    if is_const_scalar(a, 0) and a.shape == ():
+        return ew.negative(b)
+    return None
+
+
+@rule("algebraic", ew.Divide)
+def div_one(node: Node, ctx: Context):
+    """``x / 1`` is ``x``."""
+    a, b = node.inputs
+    return a if is_const_scalar(b, 1) else None
+
+
+@rule("algebraic", ew.Negative)
+def neg_neg(node: Node, ctx: Context):
+    """``--x`` is ``x``."""
+    (a,) = node.inputs
+    return (a.inputs[0], (a,)) if isinstance(a.op, ew.Negative) else None
+
+
+@rule("algebraic", ew.Cast)
+def cast_same(node: Node, ctx: Context):
+    """A cast to the dtype the operand already has is the operand."""
+    (a,) = node.inputs
+    return a if a.dtype == node.dtype else None
+
+
+@rule("algebraic", ew.Where)
+def where_same(node: Node, ctx: Context):
+    """``where(c, x, x)`` is ``x`` (when broadcasting adds nothing; the engine checks)."""
+    c, a, b = node.inputs
+    return a if a is b else None
+
+
+@rule("algebraic", sh.Transpose)
+def transpose_transpose(node: Node, ctx: Context):
+    """Compose nested transposes; drop an identity permutation."""
+    (a,) = node.inputs
+    axes = node.op.axes
+    if isinstance(a.op, sh.Transpose):
+        inner = a.op.axes
+        composed = tuple(inner[i] for i in axes)
+        src = a.inputs[0]
+        if composed == tuple(range(len(composed))):
+            return src, (a,)
+        return apply(sh.Transpose(composed), src), (a,)
+    if axes == tuple(range(len(axes))):
+        return a
+    return None
+
+
+@rule("algebraic", sh.Reshape)
+def reshape_reshape(node: Node, ctx: Context):
+    """``reshape(reshape(x, s1), s2)`` is ``reshape(x, s2)``; a reshape to the same static
+    shape is the operand."""
+    a = node.inputs[0]
+    if isinstance(a.op, sh.Reshape):
+        return apply(node.op, a.inputs[0], *node.inputs[1:]), (a,)
+    if isinstance(a.op, (sh.ExpandDims, sh.Squeeze)):
+        return apply(node.op, a.inputs[0], *node.inputs[1:]), (a,)
+    if a.type == node.type and a.type.is_concrete:
+        return a
+    return None
+
+
+@rule("algebraic", sh.Squeeze)
+def squeeze_expand(node: Node, ctx: Context):
+    """``squeeze(expand_dims(x, a), a)`` is ``x``."""
+    (a,) = node.inputs
+    if isinstance(a.op, sh.ExpandDims):
+        ax = a.op.axis % a.ndim
+        if tuple(x % a.ndim for x in node.op.axis) == (ax,):
+            return a.inputs[0], (a,)
+    return None
+
+
+@rule("algebraic", sh.ExpandDims)
+def expand_squeeze(node: Node, ctx: Context):
+    """``expand_dims(squeeze(x, a), a)`` is ``x`` when the types agree (engine-checked)."""
+    (a,) = node.inputs
+    if isinstance(a.op, sh.Squeeze):
+        return a.inputs[0], (a,)
+    return None
+
+
+@rule("algebraic", sh.BroadcastTo)
+def broadcast_noop(node: Node, ctx: Context):
+    """A broadcast to the operand's own static shape is the operand."""
+    a = node.inputs[0]
+    return a if a.type == node.type and a.type.is_concrete else None
+
+
+@rule("algebraic", ew.Elementwise)
+def broadcast_operand(node: Node, ctx: Context):
+    """An elementwise op broadcasts its operands itself: feed it a broadcast's source
+    (a scalar, a bias) instead of the materialised broadcast, when the output type stays."""
+    if not any(isinstance(i.op, sh.BroadcastTo) for i in node.inputs) or isinstance(node.op, Full):
+        return None
+    ins = tuple(i.inputs[0] if isinstance(i.op, sh.BroadcastTo) else i for i in node.inputs)
+    try:
+        out = apply(node.op, *ins)
+    except Exception:
+        return None
+    return out, tuple(i for i in node.inputs if isinstance(i.op, sh.BroadcastTo))
+
+
+@rule("algebraic", Sum)
+def sum_broadcast(node: Node, ctx: Context):
+    """``sum(broadcast_to(y, s), axes)`` over exactly the broadcast axes is ``y * count``
+    (reshaped), so a seed broadcast to a full array and summed back never materialises."""
+    a = node.inputs[0]
+    if not isinstance(a.op, sh.BroadcastTo) or not a.type.is_concrete or a.dtype.kind != "f":
+        return None
+    y = a.inputs[0]
+    if not y.type.is_concrete:
+        return None
+    lead = a.ndim - y.ndim
+    bcast = set(range(lead)) | {lead + i for i, d in enumerate(y.shape) if d == 1 and a.shape[lead + i] != 1}
+    if set(node.op.axis) != bcast or not bcast:
+        return None
+    count = int(np.prod([a.shape[i] for i in bcast]))
+    scaled = ew.multiply(y, constant(np.asarray(count, y.dtype)))
+    if scaled.shape != node.shape:
+        scaled = sh.reshape(scaled, node.shape)
+    return scaled, (a,)
+
+
+@rule("constant_fold", Op)
+def fold_constants(node: Node, ctx: Context):
+    """Evaluate an op whose inputs are all constants (small results only)."""
+    op = node.op
+    if isinstance(op, Leaf) or not node.type.is_concrete:
+        return None
+    if not all(isinstance(i.op, Constant) for i in node.inputs):
+        return None
+    size = node.type.size()
+    if size is None or size > FOLD_LIMIT:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            value = np.asarray(op.compute(*(i.op.value for i in node.inputs)))
+    except Exception:
+        return None
+    if value.shape != node.shape or value.dtype != node.dtype:
+        return None
+    value = np.array(value, copy=True)
+    value.setflags(write=False)
+    return Node(Constant(value), (), node.type, name=node.name, origin=node.origin,
+                scope=node.scope, provenance=node.provenance)
+
+
+RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
+         reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand,
+         sum_broadcast, fold_constants)

@@ -1,0 +1,195 @@
+"""Specialize: n-ary gradient accumulation, matmul+bias+activation, elementwise fusion.
+
+These passes need use counts (a node read twice must stay materialised), so each runs as
+one sweep over the topological order with a ``users`` table: linear in the graph size.
+Fusion never crosses the forward/backward boundary: a fused node is all-forward or
+all-gradient, so the schedule split and the saved activations stay as autodiff made them.
+"""
+
+from __future__ import annotations
+
+from ..graph.node import Node
+from ..graph.traverse import toposort
+from ..ops import activations as act
+from ..ops import elementwise as ew
+from ..ops.base import apply
+from ..ops.leaves import Leaf
+from ..ops.linalg import MatMul
+from ..ops.reduce import Sum
+from ..ops.shape import BroadcastTo
+from .core import Context, LogEntry, PassResult, rebuild, rule, union_provenance
+from .fused import AddN, FusedElementwise, Instr, MatMulBiasAct
+
+
+# ------------------------------------------------------------------ accumulation
+@rule("accumulate", ew.Add, AddN)
+def flatten_add(node: Node, ctx: Context):
+    """A tree of same-typed adds whose inner adds have one use becomes one ``add_n``
+    (autodiff accumulates fan-out gradients as a chain of binary adds)."""
+    terms: list[Node] = []
+    absorbed: list[Node] = []
+    for x in node.inputs:
+        if (isinstance(x.op, (ew.Add, AddN)) and x.type == node.type and ctx.n_uses(x) == 1
+                and bool(x.provenance) == bool(node.provenance)
+                and all(i.type == node.type for i in x.inputs)):
+            terms.extend(x.inputs)
+            absorbed.append(x)
+        else:
+            terms.append(x)
+    if not absorbed or len(terms) < 3 or any(t.type != node.type for t in terms):
+        return None
+    return apply(AddN(len(terms)), *terms), absorbed
+
+
+# ------------------------------------------------------------------ fusion helpers
+def _users(order: list[Node]) -> dict[Node, list[Node]]:
+    out: dict[Node, list[Node]] = {}
+    for n in order:
+        for i in n.inputs:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _single_use(p: Node, users: dict, roots: set, side: bool) -> bool:
+    return len(users.get(p, ())) == 1 and p not in roots and bool(p.provenance) == side
+
+
+def _substitute(order, roots, groups: dict[Node, tuple], skip: set) -> list[Node]:
+    """Rebuild the graph: each group root becomes its fused node built over new inputs."""
+    new: dict[Node, Node] = {}
+    for n in order:
+        if n in skip:
+            continue
+        if n in groups:
+            make, ext = groups[n]
+            new[n] = make(tuple(new[i] for i in ext))
+            continue
+        ins = tuple(new[i] for i in n.inputs)
+        new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
+    return [new[r] for r in roots]
+
+
+def _fused_node(op, ins, root: Node, members: list[Node]) -> Node:
+    return Node(op, ins, root.type, name=root.name, origin=root.origin, scope=root.scope,
+                provenance=union_provenance(members))
+
+
+# ------------------------------------------------------------------ matmul + bias + act
+ACTIVATIONS = (ew.Tanh, act.Sigmoid, act.Relu)
+
+
+def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult:
+    """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``."""
+    order = toposort(roots)
+    users = _users(order)
+    rootset = set(roots)
+    groups: dict[Node, tuple] = {}
+    skip: set[Node] = set()
+    log: list[LogEntry] = []
+    for n in order:
+        if not isinstance(n.op, ew.Add) or n in skip:
+            continue
+        side = bool(n.provenance)
+        for mm, b in (n.inputs, n.inputs[::-1]):
+            if (isinstance(mm.op, MatMul) and mm.ndim == 2 and b.ndim <= 2 and mm.shape == n.shape
+                    and mm.dtype == n.dtype and _single_use(mm, users, rootset, side)):
+                break
+        else:
+            continue
+        root, activation, members = n, None, [mm, n]
+        us = users.get(n, [])
+        if (len(us) == 1 and isinstance(us[0].op, ACTIVATIONS) and _single_use(n, users, rootset, side)
+                and us[0].type == n.type):
+            root, activation = us[0], us[0].op
+            members.append(root)
+        op = MatMulBiasAct(activation, tuple(m.op.name for m in members))
+        ext = (*mm.inputs, b)
+        groups[root] = (lambda ins, op=op, root=root, members=members: _fused_node(op, ins, root, members), ext)
+        skip.update(m for m in members if m is not root)
+        log.append(LogEntry(pass_name, "matmul_bias_act", tuple(members), root))
+    if not groups:
+        return PassResult(list(roots), log)
+    return PassResult(_substitute(order, roots, groups, skip), log)
+
+
+# ------------------------------------------------------------------ elementwise fusion
+def _fusible(n: Node) -> bool:
+    op = n.op
+    if isinstance(op, (Leaf, FusedElementwise)):
+        return False
+    return bool(getattr(op, "elementwise", False)) or isinstance(op, BroadcastTo)
+
+
+def _approx_size(n: Node) -> int:
+    size = 1
+    for d in n.shape:
+        size *= 128 if d is None else d
+    return size
+
+
+def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min_size: int = 32768) -> PassResult:
+    """Chains of elementwise ops (a full ``sum`` may end one) become ``fused_elementwise``.
+
+    Reverse topological sweep: each unassigned elementwise node roots a group and absorbs
+    inputs that are elementwise, read only by the group, on the same side (forward or
+    gradient) and of the root's shape. Groups of one op, or smaller than ``min_size``
+    elements (where per-call overhead dominates), are left alone.
+    """
+    order = toposort(roots)
+    pos = {n: k for k, n in enumerate(order)}
+    users = _users(order)
+    rootset = set(roots)
+    assigned: set[Node] = set()
+    groups: dict[Node, tuple] = {}
+    skip: set[Node] = set()
+    log: list[LogEntry] = []
+    for n in reversed(order):
+        if n in assigned:
+            continue
+        reduce_sum = False
+        if isinstance(n.op, Sum) and len(n.op.axis) == n.inputs[0].ndim and not n.op.keepdims:
+            top = n.inputs[0]
+            if not (_fusible(top) and _single_use(top, users, rootset, bool(n.provenance))):
+                continue
+            reduce_sum = True
+        elif _fusible(n):
+            top = n
+        else:
+            continue
+        side = bool(n.provenance)
+        shape = top.shape
+        members = [top]
+        stack = [top]
+        while stack:
+            m = stack.pop()
+            for p in m.inputs:
+                if (p not in assigned and p not in members and _fusible(p) and p.shape == shape
+                        and _single_use(p, users, rootset, side)):
+                    members.append(p)
+                    stack.append(p)
+        n_ops = len(members) + reduce_sum
+        if n_ops < 2 or _approx_size(top) < min_size:
+            continue
+        members.sort(key=pos.__getitem__)
+        assigned.update(members)
+        mset = set(members)
+        ext: list[Node] = []
+        slot: dict[Node, int] = {}
+        for m in members:
+            for i in m.inputs:
+                if i not in mset and i not in slot:
+                    slot[i] = len(ext)
+                    ext.append(i)
+        prog = []
+        for k, m in enumerate(members):
+            slot[m] = len(ext) + k
+            prog.append(Instr(m.op, tuple(slot[i] for i in m.inputs), m.dtype.name))
+        absorbed_all = members + ([n] if reduce_sum else [])
+        op = FusedElementwise(len(ext), tuple(prog), tuple(shape), reduce_sum,
+                              tuple(m.op.name for m in absorbed_all), tuple(absorbed_all))
+        groups[n] = (lambda ins, op=op, root=n, ms=absorbed_all: _fused_node(op, ins, root, ms), tuple(ext))
+        skip.update(m for m in absorbed_all if m is not n)
+        log.append(LogEntry(pass_name, "fuse", tuple(absorbed_all), n))
+    if not groups:
+        return PassResult(list(roots), log)
+    return PassResult(_substitute(order, roots, groups, skip), log)

@@ -1,0 +1,167 @@
+"""Static cost estimates for diagrams and ``explain``: bytes, FLOPs and peak live memory.
+
+Shapes may have unknown (``None``) dims, usually the batch. Rather than inventing a size,
+every quantity is kept as a polynomial in one symbol, "a row" (one unit of an unknown dim):
+``f32(?, 128)`` is 512 B/row, ``f32(128, 10)`` is 5 KiB, and their sum prints as both.
+Several unknown dims are all taken to be the same symbol (an approximation the text says).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..graph.node import Node
+from ..graph.types import TensorType
+
+# The batch size at which two polynomials are compared when a peak must be chosen and the
+# caller gave none: large enough that per-row terms dominate, as they do in training.
+REFERENCE_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Poly:
+    """``sum(coeff * rows**power)``; ``terms`` maps power to coefficient (no zero entries)."""
+
+    terms: tuple[tuple[int, int], ...] = field(default=())
+
+    @staticmethod
+    def of(coeff: int, power: int = 0) -> "Poly":
+        return Poly(((power, coeff),)) if coeff else Poly()
+
+    def __add__(self, other: "Poly") -> "Poly":
+        acc = dict(self.terms)
+        for p, c in other.terms:
+            acc[p] = acc.get(p, 0) + c
+        return Poly(tuple(sorted((p, c) for p, c in acc.items() if c)))
+
+    def __sub__(self, other: "Poly") -> "Poly":
+        return self + Poly(tuple((p, -c) for p, c in other.terms))
+
+    def scale(self, k: int) -> "Poly":
+        return Poly(tuple((p, c * k) for p, c in self.terms if c * k))
+
+    def at(self, rows: int) -> int:
+        return sum(c * rows**p for p, c in self.terms)
+
+    @property
+    def is_zero(self) -> bool:
+        return not self.terms
+
+    def format(self, unit: str = "B") -> str:
+        if not self.terms:
+            return f"0 {unit}"
+        parts = []
+        for p, c in sorted(self.terms, reverse=True):
+            amount = human(c, unit)
+            parts.append(amount if p == 0 else f"{amount}/row" if p == 1 else f"{amount}/row^{p}")
+        return " + ".join(parts)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def human(n: int, unit: str = "B") -> str:
+    """``1536 -> '1.5 KiB'`` for bytes, ``1.5e6 -> '1.5 M'`` for counts (deterministic text)."""
+    if unit == "B":
+        steps, base = ("B", "KiB", "MiB", "GiB", "TiB"), 1024
+    else:
+        steps, base = (unit, f"k{unit}", f"M{unit}", f"G{unit}", f"T{unit}"), 1000
+    value = float(n)
+    i = 0
+    while abs(value) >= base and i < len(steps) - 1:
+        value /= base
+        i += 1
+    if i == 0:
+        return f"{int(n)} {steps[0]}"
+    return f"{value:.3g} {steps[i]}"
+
+
+def size_poly(t: TensorType) -> Poly:
+    """Element count of ``t`` as a polynomial in rows (each unknown dim is one row factor)."""
+    known, unknown = 1, 0
+    for d in t.shape:
+        if d is None:
+            unknown += 1
+        else:
+            known *= d
+    return Poly.of(known, unknown)
+
+
+def bytes_poly(t: TensorType) -> Poly:
+    return size_poly(t).scale(t.dtype.itemsize)
+
+
+def format_bytes(t: TensorType) -> str:
+    return bytes_poly(t).format("B")
+
+
+def flops(node: Node) -> Poly:
+    """A rough FLOP count: 2*M*N*K for matmul, one per element read by reductions and one
+    per element written by everything else; zero for leaves and pure shape/copy ops."""
+    from .classify import is_leaf_node, is_shape_op
+
+    if is_leaf_node(node) or is_shape_op(node):
+        return Poly()
+    op_name = node.op.name
+    if op_name == "matmul" and len(node.inputs) == 2:
+        a = node.inputs[0]
+        k = a.shape[-1]
+        out = size_poly(node.type)
+        return out.scale(2) if k is None else out.scale(2 * k)  # unknown K counted per row
+    absorbed = getattr(node.op, "absorbed", None) or getattr(node.op, "ops", None)
+    if isinstance(absorbed, (tuple, list)) and absorbed:
+        return size_poly(node.type).scale(len(absorbed))
+    if node.inputs and op_name in {"sum", "mean", "max", "min", "prod", "logsumexp", "var"}:
+        return size_poly(node.inputs[0].type)
+    return size_poly(node.type)
+
+
+def total_flops(nodes: Iterable[Node]) -> Poly:
+    total = Poly()
+    for n in nodes:
+        total = total + flops(n)
+    return total
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Peak of the activations alive at once when the schedules run in order.
+
+    ``peak`` is the live bytes at step ``peak_step`` (an index into the run order), chosen by
+    comparing steps at ``rows`` rows. Leaves (inputs, parameters, constants) are not counted:
+    they live outside the program's buffers.
+    """
+
+    peak: Poly
+    peak_step: int
+    peak_node: Node | None
+    rows: int
+
+
+def liveness_peak(run: Sequence[Node], keep: Iterable[Node], rows: int | None = None) -> Liveness:
+    """Walk ``run`` (forward then backward nodes); a value lives from its step to its last
+    read, or to the end when it is in ``keep`` (program outputs and update values)."""
+    rows = REFERENCE_ROWS if rows is None else rows
+    step = {n: i for i, n in enumerate(run)}
+    last = dict(step)
+    end = len(run)
+    for i, n in enumerate(run):
+        for x in n.inputs:
+            if x in step:
+                last[x] = i
+    for k in keep:
+        if k in step:
+            last[k] = end
+    frees: dict[int, list[Node]] = {}
+    for n, i in last.items():
+        frees.setdefault(i, []).append(n)
+    live = Poly()
+    best, best_step, best_node = Poly(), -1, None
+    for i, n in enumerate(run):
+        live = live + bytes_poly(n.type)
+        if live.at(rows) > best.at(rows):
+            best, best_step, best_node = live, i, n
+        for dead in frees.get(i, ()):
+            live = live - bytes_poly(dead.type)
+    return Liveness(best, best_step, best_node, rows)

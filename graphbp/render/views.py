@@ -1,0 +1,165 @@
+"""Which nodes each view shows, in which cluster, with which role.
+
+A view is a :class:`ViewSpec`: items in topological order, each with a role and a cluster
+path, plus the cluster labels and the forward-op -> gradient-cluster links. Collapsing
+(:mod:`.collapse`) and drawing (:mod:`.dot`) work on any spec, so the three graph views
+share one renderer.
+
+Cluster keys are tuples that include the side (``"forward"``/``"backward"``), so the same
+``gb.scope`` can appear once on each side of the joint view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from ..graph.node import Node
+from . import styles
+from .classify import grad_origin, is_leaf_node, leaf_kind
+from .subject import Subject, node_title, origin_text
+
+VIEWS = ("forward", "backward", "joint", "optimization")
+
+
+@dataclass
+class Item:
+    node: Node
+    role: str  # input | param | constant | op | grad | fwdref | update
+    cluster: tuple[Hashable, ...] = ()
+
+
+@dataclass
+class ClusterInfo:
+    kind: str  # side | scope | grad
+    label: str
+    attrs: dict[str, str]
+
+
+@dataclass
+class ViewSpec:
+    view: str
+    subject: Subject
+    items: list[Item]
+    clusters: dict[Hashable, ClusterInfo] = field(default_factory=dict)
+    links: list[tuple[Node, Hashable]] = field(default_factory=list)
+    grad_colour: dict[Node, int] = field(default_factory=dict)
+    show_steps: bool = False
+    show_saved: bool = False
+
+
+def _scope_path(spec: ViewSpec, side: str, scope: tuple[str, ...]) -> tuple:
+    path = []
+    for depth in range(1, len(scope) + 1):
+        key = ("scope", side, scope[:depth])
+        if key not in spec.clusters:
+            spec.clusters[key] = ClusterInfo("scope", scope[depth - 1], dict(styles.SCOPE_CLUSTER))
+        path.append(key)
+    return tuple(path)
+
+
+def _grad_key(spec: ViewSpec, side: str, fwd: Node) -> Hashable:
+    key = ("grad", side, fwd)
+    if key not in spec.clusters:
+        if fwd not in spec.grad_colour:
+            spec.grad_colour[fwd] = len(spec.grad_colour)
+        where = origin_text(fwd)
+        label = f"∂ {node_title(fwd)}" + (f"  ({where})" if where else "")
+        spec.clusters[key] = ClusterInfo("grad", label, styles.grad_cluster_style(spec.grad_colour[fwd]))
+    return key
+
+
+def _role(node: Node, s: Subject) -> str:
+    kind = leaf_kind(node)
+    if kind is not None:
+        return "grad" if node.provenance else kind
+    if node.provenance:
+        return "grad"
+    if node in s.backward_set:
+        return "update"
+    return "op"
+
+
+def _colour_forward_ops(spec: ViewSpec) -> None:
+    """Number forward ops with gradient clusters in forward topological order, so the
+    colour of a gradient cluster does not depend on which view draws it."""
+    origins = {grad_origin(n) for n in spec.subject.order if n.provenance}
+    for n in spec.subject.order:
+        if n in origins and n not in spec.grad_colour:
+            spec.grad_colour[n] = len(spec.grad_colour)
+
+
+def forward_view(s: Subject) -> ViewSpec:
+    """Inputs, parameters, constants and forward ops, clustered by ``gb.scope``."""
+    spec = ViewSpec("forward", s, [])
+    fwd = set(s.forward)
+    needed = set(fwd)
+    for n in s.forward:
+        needed.update(i for i in n.inputs if is_leaf_node(i))
+    for o in s.outputs:  # a leaf returned as an output is still part of the forward picture
+        if is_leaf_node(o) and not o.provenance:
+            needed.add(o)
+    for n in s.order:
+        if n in needed:
+            spec.items.append(Item(n, _role(n, s), _scope_path(spec, "forward", n.scope)))
+    return spec
+
+
+def backward_view(s: Subject) -> ViewSpec:
+    """Gradient nodes clustered by the forward op whose rule produced them; the forward
+    values they read appear outside the clusters, highlighted as saved activations."""
+    spec = ViewSpec("backward", s, [], show_saved=True)
+    _colour_forward_ops(spec)
+    bwd = s.backward_set
+    reads: set[Node] = set()
+    for n in s.backward:
+        reads.update(i for i in n.inputs if i not in bwd)
+    for o in s.outputs:
+        if o.provenance and is_leaf_node(o):
+            reads.add(o)
+    for n in s.order:
+        if n in bwd or (n in reads and n.provenance):
+            spec.items.append(Item(n, _role(n, s), _backward_cluster(spec, "backward", n)))
+        elif n in reads:
+            role = leaf_kind(n) or "fwdref"
+            spec.items.append(Item(n, role, ()))
+    return spec
+
+
+def _backward_cluster(spec: ViewSpec, side: str, n: Node) -> tuple:
+    path = _scope_path(spec, side, n.scope)
+    fwd = grad_origin(n)
+    return path + (_grad_key(spec, side, fwd),) if fwd is not None else path
+
+
+def joint_view(s: Subject) -> ViewSpec:
+    """Forward and backward side by side; saved activations highlighted with their bytes,
+    dashed links from each forward op to its gradient cluster, schedule steps on nodes."""
+    spec = ViewSpec("joint", s, [], show_steps=True, show_saved=True)
+    _colour_forward_ops(spec)
+    f_side, b_side = ("side", "forward", ()), ("side", "backward", ())
+    nf, nb = len(s.forward), len(s.backward)
+    spec.clusters[f_side] = ClusterInfo("side", f"forward schedule · {nf} ops", dict(styles.FORWARD_SIDE))
+    spec.clusters[b_side] = ClusterInfo("side", f"backward schedule · {nb} ops", dict(styles.BACKWARD_SIDE))
+    bwd = s.backward_set
+    for n in s.order:
+        grad_leaf = is_leaf_node(n) and bool(n.provenance)
+        if n in bwd or grad_leaf:
+            spec.items.append(Item(n, _role(n, s), (b_side,) + _backward_cluster(spec, "backward", n)))
+        else:
+            spec.items.append(Item(n, _role(n, s), (f_side,) + _scope_path(spec, "forward", n.scope)))
+    drawn = {it.node for it in spec.items}
+    for key, info in spec.clusters.items():
+        if info.kind == "grad" and key[2] in drawn and not is_leaf_node(key[2]):
+            spec.links.append((key[2], key))
+    return spec
+
+
+def build_view(s: Subject, view: str) -> ViewSpec:
+    if view == "forward":
+        return forward_view(s)
+    if view == "backward":
+        return backward_view(s)
+    if view == "joint":
+        return joint_view(s)
+    raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")

@@ -1,0 +1,169 @@
+"""The digits demo behind ``graphbp demo``: train the MLP of the README and draw its graphs.
+
+Kept out of ``cli.py`` so the CLI only parses arguments and the demo can be called (and
+tested) as a function.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from .. import ops
+from ..autodiff import grad
+from ..data import load_digits, train_test_split
+from ..graph.node import Node
+from ..graph.traverse import toposort
+from ..runtime import Program, compile
+from . import init
+from .loop import Trainer, format_logs
+from .optim import Adam
+
+
+@dataclass
+class DigitsMLP:
+    """The 64-128-10 ReLU network of the README, built as nodes."""
+
+    x: Node
+    t: Node
+    params: list[Node]
+    logits: Node
+    loss: Node
+
+
+def build_digits_mlp(hidden: int = 128, seed: int = 0) -> DigitsMLP:
+    """``logits = relu(x @ W1 + b1) @ W2 + b2``; loss = mean softmax cross-entropy."""
+    x = ops.input("x", (None, 64))
+    t = ops.input("t", (None,), dtype="int64")
+    W1 = ops.param("W1", init.he_normal((64, hidden), seed=seed))
+    b1 = ops.param("b1", np.zeros(hidden, np.float32))
+    W2 = ops.param("W2", init.glorot_uniform((hidden, 10), seed=seed + 1))
+    b2 = ops.param("b2", np.zeros(10, np.float32))
+    logits = ops.relu(x @ W1 + b1) @ W2 + b2
+    loss = ops.mean(ops.softmax_cross_entropy(logits, t))
+    return DigitsMLP(x, t, [W1, b1, W2, b2], logits, loss)
+
+
+@dataclass
+class DemoResult:
+    test_accuracy: float
+    train_seconds: float
+    total_seconds: float
+    history: list[dict[str, float]]
+    diagrams: list[Path] = field(default_factory=list)
+    svg: bool = False
+
+
+def run_demo(
+    *,
+    epochs: int = 20,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    out: str | Path = "graphbp-demo",
+    progress: bool | None = None,
+    stream: TextIO | None = None,
+) -> DemoResult:
+    """Train on 80% of the digits (stratified, seeded), report accuracy on the other 20%.
+
+    Prints one line per epoch and a summary to ``stream`` (stdout by default); the
+    progress bar goes to stderr. Then writes the forward and gradient graph diagrams of
+    the loss-and-gradients program into ``out``.
+    """
+    t_start = time.perf_counter()
+    say = _printer(stream)
+    X, y = load_digits()
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_fraction=0.2, seed=seed, stratify=y)
+    say(f"digits: {len(ytr)} training / {len(yte)} held-out images (8x8, 10 classes)")
+    net = build_digits_mlp(seed=seed)
+    say(f"model: 64-128-10 MLP, ReLU, softmax cross-entropy, Adam(lr={lr:g}), batch {batch_size}")
+    trainer = Trainer([net.x, net.t], net.loss, net.params, Adam(lr=lr), predict=net.logits)
+    trainer.on_epoch.append(lambda tr, e, logs: say(format_logs(e, epochs, logs)))
+    t_train = time.perf_counter()
+    trainer.fit((Xtr, ytr), epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
+                validation=(Xte, yte), progress=progress)
+    train_seconds = time.perf_counter() - t_train
+    acc = trainer.evaluate(Xte, yte)["accuracy"]
+    say(f"test accuracy: {100 * acc:.2f}% on {len(yte)} held-out images; "
+        f"training took {train_seconds:.2f}s ({trainer.step} steps)")
+
+    grads = grad(net.loss, net.params)
+    program = compile([net.x, net.t], [net.loss, *grads])
+    paths, svg = write_diagrams(program, Path(out))
+    for p in paths:
+        say(f"wrote {p}")
+    if not svg:
+        say("Graphviz `dot` is not on PATH, so the diagrams are DOT files: install Graphviz "
+            "(apt-get install graphviz / brew install graphviz) and run "
+            f"`dot -Tsvg {paths[0]} -o {paths[0].with_suffix('.svg')}`")
+    total = time.perf_counter() - t_start
+    say(f"wall time: {total:.2f}s")
+    return DemoResult(acc, train_seconds, total, trainer.history, paths, svg)
+
+
+def write_diagrams(program: Program, out: Path) -> tuple[list[Path], bool]:
+    """Write ``forward`` and ``gradient`` diagrams of ``program`` into ``out``.
+
+    SVG when Graphviz's ``dot`` is on PATH, DOT text otherwise. Returns the paths and
+    whether they are SVG.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    dot_exe = shutil.which("dot")
+    paths = []
+    for name, view in (("forward", "forward"), ("gradient", "backward")):
+        source = _dot_source(program, view)
+        if dot_exe:
+            path = out / f"{name}.svg"
+            svg = subprocess.run([dot_exe, "-Tsvg"], input=source.encode(), capture_output=True, check=True).stdout
+            path.write_bytes(svg)
+        else:
+            path = out / f"{name}.dot"
+            path.write_text(source)
+        paths.append(path)
+    return paths, dot_exe is not None
+
+
+def _dot_source(program: Program, view: str) -> str:
+    """DOT text of one view, from ``graphbp.render`` when it is available."""
+    from .. import render
+
+    to_dot = getattr(render, "to_dot", None)
+    if to_dot is not None:
+        return str(to_dot(program, view=view))
+    return _plain_dot(program, view)
+
+
+def _plain_dot(program: Program, view: str) -> str:
+    """A minimal diagram (op, shape; gradient nodes shaded) used until the renderer exists."""
+    sched = program.forward if view == "forward" else program.backward
+    shown = set(sched.nodes) | set(sched.reads)
+    order = [n for n in toposort(program.outputs + [v for _, v in program.updates]) if n in shown]
+    idx = {n: i for i, n in enumerate(order)}
+    lines = [f'digraph "{view}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica", fontsize=10];']
+    for n in order:
+        label = f"{n.name + ' = ' if n.name else ''}{n.op.name}\\n{n.type}"
+        style = ', style=filled, fillcolor="#fde2c8"' if n.is_gradient else ""
+        lines.append(f'  n{idx[n]} [label="{_esc(label)}"{style}];')
+    for n in order:
+        for i in n.inputs:
+            if i in idx:
+                lines.append(f"  n{idx[i]} -> n{idx[n]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _esc(text: str) -> str:
+    return text.replace('"', '\\"')
+
+
+def _printer(stream: TextIO | None):
+    def say(msg: str) -> None:
+        print(msg, file=stream, flush=True)
+
+    return say

@@ -1,0 +1,50 @@
+"""Developer sessions: ``nox -s tests``, ``lint``, ``demo``, ``bench``, ``docs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+ROOT = Path(__file__).parent
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The README's test command in a fresh environment."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (rules in pyproject.toml)."""
+    session.install("ruff>=0.4")
+    session.run("ruff", "check", "graphbp", "tests", "examples", "benchmarks", "docs", "noxfile.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Install and run ``graphbp demo`` (trains the digits MLP, writes diagrams)."""
+    session.install("-e", ".")
+    session.run("graphbp", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (``benchmarks/run.py``) with the bench extra installed."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate the op reference and (when present) the diagram gallery."""
+    session.install("-e", ".")
+    for script in ("docs/gen_ops.py", "docs/gen_gallery.py"):
+        if (ROOT / script).exists():
+            session.run("python", script)
+        else:
+            session.log(f"{script} not found, skipped")
