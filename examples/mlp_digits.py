@@ -34,7 +34,7 @@ def build() -> gb.Program:
     return gb.compile(inputs=[m.x, m.t], outputs=[m.loss, *grads])
 
 
-def main(epochs: int = 10, seed: int = 0) -> float:
+def main(epochs: int = 20, seed: int = 0) -> float:
     X, T = gb.data.load_digits()
     X_train, X_test, T_train, T_test = gb.data.train_test_split(X, T, test_fraction=0.2, seed=seed, stratify=T)
     m = model(seed)

@@ -19,9 +19,10 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         description="Train a 64-128-10 ReLU MLP with Adam on the bundled UCI digits, report "
         "held-out accuracy and wall time, and write forward/gradient graph diagrams.",
     )
-    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
     p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate, cosine-decayed (default 3e-3)")
+    p.add_argument("--weight-decay", type=float, default=3e-2, help="decoupled weight decay (default 3e-2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles")
     p.add_argument("--out", default="graphbp-demo", help="directory for the diagrams (default ./graphbp-demo)")
     bar = p.add_mutually_exclusive_group()
@@ -34,14 +35,17 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from .train.demo import run_demo as demo
 
-    result = demo(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    result = demo(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                   out=args.out, progress=args.progress)
     return 0 if result.history else 1
 
 
 # -- registry -------------------------------------------------------------------------------
+from .render import cli as render_cli  # noqa: E402 - graphbp render / graphbp explain
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
+    render_cli.add_render,
+    render_cli.add_explain,
 ]
 
 

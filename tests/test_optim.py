@@ -211,3 +211,21 @@ def test_initialisers_are_seeded_and_scaled():
     assert gb.init.fans((3, 3, 16, 32)) == (144, 288)
     with pytest.raises(ValueError):
         gb.init.normal((2,), seed=0, dtype="int32")
+
+
+def test_builtin_schedules_match_their_formulas():
+    import math
+
+    step = gb.input("step", (), dtype="float64")
+    cos = gb.compile([step], [gb.optim.cosine_decay(0.1, 100, final_lr=0.01, warmup_steps=10)(step)])
+    exp = gb.compile([step], [gb.optim.exponential_decay(0.1, 0.5, every=20)(step)])
+    for s in [0, 5, 9, 10, 40, 99, 100, 150]:
+        if s < 10:
+            want = 0.1 * (s + 1) / 10
+        else:
+            frac = min(s - 10, 90) / 90
+            want = 0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * frac))
+        assert float(cos(np.float64(s))[0]) == pytest.approx(want, rel=1e-12)
+        assert float(exp(np.float64(s))[0]) == pytest.approx(0.1 * 0.5 ** (s / 20), rel=1e-12)
+    opt = gb.optim.Adam(lr=gb.optim.cosine_decay(1e-2, 50))
+    assert opt.lr == pytest.approx(1e-2)

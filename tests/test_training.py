@@ -56,7 +56,7 @@ def test_digits_accuracy_above_90_percent_in_a_short_run(digits):
 
 
 def test_mlp_digits_example_trains(capsys):
-    acc = load_example("mlp_digits").main(epochs=3)
+    acc = load_example("mlp_digits").main(epochs=8)
     assert acc > 0.90
     assert "test accuracy" in capsys.readouterr().out
 
@@ -67,8 +67,8 @@ def test_mlp_digits_example_trains(capsys):
         lambda: gb.optim.SGD(0.1),
         lambda: gb.optim.SGD(0.05, momentum=0.9),
         lambda: gb.optim.SGD(0.05, momentum=0.9, nesterov=True),
-        lambda: gb.optim.Adam(lr=1e-3),
-        lambda: gb.optim.Adam(lr=1e-3, weight_decay=1e-2, clip_norm=5.0),
+        lambda: gb.optim.Adam(lr=5e-3),
+        lambda: gb.optim.Adam(lr=5e-3, weight_decay=1e-2, clip_norm=5.0),
     ],
     ids=["sgd", "momentum", "nesterov", "adam", "adamw-clipped"],
 )

@@ -112,6 +112,17 @@ class Node:
         where = f" (built at {self.origin})" if self.origin else ""
         return f"{self.label()}{where}"
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        """Jupyter shows a node as the diagram of the graph it reaches (graphbp.render)."""
+        from ..render import repr_mimebundle
+
+        return repr_mimebundle(self, "joint" if self.provenance else "forward")
+
+    def _repr_svg_(self) -> str | None:
+        from ..render import repr_svg
+
+        return repr_svg(self, "joint" if self.provenance else "forward")
+
     def __repr__(self) -> str:
         args = ", ".join(i.name or i.op.name for i in self.inputs)
         head = f"{self.name} = " if self.name else ""

@@ -39,7 +39,7 @@ class ArrayStore:
         key = self._by_id.get(id(arr))
         if key is None:
             key = f"a{len(self.arrays)}"
-            self.arrays[key] = np.ascontiguousarray(arr)
+            self.arrays[key] = arr if arr.flags.c_contiguous else np.array(arr, order="C")
             self._by_id[id(arr)] = key
             self._keep.append(arr)
         return key

@@ -50,12 +50,15 @@ class Op:
     elementwise : bool
         True when output element i depends only on input elements i (after broadcasting);
         the fusion pass relies on it.
+    vjp_formula : str
+        The VJP rule in one line of math, listed in the generated op reference.
     """
 
     name: ClassVar[str] = "op"
     differentiable: ClassVar[bool] = True
     elementwise: ClassVar[bool] = False
     nondiff_inputs: ClassVar[tuple[int, ...]] = ()
+    vjp_formula: ClassVar[str] = ""  # one line for the generated op reference (docs/ops.md)
 
     def infer(self, *types: TensorType) -> TensorType:
         raise NotImplementedError

@@ -40,8 +40,10 @@ def full_like(x: Node, value: float, dtype=None) -> Node:
 
 
 def zeros_like(x: Node, dtype=None) -> Node:
+    """Zeros with ``x``'s (runtime) shape; ``x``'s dtype unless ``dtype`` is given."""
     return full_like(x, 0.0, dtype)
 
 
 def ones_like(x: Node, dtype=None) -> Node:
+    """Ones with ``x``'s (runtime) shape; ``x``'s dtype unless ``dtype`` is given."""
     return full_like(x, 1.0, dtype)

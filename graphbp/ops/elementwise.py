@@ -52,6 +52,7 @@ def _float_only(op: Op, *dtypes: np.dtype) -> None:
 @dataclasses.dataclass(frozen=True)
 class Add(Elementwise):
     name: ClassVar[str] = "add"
+    vjp_formula: ClassVar[str] = "g, g"
 
     def compute(self, x, y):
         return np.add(x, y)
@@ -63,6 +64,7 @@ class Add(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Subtract(Elementwise):
     name: ClassVar[str] = "subtract"
+    vjp_formula: ClassVar[str] = "g, -g"
 
     def compute(self, x, y):
         return np.subtract(x, y)
@@ -74,6 +76,7 @@ class Subtract(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Multiply(Elementwise):
     name: ClassVar[str] = "multiply"
+    vjp_formula: ClassVar[str] = "g * y, g * x"
 
     def compute(self, x, y):
         return np.multiply(x, y)
@@ -86,6 +89,7 @@ class Multiply(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Divide(Elementwise):
     name: ClassVar[str] = "divide"
+    vjp_formula: ClassVar[str] = "g / y, -g * (x / y) / y"
 
     def compute(self, x, y):
         return np.divide(x, y)
@@ -99,6 +103,7 @@ class Divide(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Power(Elementwise):
     name: ClassVar[str] = "power"
+    vjp_formula: ClassVar[str] = "g * y * x**(y - 1), g * x**y * log(x) (0 where x <= 0)"
 
     def compute(self, x, y):
         return np.power(x, y)
@@ -115,6 +120,7 @@ class Power(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Maximum(Elementwise):
     name: ClassVar[str] = "maximum"
+    vjp_formula: ClassVar[str] = "g * (x >= y), g * (x < y)  (ties to x)"
 
     def compute(self, x, y):
         return np.maximum(x, y)
@@ -128,6 +134,7 @@ class Maximum(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Minimum(Elementwise):
     name: ClassVar[str] = "minimum"
+    vjp_formula: ClassVar[str] = "g * (x <= y), g * (x > y)  (ties to x)"
 
     def compute(self, x, y):
         return np.minimum(x, y)
@@ -141,6 +148,7 @@ class Minimum(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Where(Elementwise):
     name: ClassVar[str] = "where"
+    vjp_formula: ClassVar[str] = "none to c, where(c, g, 0), where(c, 0, g)"
     nondiff_inputs: ClassVar[tuple[int, ...]] = (0,)
 
     def infer(self, c, a, b):
@@ -179,6 +187,7 @@ NotEqual = _comparison("NotEqual", "not_equal", np.not_equal)
 @dataclasses.dataclass(frozen=True)
 class Negative(Elementwise):
     name: ClassVar[str] = "negative"
+    vjp_formula: ClassVar[str] = "-g"
 
     def compute(self, x):
         return np.negative(x)
@@ -190,6 +199,7 @@ class Negative(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Exp(Elementwise):
     name: ClassVar[str] = "exp"
+    vjp_formula: ClassVar[str] = "g * y"
 
     def compute(self, x):
         return np.exp(x)
@@ -201,6 +211,7 @@ class Exp(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Log(Elementwise):
     name: ClassVar[str] = "log"
+    vjp_formula: ClassVar[str] = "g / x"
 
     def compute(self, x):
         return np.log(x)
@@ -212,6 +223,7 @@ class Log(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Log1p(Elementwise):
     name: ClassVar[str] = "log1p"
+    vjp_formula: ClassVar[str] = "g / (1 + x)"
 
     def compute(self, x):
         return np.log1p(x)
@@ -223,6 +235,7 @@ class Log1p(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Sqrt(Elementwise):
     name: ClassVar[str] = "sqrt"
+    vjp_formula: ClassVar[str] = "g * 0.5 / y"
 
     def compute(self, x):
         return np.sqrt(x)
@@ -234,6 +247,7 @@ class Sqrt(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Square(Elementwise):
     name: ClassVar[str] = "square"
+    vjp_formula: ClassVar[str] = "g * 2 x"
 
     def compute(self, x):
         return np.square(x)
@@ -245,6 +259,7 @@ class Square(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Abs(Elementwise):
     name: ClassVar[str] = "abs"
+    vjp_formula: ClassVar[str] = "g * sign(x)"
 
     def compute(self, x):
         return np.abs(x)
@@ -267,6 +282,7 @@ class Sign(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Reciprocal(Elementwise):
     name: ClassVar[str] = "reciprocal"
+    vjp_formula: ClassVar[str] = "-g * y**2"
 
     def compute(self, x):
         # np.reciprocal truncates integers; 1/x matches NumPy's true division instead
@@ -279,6 +295,7 @@ class Reciprocal(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Sin(Elementwise):
     name: ClassVar[str] = "sin"
+    vjp_formula: ClassVar[str] = "g * cos(x)"
 
     def compute(self, x):
         return np.sin(x)
@@ -290,6 +307,7 @@ class Sin(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Cos(Elementwise):
     name: ClassVar[str] = "cos"
+    vjp_formula: ClassVar[str] = "-g * sin(x)"
 
     def compute(self, x):
         return np.cos(x)
@@ -301,6 +319,7 @@ class Cos(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Tanh(Elementwise):
     name: ClassVar[str] = "tanh"
+    vjp_formula: ClassVar[str] = "g * (1 - y**2)"
 
     def compute(self, x):
         return np.tanh(x)
@@ -433,6 +452,7 @@ class Cast(Elementwise):
     """``x.astype(dtype)``; the gradient is cast back to the operand's (float) dtype."""
 
     name: ClassVar[str] = "cast"
+    vjp_formula: ClassVar[str] = "cast(g, x.dtype) (none if y is not float)"
     dtype: str
 
     def infer(self, x: TensorType) -> TensorType:

@@ -9,6 +9,7 @@ linear ops whose own VJP is the read again, so second derivatives work.
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -31,7 +32,7 @@ def _to_numpy(index: tuple[IndexItem, ...]) -> tuple:
 def _normalize_index(index, ndim: int) -> tuple[IndexItem, ...]:
     items = index if isinstance(index, tuple) else (index,)
     for it in items:
-        if isinstance(it, (Node, np.ndarray, list)) or (isinstance(it, (bool, np.bool_))):
+        if isinstance(it, (Node, np.ndarray, list, tuple, bool, np.bool_)):
             raise GraphError(
                 f"getitem: advanced indexing with {type(it).__name__} is not supported; "
                 "use gb.take(x, indices, axis) for integer gathers or gb.where for masks"
@@ -124,7 +125,12 @@ class EmbedSlice(Op):
         return out
 
     def vjp(self, node, g):
-        return (getitem(g, self.index),) + (None,) * (len(node.inputs) - 1)
+        return (_basic_slice(g, self.index),) + (None,) * (len(node.inputs) - 1)
+
+
+def _basic_slice(x: Node, index: tuple[IndexItem, ...]) -> Node:
+    """``x[index]`` for an index already in normal form (VJP rules and ``split``)."""
+    return apply(GetItem(index), x)
 
 
 def embed_slice(g, index: tuple[IndexItem, ...], like: Node) -> Node:
@@ -138,18 +144,14 @@ def embed_slice(g, index: tuple[IndexItem, ...], like: Node) -> Node:
 def getitem(x, index) -> Node:
     """``x[index]`` with NumPy basic indexing: ints, slices (any step), ``None``, ``...``.
 
-    Advanced (array or boolean) indexing is rejected; use :func:`take` to gather by integer
-    indices. An already-normalised index (from a VJP) is accepted as is.
+    Advanced (array, list, tuple or boolean) indexing is rejected; use :func:`take` to
+    gather by integer indices.
     """
     x = as_node(x)
-    if isinstance(index, tuple) and all(i is None or isinstance(i, (int, tuple)) and not isinstance(i, bool) for i in index) \
-            and any(isinstance(i, tuple) for i in index):
-        norm = index
-    else:
-        try:
-            norm = _normalize_index(index, x.ndim)
-        except GraphError as e:
-            raise GraphError(describe_error(GetItem(()), [x], str(e).removeprefix("getitem: "))) from None
+    try:
+        norm = _normalize_index(index, x.ndim)
+    except GraphError as e:
+        raise GraphError(describe_error(GetItem(()), [x], str(e).removeprefix("getitem: "))) from None
     return apply(GetItem(norm), x)
 
 
@@ -195,7 +197,7 @@ class Concatenate(Op):
             outs, start = [], 0
             for s in sizes:
                 idx = ((None, None, None),) * ax + ((start, start + s, None),)
-                outs.append(getitem(g, idx))
+                outs.append(_basic_slice(g, idx))
                 start += s
             return tuple(outs)
         return tuple(apply(ConcatSlice(ax, i), g, *node.inputs) for i in range(len(sizes)))
@@ -242,24 +244,27 @@ def stack(xs: Sequence, axis: int = 0) -> Node:
     return concatenate([expand_dims(n, axis) for n in nodes], axis=axis)
 
 
+_SPLIT = types.SimpleNamespace(name="split")  # errors of the split builder (it has no op class)
+
+
 def split(x, indices_or_sections, axis: int = 0) -> list[Node]:
     """``np.split``: a list of basic slices of ``x`` (equal sections need a known size)."""
     x = as_node(x)
     try:
         ax = normalize_axis(int(axis), x.ndim)
     except ValueError as e:
-        raise ShapeError(describe_error(GetItem(()), [x], f"split: {e}")) from None
+        raise ShapeError(describe_error(_SPLIT, [x], str(e))) from None
     n = x.shape[ax]
     if isinstance(indices_or_sections, (int, np.integer)):
         k = int(indices_or_sections)
         if n is None or k <= 0 or n % k:
             raise ShapeError(describe_error(
-                GetItem(()), [x], f"split: cannot split axis {ax} of size {'?' if n is None else n} into {k} equal sections"))
+                _SPLIT, [x], f"cannot split axis {ax} of size {'?' if n is None else n} into {k} equal sections"))
         bounds = [i * (n // k) for i in range(k)] + [None]
     else:
         bounds = [0] + [int(i) for i in indices_or_sections] + [None]
     pre = tuple((None, None, None) for _ in range(ax))
-    return [getitem(x, pre + ((a, b, None),)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [_basic_slice(x, pre + ((a, b, None),)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # ------------------------------------------------------------------------------ take

@@ -15,6 +15,7 @@ from .base import Op, apply, as_nodes, dtype_error, shape_error
 @dataclasses.dataclass(frozen=True)
 class MatMul(Op):
     name: ClassVar[str] = "matmul"
+    vjp_formula: ClassVar[str] = "g @ swapaxes(b), swapaxes(a) @ g  (vectors promoted to matrices)"
 
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         if a.ndim == 0 or b.ndim == 0:

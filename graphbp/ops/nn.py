@@ -32,7 +32,8 @@ def _log_softmax_kernel(x: np.ndarray, axis: int) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     z = x - m
-    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    with np.errstate(under="ignore"):  # exp of very negative logits is 0, as it should be
+        return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
 
 
 def _float(t: TensorType) -> np.dtype:
@@ -61,7 +62,9 @@ class Softmax(_AxisOp):
     vjp_formula: ClassVar[str] = "y * (g - sum(g * y, axis, keepdims=True))"
 
     def compute(self, x):
-        return np.exp(_log_softmax_kernel(x.astype(_float(TensorType(x.shape, x.dtype)), copy=False), self.axis))
+        lsm = _log_softmax_kernel(x.astype(_float(TensorType(x.shape, x.dtype)), copy=False), self.axis)
+        with np.errstate(under="ignore"):
+            return np.exp(lsm)
 
     def vjp(self, node, g):
         return (node * (g - reduce_sum(g * node, axis=self.axis, keepdims=True)),)

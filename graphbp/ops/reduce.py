@@ -64,6 +64,7 @@ def reduced_count(x: Node, axis: tuple[int, ...]) -> Node | int:
 @dataclasses.dataclass(frozen=True)
 class Sum(Reduction):
     name: ClassVar[str] = "sum"
+    vjp_formula: ClassVar[str] = "broadcast_to(g with reduced axes restored, x.shape)"
 
     def result_dtype(self, dtype):
         return np.sum(np.zeros(1, dtype)).dtype
@@ -78,6 +79,7 @@ class Sum(Reduction):
 @dataclasses.dataclass(frozen=True)
 class Mean(Reduction):
     name: ClassVar[str] = "mean"
+    vjp_formula: ClassVar[str] = "broadcast_to(g / count, x.shape)"
 
     def result_dtype(self, dtype):
         return np.mean(np.zeros(1, dtype)).dtype
@@ -99,6 +101,9 @@ class ReducedCount(Op):
     axis: tuple[int, ...]
 
     def infer(self, x: TensorType) -> TensorType:
+        for a in self.axis:  # checked here so a bad axis (e.g. from a file) fails at build time
+            if not -x.ndim <= a < x.ndim:
+                raise shape_error(f"axis {a} is out of bounds for {x.ndim} dims")
         return TensorType((), x.dtype if x.dtype.kind == "f" else np.float64)
 
     def compute(self, x):
@@ -169,12 +174,13 @@ class Min(Max):
 
 @dataclasses.dataclass(frozen=True)
 class Prod(Reduction):
-    """``np.prod``. The gradient is exact with zeros: the product of the other elements,
-    computed from the product of the non-zero elements and the count of zeros (no ``y / x``)."""
+    """``np.prod``. The gradient is exact with zeros (no ``y / x``): the product of the other
+    elements, from the product of the non-zero elements and the zeros' count; its own
+    derivative (a Hessian-vector product) is exact with zeros too."""
 
     name: ClassVar[str] = "prod"
     vjp_formula: ClassVar[str] = (
-        "g * prod(x_j, j != i): P/x_i without zeros; P_nonzero at the single zero; 0 with >= 2 zeros"
+        "g * prod(x_j, j != i), from the product of non-zeros and the zeros' count (exact with zeros)"
     )
 
     def result_dtype(self, dtype):
@@ -186,13 +192,20 @@ class Prod(Reduction):
     def vjp(self, node, g):
         from .elementwise import cast, equal, where
 
+        # prod_{j != i} x_j from the product of the non-zeros ``p`` and the zeros' count and
+        # sum (a value of 0 that still carries the derivative wrt the zero element), so that
+        # grad-of-grad is exact too: with one zero x_z, d/dx_i = p / x_i * x_z off it and p
+        # at it; with two zeros x_a, x_b, it is p * x_b at a (and 0 elsewhere, to 2nd order).
         x = node.inputs[0]
         is_zero = equal(x, 0)
         nz = where(is_zero, 1, x)
-        p_nz = apply(Prod(self.axis, True), nz)
-        zeros = sum(cast(is_zero, x.dtype), axis=self.axis, keepdims=True)
-        others = where(equal(zeros, 0), p_nz / nz, where(is_zero, where(equal(zeros, 1), p_nz, 0), 0))
-        return (expand_to_input(g, x, self.axis, self.keepdims) * others,)
+        p = apply(Prod(self.axis, True), nz)
+        count = sum(cast(is_zero, x.dtype), axis=self.axis, keepdims=True)
+        zsum = sum(where(is_zero, x, 0), axis=self.axis, keepdims=True)
+        one, two = equal(count, 1), equal(count, 2)
+        off_zero = p / nz * where(equal(count, 0), 1, where(one, zsum, 0))
+        at_zero = p * where(one, 1, where(two, zsum - x, 0))
+        return (expand_to_input(g, x, self.axis, self.keepdims) * where(is_zero, at_zero, off_zero),)
 
 
 @dataclasses.dataclass(frozen=True)

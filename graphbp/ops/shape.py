@@ -29,6 +29,7 @@ class Reshape(Op):
     """``np.reshape``; ``shape`` may hold one ``-1``. With a ``like`` input, its shape is used."""
 
     name: ClassVar[str] = "reshape"
+    vjp_formula: ClassVar[str] = "reshape(g, x.shape)"
     shape: tuple[int, ...]
 
     def infer(self, x: TensorType, like: TensorType | None = None) -> TensorType:
@@ -68,11 +69,14 @@ class BroadcastTo(Op):
     """``np.broadcast_to``; unknown target dims come from the ``like`` input's runtime shape."""
 
     name: ClassVar[str] = "broadcast_to"
+    vjp_formula: ClassVar[str] = "g summed over the broadcast axes (by autodiff)"
     shape: Shape
 
     def infer(self, x: TensorType, like: TensorType | None = None) -> TensorType:
         if like is None and any(d is None for d in self.shape):
             raise shape_error(f"target shape {format_shape(self.shape)} has unknown dims; pass like=")
+        if like is not None and any(d is None for d in self.shape) and like.ndim != len(self.shape):
+            raise shape_error(f"like has {like.ndim} dims, target shape {format_shape(self.shape)} has {len(self.shape)}")
         if len(self.shape) < x.ndim:
             raise shape_error(f"cannot broadcast {format_shape(x.shape)} to fewer dims {format_shape(self.shape)}")
         try:
@@ -82,6 +86,8 @@ class BroadcastTo(Op):
         for xd, td in zip(x.shape[::-1], self.shape[::-1]):
             if xd is not None and td is not None and xd != 1 and xd != td:
                 raise shape_error(f"cannot broadcast {format_shape(x.shape)} to {format_shape(self.shape)}")
+        if like is not None and like.ndim == len(self.shape):  # unknown target dims: like's runtime dims
+            out = tuple(o if o is not None else ld for o, ld in zip(out, like.shape))
         return TensorType(tuple(t if t is not None else o for t, o in zip(self.shape, out)), x.dtype)
 
     def compute(self, x, like=None):
@@ -94,6 +100,7 @@ class BroadcastTo(Op):
 @dataclasses.dataclass(frozen=True)
 class Transpose(Op):
     name: ClassVar[str] = "transpose"
+    vjp_formula: ClassVar[str] = "transpose(g, argsort(axes))"
     axes: tuple[int, ...]
 
     def infer(self, x: TensorType) -> TensorType:
@@ -111,6 +118,7 @@ class Transpose(Op):
 @dataclasses.dataclass(frozen=True)
 class ExpandDims(Op):
     name: ClassVar[str] = "expand_dims"
+    vjp_formula: ClassVar[str] = "squeeze(g, axis)"
     axis: int
 
     def infer(self, x: TensorType) -> TensorType:
@@ -130,6 +138,7 @@ class ExpandDims(Op):
 @dataclasses.dataclass(frozen=True)
 class Squeeze(Op):
     name: ClassVar[str] = "squeeze"
+    vjp_formula: ClassVar[str] = "reshape(g, x.shape)"
     axis: tuple[int, ...]
 
     def infer(self, x: TensorType) -> TensorType:
@@ -188,6 +197,7 @@ def transpose(x, axes: Sequence[int] | None = None) -> Node:
 
 
 def swapaxes(x, axis1: int, axis2: int) -> Node:
+    """``np.swapaxes``: a ``transpose`` exchanging two axes."""
     x = as_node(x)
     perm = list(range(x.ndim))
     a, b = normalize_axis(axis1, x.ndim), normalize_axis(axis2, x.ndim)
@@ -196,6 +206,7 @@ def swapaxes(x, axis1: int, axis2: int) -> Node:
 
 
 def expand_dims(x, axis: int) -> Node:
+    """``np.expand_dims``: a new size-1 axis at ``axis`` (negative counts from the end)."""
     return apply(ExpandDims(int(axis)), as_node(x))
 
 

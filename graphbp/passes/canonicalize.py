@@ -180,9 +180,10 @@ def sum_broadcast(node: Node, ctx: Context):
 def fold_constants(node: Node, ctx: Context):
     """Evaluate an op whose inputs are all constants (small results only)."""
     op = node.op
+    for i in node.inputs:
+        if type(i.op) is not Constant:
+            return None
     if isinstance(op, Leaf) or not node.type.is_concrete:
-        return None
-    if not all(isinstance(i.op, Constant) for i in node.inputs):
         return None
     size = node.type.size()
     if size is None or size > FOLD_LIMIT:

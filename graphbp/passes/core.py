@@ -87,11 +87,12 @@ def constant_value(node: Node) -> np.ndarray | None:
 
 def is_const_scalar(node: Node, value: float) -> bool:
     """True when ``node`` is a constant whose every element equals ``value``."""
-    v = constant_value(node)
-    if v is None or v.size == 0 or v.size > 4096:
+    if type(node.op) is not Constant:
         return False
-    with np.errstate(all="ignore"):
-        return bool(np.all(v == value))
+    v = node.op.value
+    if v.size == 0 or v.size > 4096:
+        return False
+    return bool((v == value).all())
 
 
 def rebuild(node: Node, inputs: tuple[Node, ...]) -> Node:
@@ -168,7 +169,10 @@ def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: 
 
 def _sweep(roots, table, pass_name, log, cse, max_local):
     order = toposort(roots)
-    ctx = Context(count_uses(order), {})
+    uses = count_uses(order)
+    for r in roots:  # a root is read by the caller
+        uses[r] = uses.get(r, 0) + 1
+    ctx = Context(uses, {})
     new: dict[Node, Node] = {}
     keys: dict[Any, Node] = {}
     changed = False

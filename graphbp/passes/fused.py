@@ -50,6 +50,12 @@ class AddN(ew.Elementwise):
         dtype = np.result_type(*xs)
         if out is None:
             out = np.empty(shape, dtype)
+        elif any(np.may_share_memory(out, x) for x in xs[2:]):  # out aliases a later term
+            acc = np.add(xs[0], xs[1])
+            for x in xs[2:]:
+                np.add(acc, x, out=acc)
+            out[...] = acc
+            return out
         np.add(xs[0], xs[1], out=out)
         for x in xs[2:]:
             np.add(out, x, out=out)
@@ -80,6 +86,20 @@ def _relu_kernel(out, x):
     np.maximum(x, 0, out=out)
 
 
+def _gelu_tanh_kernel(out, x):
+    """``0.5 x (1 + tanh(c (x + a x^3)))`` in place in ``out``: no temporaries."""
+    t = out.dtype.type
+    np.multiply(x, x, out=out)
+    np.multiply(out, t(0.044715), out=out)
+    np.add(out, t(1), out=out)
+    np.multiply(out, x, out=out)
+    np.multiply(out, t(0.7978845608028654), out=out)
+    np.tanh(out, out=out)
+    np.add(out, t(1), out=out)
+    np.multiply(out, x, out=out)
+    np.multiply(out, t(0.5), out=out)
+
+
 def _kernel_table() -> dict[type, Any]:
     table: dict[type, Any] = {
         ew.Add: _ufunc_kernel(np.add), ew.Subtract: _ufunc_kernel(np.subtract),
@@ -94,12 +114,9 @@ def _kernel_table() -> dict[type, Any]:
         ew.Equal: _ufunc_kernel(np.equal), ew.NotEqual: _ufunc_kernel(np.not_equal),
         ew.Where: _where_kernel, ew.Cast: _cast_kernel,
     }
-    try:
-        from ..ops.activations import Relu
+    from ..ops.activations import Relu
 
-        table[Relu] = _relu_kernel
-    except ImportError:  # pragma: no cover - activations not present
-        pass
+    table[Relu] = _relu_kernel
     return table
 
 
@@ -131,7 +148,7 @@ class FusedElementwise(Op):
     elementwise: ClassVar[bool] = False
     n_inputs: int
     program: tuple[Instr, ...]
-    shape: tuple[int | None, ...]
+    out_shape: tuple[int | None, ...]
     reduce_sum: bool = False
     absorbed: tuple[str, ...] = ()
     absorbed_nodes: tuple[Node, ...] = dataclasses.field(default=(), compare=False, repr=False)
@@ -142,12 +159,12 @@ class FusedElementwise(Op):
     def infer(self, *types: TensorType) -> TensorType:
         if len(types) != self.n_inputs:
             raise shape_error(f"expects {self.n_inputs} inputs, got {len(types)}")
-        try:
-            broadcast_shapes(self.shape, *(t.shape for t in types))
+        try:  # propagate the operands' (runtime) dims; unknown dims of out_shape take theirs
+            shape = broadcast_shapes(self.out_shape, *(t.shape for t in types))
         except ValueError as e:
-            raise shape_error(f"inputs do not broadcast to {self.shape}: {e}") from None
+            raise shape_error(f"inputs do not broadcast to {self.out_shape}: {e}") from None
         dt = np.dtype(self.program[-1].dtype)
-        return TensorType((), dt) if self.reduce_sum else TensorType(self.shape, dt)
+        return TensorType((), dt) if self.reduce_sum else TensorType(shape, dt)
 
     def describe_fused(self) -> str:
         return "fused: " + ", ".join(self.absorbed)
@@ -166,74 +183,90 @@ class FusedElementwise(Op):
         return _unfuse_vjp(node, g, self.emit)
 
     def compute(self, *xs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        n = self.n_inputs
         prog = self.program
-        shape = np.broadcast_shapes(*(x.shape for x in xs), tuple(1 if d is None else d for d in self.shape))
+        shape = np.broadcast_shapes(*(x.shape for x in xs), tuple(1 if d is None else d for d in self.out_shape))
         final_dt = np.dtype(prog[-1].dtype)
-        if self.reduce_sum:
-            total = np.zeros((), np.float64 if final_dt.kind == "f" else final_dt)
-        elif out is None:
-            out = np.empty(shape, final_dt)
-        if not shape:
-            vals = self._run(list(xs), None)
-            if self.reduce_sum:
-                return np.asarray(vals, final_dt)
-            out[...] = vals
-            return out
+        with np.errstate(all="ignore"):
+            if not shape or shape[0] <= 1:  # nothing to chunk: run the ops as NumPy would
+                slots = list(xs)
+                for ins in prog:
+                    slots.append(np.asarray(ins.op.compute(*(slots[a] for a in ins.args))))
+                res = np.asarray(slots[-1], final_dt)
+                if self.reduce_sum:
+                    return _into(out, np.asarray(np.add.reduce(res, axis=None), final_dt))
+                res = np.broadcast_to(res, shape)
+                if out is None:
+                    return np.array(res)
+                out[...] = res
+                return out
+            return self._chunked(xs, shape, final_dt, out)
+
+    def _chunked(self, xs, shape, final_dt, out):
         rows = shape[0]
         row_size = int(np.prod(shape[1:], dtype=np.int64))
         step = max(1, BLOCK // max(row_size, 1))
-        sliced = [x.ndim == len(shape) and x.shape[0] == rows and rows != 1 for x in xs]
-        scratch: dict = {}
+        steps, n_bufs, buf_dtypes = self._plan()
+        block = (min(step, rows),) + tuple(shape[1:])
+        bufs = [np.empty(block, dt) for dt in buf_dtypes]
+        sliced = [x.ndim == len(shape) and x.shape[0] == rows for x in xs]
+        n = self.n_inputs
+        reduce_sum = self.reduce_sum
+        if reduce_sum:
+            total = np.zeros((), np.float64 if final_dt.kind == "f" else final_dt)
+        elif out is None:
+            out = np.empty(shape, final_dt)
+        last = steps[-1]
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            args = [x[r0:r1] if s else x for x, s in zip(xs, sliced)]
-            dest = None if self.reduce_sum else out[r0:r1]
-            val = self._run(args, dest, (r1 - r0,) + shape[1:], scratch)
-            if self.reduce_sum:
-                total += np.add.reduce(val, axis=None)
-        if self.reduce_sum:
-            return np.asarray(total, final_dt)
+            vals = [x[r0:r1] if s else x for x, s in zip(xs, sliced)]
+            vals.extend(bufs if r1 - r0 == block[0] else [b[: r1 - r0] for b in bufs])
+            for fn, args, o in steps:
+                fn(vals[o], *[vals[a] for a in args])
+            res = vals[last[2]]
+            if reduce_sum:
+                total += np.add.reduce(res, axis=None)
+            else:
+                np.copyto(out[r0:r1], res, casting="unsafe")
+        if reduce_sum:
+            return _into(out, np.asarray(total, final_dt))
         return out
 
-    def _run(self, slots: list, dest, block_shape=None, scratch=None):
-        """Run the program on one block; the last instruction writes ``dest`` when given."""
+    def _plan(self):
+        """Static buffer assignment: each instruction writes a scratch buffer freed after
+        its value's last use (inputs are never overwritten). Cached on the op."""
+        plan = self.__dict__.get("_plan_cache")
+        if plan is not None:
+            return plan
         n = self.n_inputs
-        last_use = self._last
-        free: dict[str, list] = {}
-        owned: dict[int, Any] = {}
-        prog = self.program
-        for k, ins in enumerate(prog):
-            args = [slots[a] for a in ins.args]
-            final = k == len(prog) - 1
-            if block_shape is None:  # scalar program: plain NumPy
-                with np.errstate(all="ignore"):
-                    slots.append(np.asarray(ins.op.compute(*args)))
-                continue
-            if final and dest is not None and dest.dtype == np.dtype(ins.dtype):
-                buf = dest
+        last = self._last
+        free: dict[str, list[int]] = {}
+        buf_dtypes: list[str] = []
+        where: dict[int, int] = {}
+        steps = []
+        for k, ins in enumerate(self.program):
+            pool = free.get(ins.dtype)
+            if pool:
+                b = pool.pop()
             else:
-                pool = free.get(ins.dtype)
-                buf = pool.pop() if pool else _scratch(scratch, ins.dtype, block_shape, k)
-            _apply(ins.op, buf, args)
-            slots.append(buf)
-            owned[n + k] = buf
+                b = len(buf_dtypes)
+                buf_dtypes.append(ins.dtype)
+            where[n + k] = b
+            args = tuple(a if a < n else n + where[a] for a in ins.args)
+            steps.append((_kernel(ins.op), args, n + b))
             for a in set(ins.args):
-                if last_use.get(a) == k and a in owned:
-                    free.setdefault(prog[a - n].dtype, []).append(owned.pop(a))
-        res = slots[-1]
-        if dest is not None and res is not dest:
-            np.copyto(dest, res, casting="unsafe")
-        return res
+                if a >= n and last.get(a) == k:
+                    free.setdefault(self.program[a - n].dtype, []).append(where[a])
+        plan = (steps, len(buf_dtypes), buf_dtypes)
+        object.__setattr__(self, "_plan_cache", plan)
+        return plan
 
 
-def _scratch(cache: dict, dtype: str, block_shape: tuple, k: int) -> np.ndarray:
-    key = (dtype, k)
-    buf = cache.get(key)
-    if buf is None or buf.shape[0] < block_shape[0]:
-        buf = np.empty(block_shape, dtype)
-        cache[key] = buf
-    return buf[: block_shape[0]] if buf.shape != block_shape else buf
+def _into(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    """Honour a caller's preallocated ``out`` buffer (the executor passes one)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
 
 
 def _last_uses(program: tuple[Instr, ...], n: int) -> dict[int, int]:
@@ -244,20 +277,25 @@ def _last_uses(program: tuple[Instr, ...], n: int) -> dict[int, int]:
     return last
 
 
-def _apply(op: Op, out: np.ndarray, args: list) -> None:
+def _kernel(op: Op):
+    """An ``fn(out, *args)`` computing ``op`` into ``out`` (a ufunc with ``out=`` if we know one)."""
+    from ..ops.activations import Gelu
+
+    if isinstance(op, Gelu) and op.approximate == "tanh":
+        return lambda out, x: _gelu_tanh_kernel(out, x) if out.dtype.kind == "f" else np.copyto(out, op.compute(x))
     kern = _KERNELS.get(type(op))
-    with np.errstate(all="ignore"):
-        if kern is not None:
-            kern(out, *args)
-            return
-        uf = _FLOAT_ONLY.get(type(op))
-        if uf is not None and out.dtype.kind == "f":
-            uf(*args, out=out)
-            return
-        if isinstance(op, BroadcastTo):
-            np.copyto(out, args[0], casting="unsafe")
-            return
-        out[...] = op.compute(*args)
+    if kern is not None:
+        return kern
+    uf = _FLOAT_ONLY.get(type(op))
+    if uf is not None:
+        return lambda out, *xs: uf(*xs, out=out) if out.dtype.kind == "f" else np.copyto(out, op.compute(*xs), casting="unsafe")
+    if isinstance(op, BroadcastTo):
+        return lambda out, x, *like: np.copyto(out, x, casting="unsafe")
+
+    def generic(out, *xs):
+        out[...] = op.compute(*xs)
+
+    return generic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +332,7 @@ class MatMulBiasAct(Op):
         if kern is not None:
             kern(z, z)
             return z
-        return self.activation.compute(z)
+        return _into(out, self.activation.compute(z))
 
     def vjp(self, node, g):
         return _unfuse_vjp(node, g, self._emit)

@@ -69,6 +69,12 @@ def _substitute(order, roots, groups: dict[Node, tuple], skip: set) -> list[Node
     return [new[r] for r in roots]
 
 
+def _logged(log: list, pass_name: str, before: tuple, after: Node) -> Node:
+    rule_name = "matmul_bias_act" if isinstance(after.op, MatMulBiasAct) else "fuse"
+    log.append(LogEntry(pass_name, rule_name, before, after))
+    return after
+
+
 def _fused_node(op, ins, root: Node, members: list[Node]) -> Node:
     return Node(op, ins, root.type, name=root.name, origin=root.origin, scope=root.scope,
                 provenance=union_provenance(members))
@@ -104,15 +110,18 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
             members.append(root)
         op = MatMulBiasAct(activation, tuple(m.op.name for m in members))
         ext = (*mm.inputs, b)
-        groups[root] = (lambda ins, op=op, root=root, members=members: _fused_node(op, ins, root, members), ext)
+        groups[root] = (lambda ins, op=op, root=root, members=members:
+                        _logged(log, pass_name, tuple(members), _fused_node(op, ins, root, members)), ext)
         skip.update(m for m in members if m is not root)
-        log.append(LogEntry(pass_name, "matmul_bias_act", tuple(members), root))
     if not groups:
         return PassResult(list(roots), log)
     return PassResult(_substitute(order, roots, groups, skip), log)
 
 
 # ------------------------------------------------------------------ elementwise fusion
+CHEAP = (ew.Add, ew.Subtract, ew.Multiply, ew.Negative, BroadcastTo)
+"""Ops a fused kernel recomputes rather than reading a materialised multi-use value."""
+
 def _fusible(n: Node) -> bool:
     op = n.op
     if isinstance(op, (Leaf, FusedElementwise)):
@@ -159,19 +168,28 @@ def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min
         side = bool(n.provenance)
         shape = top.shape
         members = [top]
-        stack = [top]
+        inside = {top}
+        copied: set[Node] = set()  # recomputed here, still materialised if others read them
+        stack = [(top, False)]
         while stack:
-            m = stack.pop()
+            m, under_copy = stack.pop()
             for p in m.inputs:
-                if (p not in assigned and p not in members and _fusible(p) and p.shape == shape
-                        and _single_use(p, users, rootset, side)):
+                if p in inside or p in assigned or not _fusible(p) or p.shape != shape:
+                    continue
+                if not under_copy and _single_use(p, users, rootset, side):
                     members.append(p)
-                    stack.append(p)
+                    inside.add(p)
+                    stack.append((p, False))
+                elif isinstance(p.op, CHEAP) and p not in rootset:
+                    members.append(p)  # cheaper to recompute than to write and re-read
+                    inside.add(p)
+                    copied.add(p)
+                    stack.append((p, True))
         n_ops = len(members) + reduce_sum
         if n_ops < 2 or _approx_size(top) < min_size:
             continue
         members.sort(key=pos.__getitem__)
-        assigned.update(members)
+        assigned.update(m for m in members if m not in copied)
         mset = set(members)
         ext: list[Node] = []
         slot: dict[Node, int] = {}
@@ -187,9 +205,10 @@ def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min
         absorbed_all = members + ([n] if reduce_sum else [])
         op = FusedElementwise(len(ext), tuple(prog), tuple(shape), reduce_sum,
                               tuple(m.op.name for m in absorbed_all), tuple(absorbed_all))
-        groups[n] = (lambda ins, op=op, root=n, ms=absorbed_all: _fused_node(op, ins, root, ms), tuple(ext))
-        skip.update(m for m in absorbed_all if m is not n)
-        log.append(LogEntry(pass_name, "fuse", tuple(absorbed_all), n))
+        owned = [m for m in absorbed_all if m not in copied]
+        groups[n] = (lambda ins, op=op, root=n, ms=owned, ab=tuple(absorbed_all):
+                     _logged(log, pass_name, ab, _fused_node(op, ins, root, ms)), tuple(ext))
+        skip.update(m for m in owned if m is not n)
     if not groups:
         return PassResult(list(roots), log)
     return PassResult(_substitute(order, roots, groups, skip), log)

@@ -14,14 +14,10 @@ from ..ops import elementwise as ew
 from ..ops.base import apply
 from ..ops.reduce import Sum
 from .core import Context, is_const_scalar, rule
-from .fused import LogSumExp, SoftmaxCrossEntropy
-
-
-def _h1(name: str):
-    """An op class from the op set when it exists (the op set grows independently)."""
-    from .. import ops
-
-    return getattr(ops, name, None)
+from ..ops.leaves import Constant, Input
+from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy as LabelSoftmaxCE
+from ..ops.reduce import LogSumExp
+from .fused import SoftmaxCrossEntropy
 
 
 def neg(x: Node) -> Node:
@@ -81,12 +77,8 @@ def log_softmax(node: Node, ctx: Context):
     """``log(exp(x) / sum(exp(x), axis, keepdims=True))`` (or ``log(softmax(x))``) is
     ``x - logsumexp(x)``: no ``inf / inf`` for large logits."""
     (a,) = node.inputs
-    softmax_cls = _h1("Softmax")
-    if softmax_cls is not None and isinstance(a.op, softmax_cls):
-        x = a.inputs[0]
-        axis = getattr(a.op, "axis", -1)
-        axes = (axis % x.ndim,) if isinstance(axis, int) else tuple(i % x.ndim for i in axis)
-        return ew.subtract(x, apply(LogSumExp(axes, True), x)), (a,)
+    if isinstance(a.op, Softmax):
+        return apply(LogSoftmax(a.op.axis), a.inputs[0]), (a,)
     if not isinstance(a.op, ew.Divide):
         return None
     num, den = a.inputs
@@ -95,6 +87,8 @@ def log_softmax(node: Node, ctx: Context):
     inner = den.inputs[0]
     if inner is num or (isinstance(inner.op, ew.Exp) and inner.inputs[0] is num.inputs[0]):
         x = num.inputs[0]
+        if len(den.op.axis) == 1 and x.dtype.kind == "f":
+            return apply(LogSoftmax(den.op.axis[0]), x), (a, num, den)
         return ew.subtract(x, apply(LogSumExp(den.op.axis, True), x)), (a, num, den)
     return None
 
@@ -105,9 +99,8 @@ def _log_softmax_source(n: Node):
         x, l = n.inputs
         if isinstance(l.op, LogSumExp) and l.inputs[0] is x and l.op.keepdims and len(l.op.axis) == 1:
             return x, l.op.axis[0]
-    ls = _h1("LogSoftmax")
-    if ls is not None and isinstance(n.op, ls) and isinstance(getattr(n.op, "axis", None), int):
-        return n.inputs[0], n.op.axis % n.ndim
+    if isinstance(n.op, LogSoftmax):
+        return n.inputs[0], n.op.axis
     return None
 
 
@@ -125,6 +118,9 @@ def softmax_cross_entropy(node: Node, ctx: Context):
         src = _log_softmax_source(l)
         if src is not None and src[1] == s.op.axis[0] and t.shape == l.shape:
             x, axis = src
+            if isinstance(t.op, (Input, Constant)) and t.dtype == x.dtype:
+                # targets are data: the op set's fused op (gradient softmax - one_hot)
+                return apply(LabelSoftmaxCE(axis), x, t), (s, m, l)
             return apply(SoftmaxCrossEntropy(axis), x, t), (s, m, l)
     return None
 

@@ -1,0 +1,27 @@
+"""Graphviz/DOT and text views of graphs and programs.
+
+``gb.to_dot(target, view=...)`` returns a ``graphviz.Digraph``; ``gb.render(target, path)``
+writes .svg/.png/.pdf/.dot; ``gb.explain(target)`` (and ``program.explain()``) gives text.
+See docs/reading-diagrams.md for how to read the pictures.
+"""
+
+from .collapse import DEFAULT_MAX_NODES
+from .dot import to_dot
+from .explain import Explanation, explain
+from .optview import pass_counts, pass_diagrams
+from .output import RenderError, dot_available, render, repr_mimebundle, repr_svg, to_svg
+
+__all__ = [
+    "DEFAULT_MAX_NODES",
+    "Explanation",
+    "RenderError",
+    "dot_available",
+    "explain",
+    "pass_counts",
+    "pass_diagrams",
+    "render",
+    "repr_mimebundle",
+    "repr_svg",
+    "to_dot",
+    "to_svg",
+]

@@ -148,6 +148,8 @@ def op_detail(node: Node) -> str:
             continue
         if key == "keepdims" and value is False:
             continue
+        if value is None or key in ("absorbed", "absorbed_nodes", "program", "n_inputs", "n"):
+            continue
         text = repr(value)
         if len(text) > 28:
             text = text[:25] + "..."

@@ -92,6 +92,8 @@ def plan(
         step(spec, p)
         if p.drawn_count(spec) <= max_nodes:
             break
+    if any(g.kind == "scope" for g in p.groups.values()):
+        _collapse_runs(spec, p, only_runs=True)  # a run of identical layers reads best as one box
     if p.drawn_count(spec) > max_nodes:
         _chunk(spec, p, max_nodes)
     p.notes.append(
@@ -190,32 +192,43 @@ _DIGITS = re.compile(r"\d+")
 
 def _collapse_runs(spec: ViewSpec, p: Plan, only_runs: bool) -> None:
     """Merge consecutive sibling scope boxes with equal contents and names equal up to
-    digits (``layer3``, ``layer4``, ...) into one box; needs at least three in a row."""
-    if only_runs:
-        saved_groups, saved_of = dict(p.groups), dict(p.group_of)
+    digits (``layer3``, ``layer4``, ...) into one box; needs at least three in a row.
+
+    Tries the shallowest scope level first. With ``only_runs`` the scopes that are not part
+    of a run stay expanded; otherwise every scope at that level becomes a box.
+    """
     depth = max((len(key[2]) for key, info in spec.clusters.items() if info.kind == "scope"), default=0)
-    made_runs: list[Hashable] = []
     for d in range(1, depth + 1):
-        _collapse_scopes(spec, p, depth=d)
-        boxes = [g for g in _groups_in_order(spec, p) if g.kind == "scope"]
-        run: list[Group] = []
-        for g in boxes + [None]:
-            if run and g is not None and _same_layer(spec, run[-1], g):
-                run.append(g)
-                continue
-            if len(run) >= 3:
-                made_runs.append(_merge_run(p, run))
-            run = [g] if g is not None else []
-        if made_runs:
-            break
-        if only_runs:
-            p.groups, p.group_of = dict(saved_groups), dict(saved_of)
-    if only_runs and made_runs:
-        keep = set(made_runs)
-        for node, key in list(p.group_of.items()):
-            if key not in keep and key not in saved_groups:
-                del p.group_of[node]
-                p.groups.pop(key, None)
+        trial = _copy(p)
+        _collapse_scopes(spec, trial, depth=d)
+        runs = _find_runs(spec, trial)
+        if not runs:
+            continue
+        target = p if only_runs else trial
+        for run in runs:
+            _merge_run(target, run)
+        if not only_runs:
+            p.group_of, p.groups = trial.group_of, trial.groups
+        return
+
+
+def _copy(p: Plan) -> Plan:
+    groups = {k: Group(g.key, g.kind, g.title, g.cluster, list(g.members), g.repeats) for k, g in p.groups.items()}
+    return Plan(dict(p.group_of), groups, p.hidden, p.folded, p.notes)
+
+
+def _find_runs(spec: ViewSpec, p: Plan) -> list[list[Group]]:
+    boxes = [g for g in _groups_in_order(spec, p) if g.kind == "scope"]
+    runs: list[list[Group]] = []
+    run: list[Group] = []
+    for g in boxes + [None]:
+        if run and g is not None and _same_layer(spec, run[-1], g):
+            run.append(g)
+            continue
+        if len(run) >= 3:
+            runs.append(run)
+        run = [g] if g is not None else []
+    return runs
 
 
 def _same_layer(spec: ViewSpec, a: Group, b: Group) -> bool:
@@ -233,9 +246,13 @@ def _merge_run(p: Plan, run: list[Group]) -> Hashable:
     p.groups[key] = merged
     for g in run:
         for n in g.members:
+            old = p.group_of.get(n)
+            if old is not None and old != key and old in p.groups:
+                p.groups[old].members.remove(n)
+                if not p.groups[old].members:
+                    del p.groups[old]
             p.group_of[n] = key
             merged.members.append(n)
-        del p.groups[g.key]
     return key
 
 

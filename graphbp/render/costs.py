@@ -41,6 +41,10 @@ class Poly:
     def scale(self, k: int) -> "Poly":
         return Poly(tuple((p, c * k) for p, c in self.terms if c * k))
 
+    def shift(self) -> "Poly":
+        """Multiply by one more row (a contraction over an unknown dim)."""
+        return Poly(tuple((p + 1, c) for p, c in self.terms))
+
     def at(self, rows: int) -> int:
         return sum(c * rows**p for p, c in self.terms)
 
@@ -99,19 +103,19 @@ def format_bytes(t: TensorType) -> str:
 def flops(node: Node) -> Poly:
     """A rough FLOP count: 2*M*N*K for matmul, one per element read by reductions and one
     per element written by everything else; zero for leaves and pure shape/copy ops."""
-    from .classify import is_leaf_node, is_shape_op
+    from .classify import absorbed_ops, is_leaf_node, is_shape_op
 
     if is_leaf_node(node) or is_shape_op(node):
         return Poly()
     op_name = node.op.name
-    if op_name == "matmul" and len(node.inputs) == 2:
-        a = node.inputs[0]
-        k = a.shape[-1]
-        out = size_poly(node.type)
-        return out.scale(2) if k is None else out.scale(2 * k)  # unknown K counted per row
-    absorbed = getattr(node.op, "absorbed", None) or getattr(node.op, "ops", None)
-    if isinstance(absorbed, (tuple, list)) and absorbed:
-        return size_poly(node.type).scale(len(absorbed))
+    absorbed = absorbed_ops(node)
+    out = size_poly(node.type)
+    if (op_name == "matmul" or "matmul" in absorbed) and len(node.inputs) >= 2:
+        k = node.inputs[0].shape[-1]
+        total = out.shift().scale(2) if k is None else out.scale(2 * k)  # unknown K: per row
+        return total + out.scale(max(0, len(absorbed) - 1))
+    if absorbed:
+        return out.scale(len(absorbed))
     if node.inputs and op_name in {"sum", "mean", "max", "min", "prod", "logsumexp", "var"}:
         return size_poly(node.inputs[0].type)
     return size_poly(node.type)

@@ -19,7 +19,7 @@ FORWARD_REF = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#
 
 # Gradient nodes (fill colour comes from the palette of the originating forward op).
 GRAD = {"shape": "box", "style": "rounded,filled", "color": "#7f1d1d"}
-UNBROADCAST = {"shape": "invtrapezium", "style": "filled"}
+UNBROADCAST = {"shape": "box", "style": "filled,bold"}  # square corners + bold: a reduction
 ACCUMULATE = {"shape": "box", "style": "rounded,filled,bold", "peripheries": "2"}
 SEED = {"shape": "box", "style": "filled,diagonals"}
 ZEROS = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#f3f4f6", "color": "#9ca3af"}

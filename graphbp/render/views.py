@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from ..graph.node import Node
 from . import styles
-from .classify import grad_origin, is_leaf_node, leaf_kind
-from .subject import Subject, node_title, origin_text
+from .classify import absorbed_ops, grad_origin, is_leaf_node, leaf_kind
+from .subject import Subject, node_title, origin_text, short_type
 
 VIEWS = ("forward", "backward", "joint", "optimization")
 
@@ -64,7 +64,7 @@ def _grad_key(spec: ViewSpec, side: str, fwd: Node) -> Hashable:
         if fwd not in spec.grad_colour:
             spec.grad_colour[fwd] = len(spec.grad_colour)
         where = origin_text(fwd)
-        label = f"∂ {node_title(fwd)}" + (f"  ({where})" if where else "")
+        label = f"∂ {node_title(fwd)} → {short_type(fwd.type)}" + (f"  · {where}" if where else "")
         spec.clusters[key] = ClusterInfo("grad", label, styles.grad_cluster_style(spec.grad_colour[fwd]))
     return key
 
@@ -148,11 +148,31 @@ def joint_view(s: Subject) -> ViewSpec:
             spec.items.append(Item(n, _role(n, s), (b_side,) + _backward_cluster(spec, "backward", n)))
         else:
             spec.items.append(Item(n, _role(n, s), (f_side,) + _scope_path(spec, "forward", n.scope)))
-    drawn = {it.node for it in spec.items}
+    # Forward items first: Graphviz then lays the forward side out on the left.
+    spec.items.sort(key=lambda it: it.cluster[0] != f_side)
+    forward_drawn = [it.node for it in spec.items if it.cluster and it.cluster[0] == f_side]
     for key, info in spec.clusters.items():
-        if info.kind == "grad" and key[2] in drawn and not is_leaf_node(key[2]):
-            spec.links.append((key[2], key))
+        if info.kind == "grad" and not is_leaf_node(key[2]):
+            match = resolve_forward(key[2], forward_drawn)
+            if match is not None:
+                spec.links.append((match, key))
     return spec
+
+
+def resolve_forward(fwd: Node, candidates: list[Node]) -> Node | None:
+    """The drawn node standing for forward node ``fwd``: itself, else (after rewrite passes
+    rebuilt or fused it) the node built at the same user line that is, or absorbed, the
+    same op, preferring one of the same type."""
+    if fwd in set(candidates):
+        return fwd
+    for c in candidates:
+        if fwd in (getattr(c.op, "absorbed_nodes", None) or ()):
+            return c
+    same_line = [c for c in candidates if c.origin is not None and c.origin == fwd.origin
+                 and (c.op.name == fwd.op.name or fwd.op.name in absorbed_ops(c))]
+    typed = [c for c in same_line if c.type == fwd.type]
+    pick = typed or same_line
+    return pick[0] if pick else None
 
 
 def build_view(s: Subject, view: str) -> ViewSpec:

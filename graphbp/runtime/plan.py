@@ -91,6 +91,7 @@ class Planned:
     buffer_of: dict[Node, int]
     buffer_sizes: list[int]
     fresh_outputs: set[Node]
+    temp_buffers: dict[Node, list[int]]
     deferred_param: dict[Node, Node]
     report: MemoryPlan
 
@@ -189,6 +190,7 @@ def make_plan(
     sizes: list[int] = []
     free: list[int] = []
     fresh: set[Node] = set()
+    temp_buffers: dict[Node, list[int]] = {}
     dying: dict[int, list[Node]] = {}
     for r, s in death.items():
         dying.setdefault(s, []).append(r)
@@ -226,6 +228,13 @@ def make_plan(
             live += size
         elif low.kind == "const":
             static[n] = True
+        scratch = []
+        for t in low.temps:  # taken after the output, released right after this step
+            tb = _take(free, sizes, _nbytes(t))
+            sizes[tb] = max(sizes[tb], _nbytes(t))
+            scratch.append(tb)
+            live += _nbytes(t)
+        temp_buffers[n] = scratch
         if low.kind == "view":
             static[n] = all(static.get(r, False) for r in holds_of(n))
         elif low.kind == "out":
@@ -234,6 +243,9 @@ def make_plan(
             fwd_peak = max(fwd_peak, live)
         else:
             bwd_peak = max(bwd_peak, live)
+        for tb, t in zip(temp_buffers.get(n, ()), low.temps):
+            free.append(tb)
+            live -= _nbytes(t)
         for r in dying.get(s, ()):
             if r in live_set:
                 live_set.discard(r)
@@ -263,7 +275,8 @@ def make_plan(
     for n, b in list(buffer_of.items()):
         if b < 0:
             buffer_of[n] = -1 - b
-    return Planned(steps, n_forward, types, holds, last, static, buffer_of, sizes, fresh, deferred, report)
+    return Planned(steps, n_forward, types, holds, last, static, buffer_of, sizes, fresh, temp_buffers, deferred,
+                   report)
 
 
 def _contig(v: Node, known: dict[Node, bool]) -> bool:
@@ -297,6 +310,8 @@ def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
                 arrays[i] = i.op.value
         n, low = st.node, st.low
         t = plan.types[n]
+        for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
+            out[f"{names[n]}_t{j}"] = raw[tb][: _nbytes(tt)].view(tt.dtype).reshape(tt.shape)
         if st.deferred:
             continue
         if low.kind == "const":

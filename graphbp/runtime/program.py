@@ -15,6 +15,8 @@ from ..ops.base import OpError, format_operands
 from ..ops.leaves import Constant, Input, Param
 from .feeds import bind_feeds
 from . import numerics
+from .executor import Executor
+from .plan import MemoryPlan
 from .schedule import Schedule, split_schedules
 
 Updates = Mapping[Node, Node] | Sequence[tuple[Node, Node]] | None
@@ -106,46 +108,27 @@ class Program:
             self.rewrite_log, self.pass_timings = result.log, result.timings
             self.hazards, self.pass_snapshots = result.hazards, result.snapshots
         self.forward, self.backward = split_schedules(self.order)
-        self._slot = {n: i for i, n in enumerate(self.order)}
-        self._plans: dict[tuple, list] = {}
+        self._executor = Executor(self)  # memory plan + generated code per shape signature
 
     # -- calling --------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         feeds = bind_feeds(self.inputs, args, kwargs)
-        self._check_shapes(feeds)
-        env: list[Any] = [None] * len(self.order)
-        for node, value in zip(self.inputs, feeds):
-            if node in self._slot:  # an input the outputs do not reach is checked, then unused
-                env[self._slot[node]] = value
-        for node in self.order:
-            op = node.op
-            if isinstance(op, (Param, Constant)):
-                env[self._slot[node]] = op.value
-        slot = self._slot
-        check = self.check_numerics  # hook: graphbp/runtime/numerics.py (keep in any executor)
-        if check:
-            numerics.check_inputs(self.inputs, feeds, [n for n in self.order if isinstance(n.op, Param)])
-        for node in self.forward.nodes + self.backward.nodes:
-            args_ = [env[slot[i]] for i in node.inputs]
-            try:
-                out = node.op.compute(*args_)
-            except Exception as e:  # name the op, operands and user line (forward op for gradients)
-                raise numerics.compute_error(node, args_, e) from e
-            env[slot[node]] = out if isinstance(out, np.ndarray) else np.asarray(out)
-            if check:
-                numerics.check_value(node, env[slot[node]], args_)
-        results = [env[slot[o]] for o in self.outputs]
-        new_values = [env[slot[v]] for _, v in self.updates]
-        for (p, _), val in zip(self.updates, new_values):
-            p.op.value[...] = val
-        return results
+        return self._executor.run(feeds)
 
-    def _check_shapes(self, feeds: list[np.ndarray]) -> None:
+    def source(self, *shapes: tuple[int, ...]) -> str:
+        """The generated Python of the last call's shape signature (or of the feed shapes
+        given, one per input): one NumPy call per line, the node and user line in a comment."""
+        return self._executor.get(shapes).generated.source
+
+    def memory_plan(self, *shapes: tuple[int, ...]) -> MemoryPlan:
+        """Peak bytes of the forward and backward schedules, bytes saved for backward and
+        buffer bytes, for the last call's shape signature (or for the feed shapes given)."""
+        return self._executor.get(shapes).planned.report
+
+    def _check_shapes(self, feeds: list[np.ndarray]) -> dict[Node, TensorType]:
         """Propagate the feeds' concrete shapes through every op's shape rule (once per
-        shape signature), so a batch mismatch is a FeedError before any work starts."""
-        sig = tuple(f.shape for f in feeds)
-        if sig in self._plans:
-            return
+        shape signature: the executor caches the plan built from the result), so a batch
+        mismatch is a FeedError before any work starts. Returns every node's concrete type."""
         types: dict[Node, TensorType] = {n: TensorType(f.shape, f.dtype) for n, f in zip(self.inputs, feeds)}
         for node in self.order:
             if node in types:
@@ -163,7 +146,30 @@ class Program:
                     f"the fed shapes do not fit {node.op.name}{where}: {e.reason}\n"
                     f"  operands at these shapes: {shapes}\n  feeds: {fed}"
                 ) from None
-        self._plans[sig] = [types]
+        return types
+
+    # -- inspection (drawing and text live in graphbp.render) -------------------------
+    def explain(self, **options: Any) -> "str":
+        """The schedules (step, op, type, bytes, provenance) and a cost summary, as text."""
+        from ..render import explain
+
+        return explain(self, **options)
+
+    def to_dot(self, view: str = "joint", **options: Any):
+        """A ``graphviz.Digraph`` of this program (see :func:`graphbp.to_dot`)."""
+        from ..render import to_dot
+
+        return to_dot(self, view, **options)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        from ..render import repr_mimebundle
+
+        return repr_mimebundle(self, "joint")
+
+    def _repr_svg_(self) -> str | None:
+        from ..render import repr_svg
+
+        return repr_svg(self, "joint")
 
     def __repr__(self) -> str:
         ins = ", ".join(i.op.input_name for i in self.inputs)

@@ -7,7 +7,6 @@ tested) as a function.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +16,12 @@ import numpy as np
 
 from .. import ops
 from ..autodiff import grad
-from ..data import load_digits, train_test_split
+from ..data import load_digits, num_batches, train_test_split
 from ..graph.node import Node
-from ..graph.traverse import toposort
 from ..runtime import Program, compile
 from . import init
 from .loop import Trainer, format_logs
-from .optim import Adam
+from .optim import Adam, cosine_decay
 
 
 @dataclass
@@ -62,15 +60,19 @@ class DemoResult:
 
 def run_demo(
     *,
-    epochs: int = 20,
+    epochs: int = 40,
     batch_size: int = 32,
     lr: float = 3e-3,
+    weight_decay: float = 3e-2,
     seed: int = 0,
     out: str | Path = "graphbp-demo",
     progress: bool | None = None,
     stream: TextIO | None = None,
 ) -> DemoResult:
     """Train on 80% of the digits (stratified, seeded), report accuracy on the other 20%.
+
+    Adam with decoupled weight decay, its learning rate following a cosine decay to zero
+    over the run (a graph schedule of the step count, compiled into the step).
 
     Prints one line per epoch and a summary to ``stream`` (stdout by default); the
     progress bar goes to stderr. Then writes the forward and gradient graph diagrams of
@@ -82,8 +84,11 @@ def run_demo(
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_fraction=0.2, seed=seed, stratify=y)
     say(f"digits: {len(ytr)} training / {len(yte)} held-out images (8x8, 10 classes)")
     net = build_digits_mlp(seed=seed)
-    say(f"model: 64-128-10 MLP, ReLU, softmax cross-entropy, Adam(lr={lr:g}), batch {batch_size}")
-    trainer = Trainer([net.x, net.t], net.loss, net.params, Adam(lr=lr), predict=net.logits)
+    steps = epochs * num_batches(len(ytr), batch_size)
+    say(f"model: 64-128-10 MLP, ReLU, softmax cross-entropy; Adam(lr={lr:g} cosine-decayed over "
+        f"{steps} steps, weight_decay={weight_decay:g}), batch {batch_size}")
+    opt = Adam(lr=cosine_decay(lr, max(steps, 1)), weight_decay=weight_decay)
+    trainer = Trainer([net.x, net.t], net.loss, net.params, opt, predict=net.logits)
     trainer.on_epoch.append(lambda tr, e, logs: say(format_logs(e, epochs, logs)))
     t_train = time.perf_counter()
     trainer.fit((Xtr, ytr), epochs=epochs, batch_size=batch_size, shuffle=True, seed=seed,
@@ -110,56 +115,20 @@ def run_demo(
 def write_diagrams(program: Program, out: Path) -> tuple[list[Path], bool]:
     """Write ``forward`` and ``gradient`` diagrams of ``program`` into ``out``.
 
-    SVG when Graphviz's ``dot`` is on PATH, DOT text otherwise. Returns the paths and
-    whether they are SVG.
+    SVG when Graphviz's ``dot`` is on PATH, DOT text otherwise (``graphbp.render``
+    picks the format from the suffix). Returns the paths and whether they are SVG.
     """
+    from ..render import render  # the function; ``graphbp.render`` the attribute is it too
+
     out.mkdir(parents=True, exist_ok=True)
-    dot_exe = shutil.which("dot")
+    svg = shutil.which("dot") is not None
+    suffix = ".svg" if svg else ".dot"
     paths = []
     for name, view in (("forward", "forward"), ("gradient", "backward")):
-        source = _dot_source(program, view)
-        if dot_exe:
-            path = out / f"{name}.svg"
-            svg = subprocess.run([dot_exe, "-Tsvg"], input=source.encode(), capture_output=True, check=True).stdout
-            path.write_bytes(svg)
-        else:
-            path = out / f"{name}.dot"
-            path.write_text(source)
+        path = out / f"{name}{suffix}"
+        render(program, path, view=view)
         paths.append(path)
-    return paths, dot_exe is not None
-
-
-def _dot_source(program: Program, view: str) -> str:
-    """DOT text of one view, from ``graphbp.render`` when it is available."""
-    from .. import render
-
-    to_dot = getattr(render, "to_dot", None)
-    if to_dot is not None:
-        return str(to_dot(program, view=view))
-    return _plain_dot(program, view)
-
-
-def _plain_dot(program: Program, view: str) -> str:
-    """A minimal diagram (op, shape; gradient nodes shaded) used until the renderer exists."""
-    sched = program.forward if view == "forward" else program.backward
-    shown = set(sched.nodes) | set(sched.reads)
-    order = [n for n in toposort(program.outputs + [v for _, v in program.updates]) if n in shown]
-    idx = {n: i for i, n in enumerate(order)}
-    lines = [f'digraph "{view}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica", fontsize=10];']
-    for n in order:
-        label = f"{n.name + ' = ' if n.name else ''}{n.op.name}\\n{n.type}"
-        style = ', style=filled, fillcolor="#fde2c8"' if n.is_gradient else ""
-        lines.append(f'  n{idx[n]} [label="{_esc(label)}"{style}];')
-    for n in order:
-        for i in n.inputs:
-            if i in idx:
-                lines.append(f"  n{idx[i]} -> n{idx[n]};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _esc(text: str) -> str:
-    return text.replace('"', '\\"')
+    return paths, svg
 
 
 def _printer(stream: TextIO | None):

@@ -8,6 +8,7 @@ the epoch's metrics (logging, early stopping via ``trainer.stop_training = True`
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from ..data.batching import batches, num_batches
 from ..errors import GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
+from ..io.training import resume_trainer, save_trainer
 from ..ops.leaves import Input
 from ..runtime import Program, compile
 from .optim import Optimizer
@@ -116,6 +118,9 @@ class Trainer:
         validation: Sequence[np.ndarray] | None = None,
         progress: bool | None = None,
         verbose: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
+        resume: bool = False,
     ) -> list[dict[str, float]]:
         """Run ``epochs`` passes over ``data`` (arrays aligned with ``inputs``).
 
@@ -126,10 +131,20 @@ class Trainer:
 
         ``progress`` draws a bar on stderr (default: only on a terminal); ``verbose``
         prints one summary line per epoch to stdout.
+
+        ``checkpoint`` with ``checkpoint_every=N`` saves parameters, optimizer state and the
+        position every N steps (atomically, see ``gb.save_checkpoint``). With ``resume=True``
+        an existing checkpoint is loaded first and ``epochs`` counts from the start of the
+        run, so re-running the same call after a crash finishes the run exactly as an
+        uninterrupted one would (the resumed epoch's logs cover only its remaining batches).
         """
         data = self._check_data(data)
         self.stop_training = False
         n_batches = num_batches(len(data[0]), batch_size, drop_last)
+        skip = 0
+        if checkpoint is not None and resume:  # graphbp/io/training.py
+            skip = resume_trainer(self, checkpoint, n_batches)
+            epochs = max(0, epochs - self.epoch)
         last = self.epoch + epochs
         first_log = len(self.history)
         for _ in range(epochs):
@@ -139,10 +154,15 @@ class Trainer:
             totals: dict[str, float] = {}
             seen = 0
             epoch_seed = None if seed is None else seed + e
-            for batch in batches(*data, batch_size=batch_size, shuffle=shuffle, seed=epoch_seed,
-                                 drop_last=drop_last):
+            for i, batch in enumerate(batches(*data, batch_size=batch_size, shuffle=shuffle, seed=epoch_seed,
+                                              drop_last=drop_last)):
+                if skip:  # batches done before the checkpoint we resumed from
+                    skip -= 1
+                    continue
                 outs = self.step_program(*batch)
                 self.step += 1
+                if checkpoint is not None and checkpoint_every and self.step % checkpoint_every == 0:
+                    save_trainer(self, checkpoint, i + 1)
                 logs = self._batch_logs(outs, batch)
                 n = len(batch[0])
                 seen += n

@@ -299,6 +299,40 @@ class Adam(Optimizer):
         return p - lr * direction
 
 
+def cosine_decay(lr: float, total_steps: int, final_lr: float = 0.0, warmup_steps: int = 0) -> Schedule:
+    """Schedule: linear warm-up to ``lr`` over ``warmup_steps``, then half a cosine down to
+    ``final_lr`` at ``total_steps`` (held there afterwards).
+
+    Large steps early make fast progress; shrinking them smoothly at the end lets the
+    weights settle into the minimum instead of bouncing around it.
+    """
+    lr, final_lr = _positive(lr, "lr"), float(final_lr)
+    if total_steps <= warmup_steps:
+        raise GraphError(f"cosine_decay: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+
+    def schedule(step: Node) -> Node:
+        span = float(total_steps - warmup_steps)
+        frac = ops.minimum(ops.maximum(step - float(warmup_steps), 0.0) / span, 1.0)
+        value = final_lr + (lr - final_lr) * 0.5 * (1.0 + ops.cos(np.pi * frac))
+        if warmup_steps:
+            value = ops.where(ops.less(step, float(warmup_steps)), lr * (step + 1.0) / float(warmup_steps), value)
+        return value
+
+    return schedule
+
+
+def exponential_decay(lr: float, rate: float, every: int = 1) -> Schedule:
+    """Schedule: ``lr * rate ** (step / every)`` (smooth decay by ``rate`` per ``every`` steps)."""
+    lr = _positive(lr, "lr")
+    if not 0.0 < rate <= 1.0:
+        raise GraphError(f"exponential_decay: rate must be in (0, 1], got {rate}")
+
+    def schedule(step: Node) -> Node:
+        return lr * ops.power(ops.constant(np.float64(rate)), step / float(every))
+
+    return schedule
+
+
 def _positive(value: Any, what: str) -> float:
     v = float(value)
     if not v > 0.0 or not np.isfinite(v):
@@ -306,4 +340,4 @@ def _positive(value: Any, what: str) -> float:
     return v
 
 
-__all__ = ["Optimizer", "SGD", "Adam", "clip_by_global_norm"]
+__all__ = ["Optimizer", "SGD", "Adam", "clip_by_global_norm", "cosine_decay", "exponential_decay"]

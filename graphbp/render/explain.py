@@ -1,0 +1,134 @@
+"""``program.explain()``: the schedules and a cost summary as plain text.
+
+One line per scheduled op (step, op, type, bytes, where it came from), then node counts,
+a FLOP estimate, peak memory (the executor's memory plan when the caller gives concrete
+shapes, else a liveness estimate over the schedules) and the saved activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..graph.node import Node
+from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text
+from .costs import Poly, bytes_poly, flops, liveness_peak, total_flops
+from .subject import Subject, node_title, origin_text, short_type, subject_of
+
+
+class Explanation(str):
+    """Text that shows itself unquoted at the REPL (``program.explain()`` just works)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def explain(target: Any, *, optimized: bool = True, rows: int | None = None,
+            shapes: dict[str, tuple[int, ...]] | None = None) -> Explanation:
+    """Describe ``target`` (Program, node or nodes) as text.
+
+    Parameters
+    ----------
+    rows : int, optional
+        The batch size used to pick the peak step when shapes have unknown dims.
+    shapes : dict of input name -> concrete shape, optional
+        With a Program that has ``memory_plan``, report the planner's peak for these shapes.
+    """
+    s = subject_of(target, optimized=optimized)
+    out: list[str] = []
+    out.append(_header(s))
+    for name, nodes in (("forward", s.forward), ("backward", s.backward)):
+        out.append("")
+        out.append(f"{name} schedule: {len(nodes)} ops")
+        out.extend(_schedule_lines(s, nodes))
+    out.append("")
+    out.extend(_summary(s, rows, shapes))
+    return Explanation("\n".join(out) + "\n")
+
+
+def _header(s: Subject) -> str:
+    p = s.program
+    if p is not None:
+        ins = ", ".join(getattr(i.op, "input_name", "?") for i in p.inputs)
+        return f"Program ({ins}) -> {len(s.outputs)} outputs, {len(s.updates)} updates"
+    return f"graph of {len(s.outputs)} output node(s)"
+
+
+def _schedule_lines(s: Subject, nodes: list[Node]) -> list[str]:
+    rows = []
+    for n in nodes:
+        detail = op_detail(n)
+        fused = absorbed_ops(n)
+        op = n.op.name + (f"({detail})" if detail and not fused else "")
+        if fused:
+            op += " [" + ", ".join(fused) + "]"
+        args = ", ".join(_arg(s, i) for i in n.inputs)
+        why = provenance_text(n, limit=3) if n.provenance else ""
+        if n in s.update_of:
+            why = f"update of {node_title(s.update_of[n])}"
+        marks = []
+        if n in s.saved_set:
+            marks.append("saved")
+        if n in s.output_index:
+            marks.append(f"output {s.output_index[n]}")
+        where = origin_text(n)
+        scope = "/".join(n.scope)
+        tail = "  ".join(x for x in (why, scope and f"[{scope}]", where, " ".join(marks) and f"<{' '.join(marks)}>") if x)
+        rows.append((s.step[n], f"{op}({args})", short_type(n.type), str(bytes_poly(n.type)), tail))
+    return _table(rows)
+
+
+def _arg(s: Subject, n: Node) -> str:
+    if n in s.step:
+        return s.step[n]
+    kind = leaf_kind(n)
+    if kind == "constant" and n.type.size() == 1:
+        from .classify import constant_text
+
+        return constant_text(n)
+    return node_title(n)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return ["  (empty)"]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    widths = [min(w, 48) for w in widths]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+
+
+def _summary(s: Subject, rows: int | None, shapes: dict | None) -> list[str]:
+    leaves = [n for n in s.order if leaf_kind(n) is not None]
+    kinds = {k: [n for n in leaves if leaf_kind(n) == k] for k in ("input", "param", "constant")}
+    pbytes = sum((bytes_poly(n.type) for n in kinds["param"]), Poly())
+    grads = sum(1 for n in s.backward if n.provenance)
+    fused = [n for n in s.order if absorbed_ops(n)]
+    lines = ["summary"]
+    lines.append(f"  nodes: {len(s.order)} ({len(s.forward)} forward ops, {len(s.backward)} backward ops of which "
+                 f"{grads} from gradient rules, {len(kinds['input'])} inputs, {len(kinds['param'])} params, "
+                 f"{len(kinds['constant'])} constants)")
+    if fused:
+        lines.append(f"  fused nodes: {len(fused)} absorbing {sum(len(absorbed_ops(n)) for n in fused)} ops")
+    lines.append(f"  parameters: {pbytes}")
+    lines.append(f"  FLOPs (estimate): forward {total_flops(s.forward).format('FLOP')}, "
+                 f"backward {total_flops(s.backward).format('FLOP')}")
+    live = liveness_peak(s.forward + s.backward, list(s.outputs) + [v for _, v in s.updates], rows)
+    at = f" at {s.step[live.peak_node]} ({live.peak_node.op.name})" if live.peak_node is not None else ""
+    lines.append(f"  peak live activations (liveness estimate, compared at {live.rows} rows): {live.peak}{at}")
+    plan = _memory_plan(s, shapes)
+    if plan is not None:
+        lines.append(f"  memory plan for {plan.signature}: forward peak {plan.forward_peak} B, backward peak "
+                     f"{plan.backward_peak} B, saved {plan.saved} B, buffers {plan.buffers} B")
+    saved = sum((bytes_poly(n.type) for n in s.saved), Poly())
+    lines.append(f"  saved activations: {len(s.saved)} tensors, {saved}")
+    for n in s.saved:
+        lines.append(f"    {s.step.get(n, '?'):>4}  {node_title(n):<18} {short_type(n.type):<14} {bytes_poly(n.type)}")
+    lines.append("  (row = one unit of an unknown dim, usually the batch)")
+    return lines
+
+
+def _memory_plan(s: Subject, shapes: dict | None) -> Any:
+    p = s.program
+    if p is None or shapes is None or not hasattr(p, "memory_plan"):
+        return None
+    ordered = [tuple(shapes[i.op.input_name]) for i in p.inputs]
+    return p.memory_plan(*ordered)

@@ -1,0 +1,193 @@
+"""Generated Python for a planned program: one straight-line function per schedule.
+
+The source is readable on purpose (``program.source()``): each line is one NumPy call
+followed by a comment naming the node, its type and the user's line that built it. Values
+are named ``v<k>`` (``k`` = position in the program's topological order); inputs and
+parameters keep their names. Planned buffers, parameters, constants and views of them are
+module globals bound once per shape signature; per-call values (fallback results, views of
+feeds, outputs) are locals released with ``del`` after their last use. The source is
+registered in :mod:`linecache`, so a traceback through a program shows the generated line.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import keyword
+import linecache
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..graph.node import Node
+from ..ops.leaves import Constant, Input, Param
+from .lowering import KERNEL_GLOBALS
+from .plan import Planned, materialize
+
+_counter = itertools.count(1)
+
+
+def _ident(text: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", text) or "x"
+    if base[0].isdigit():
+        base = "_" + base
+    name = base
+    k = 1
+    while name in taken or keyword.iskeyword(name) or hasattr(builtins, name):
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+class Generated:
+    """The compiled module of one shape signature: ``step(*feeds) -> list of arrays``."""
+
+    def __init__(self, source: str, filename: str, namespace: dict[str, Any]) -> None:
+        self.source = source
+        self.filename = filename
+        self.namespace = namespace
+        self.step: Callable[..., list] = namespace["step"]
+
+
+def generate(
+    plan: Planned,
+    order: Sequence[Node],
+    inputs: Sequence[Node],
+    outputs: Sequence[Node],
+    updates: Sequence[tuple[Node, Node]],
+    *,
+    check: Callable[[int, Any], None] | None = None,
+    title: str = "",
+) -> Generated:
+    """Write, compile and bind the code of ``plan``."""
+    index = {n: k for k, n in enumerate(order)}
+    taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES"}
+    names: dict[Node, str] = {}
+    for i in inputs:
+        names[i] = _ident(i.op.input_name, taken)
+    leaves = [n for n in order if not n.inputs]
+    for n in leaves:
+        if isinstance(n.op, Param):
+            names[n] = _ident(n.op.param_name, taken)
+        elif isinstance(n.op, Constant):
+            names[n] = _ident(f"c{index[n]}", taken)
+        elif n not in names:
+            names[n] = _ident(f"unfed_{index[n]}", taken)
+    for st in plan.steps:
+        names[st.node] = f"v{index[st.node]}"
+        taken.add(names[st.node])
+    for v, p in plan.deferred_param.items():
+        names[v] = names[p]
+
+    ns: dict[str, Any] = dict(KERNEL_GLOBALS)
+    ns.update(materialize(plan, names))
+    for n in leaves:
+        if isinstance(n.op, (Param, Constant)):
+            ns[names[n]] = n.op.value
+    for st in plan.steps:
+        ns.update(st.low.names)
+    if check is not None:
+        ns["check"] = check
+
+    def is_local(v: Node) -> bool:
+        return isinstance(v.op, Input) or not plan.static.get(v, False)
+
+    def comment(n: Node, what: str) -> str:
+        where = f"  {n.origin}" if n.origin else ""
+        label = n.name if n.name and n.name != names[n] else ""
+        return f"  # {what}: {plan.types[n]}{' ' + label if label else ''}{where}"
+
+    def body(steps, first: int) -> list[str]:
+        lines = []
+        for s, st in enumerate(steps, start=first):
+            n, low = st.node, st.low
+            args = [names[i] for i in n.inputs]
+            me = names[n]
+            desc = f"v{index[n]} = {n.op.name}({', '.join(args)})"
+            kname = None
+            if low.kind in ("call", "out") and low.emit is not None:
+                kname = f"{n.op.name}_{index[n]}"
+                ns[kname] = n.op.compute
+            if low.kind == "out":
+                stmt = low.emit(args + [f"{me}_t{j}" for j in range(len(low.temps))], me).replace("{kernel}", kname or "")
+                if n in plan.fresh_outputs:
+                    t = plan.types[n]
+                    ns.setdefault(t.dtype.name, t.dtype.type)
+                    stmt = f"{me} = empty({t.shape!r}, {t.dtype.name}); {stmt}"
+                lines.append(f"    {stmt}" + comment(n, desc + (f" into {me} in place" if st.deferred else "")))
+            elif low.kind == "call":
+                expr = low.emit(args, me).replace("{kernel}", kname or "")
+                lines.append(f"    {me} = {expr}" + comment(n, desc))
+            elif low.kind == "view":
+                if plan.static[n]:
+                    lines.append(f"    # {me} = {low.emit(args, me)} (a view bound at plan time)" + comment(n, n.op.name)[3:])
+                else:
+                    lines.append(f"    {me} = {low.emit(args, me)}" + comment(n, desc))
+            else:
+                lines.append(f"    # {me} = {n.op.name}(...) computed at plan time" + comment(n, "const")[3:])
+            if check is not None and low.kind in ("out", "call"):
+                lines.append(f"    check({index[n]}, {me}, ({''.join(a + ', ' for a in args)}))")
+            gone = [names[i] for i in dict.fromkeys(n.inputs) if plan.last.get(i) == s and is_local(i) and i.inputs]
+            if plan.last.get(n) == s and is_local(n):
+                gone.append(me)
+            if gone:
+                lines.append(f"    del {', '.join(gone)}")
+        return lines
+
+    feeds = [names[i] for i in inputs]
+    fwd = plan.steps[: plan.n_forward]
+    bwd = plan.steps[plan.n_forward:]
+    fwd_nodes = [st.node for st in fwd]
+    handoff = [n for n in fwd_nodes if is_local(n) and plan.last.get(n, -1) >= plan.n_forward]
+    hand = [names[n] for n in handoff]
+    sig = ", ".join(feeds)
+    src = [
+        f"# graphbp program{': ' + title if title else ''}",
+        "# v<k> is node k of the program's topological order; a NumPy call's last positional",
+        "# argument is its preallocated output buffer.",
+        "",
+        f"def forward({sig}):",
+        *(body(fwd, 0) or ["    pass"]),
+        f"    return ({', '.join(hand)}{',' if len(hand) == 1 else ''})",
+        "",
+        f"def backward({', '.join(feeds + hand)}):",
+    ]
+    plain = [st for st in bwd if not st.deferred]
+    src += body(plain, plan.n_forward)
+    result = []
+    seen: set[Node] = set()
+    for o in outputs:
+        if o in plan.fresh_outputs and o not in seen:
+            result.append(names[o])
+        else:
+            result.append(f"array({names[o]})")  # copies: views, parameters, duplicates
+        seen.add(o)
+    src.append(f"    result = [{', '.join(result)}]")
+    updated = {p for p, _ in updates}
+    commits, snaps = [], []
+    for p, v in updates:
+        if v in plan.deferred_param:
+            continue
+        vn = names[v]
+        if plan.holds.get(v, frozenset((v,))) & updated:
+            snaps.append(f"    new_{names[p]} = array({vn})  # reads a parameter updated below")
+            vn = f"new_{names[p]}"
+        commits.append(f"    copyto({names[p]}, {vn}, 'same_kind')  # update {p.op.param_name}")
+    if commits or any(st.deferred for st in bwd):
+        src.append("    # parameter updates: everything above has been computed")
+    src += snaps
+    src += body([st for st in bwd if st.deferred], plan.n_forward + len(plain))
+    src += commits
+    src += ["    return result", "", f"def step({sig}):"]
+    src.append(f"    {', '.join(hand)}{',' if len(hand) == 1 else ''} = forward({sig})" if hand else f"    forward({sig})")
+    src.append(f"    return backward({', '.join(feeds + hand)})")
+    source = "\n".join(src) + "\n"
+    filename = f"<graphbp program {next(_counter)}>"
+    code = compile(source, filename, "exec")
+    lines = source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    exec(code, ns)
+    return Generated(source, filename, ns)

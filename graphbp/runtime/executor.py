@@ -1,0 +1,152 @@
+"""Running a Program: one cached plan (buffers + generated code) per feed-shape signature.
+
+A call binds and checks the feeds, looks up the plan of their shapes (building it the first
+time: shape check, memory plan, code generation) and runs the generated ``step``. Calls are
+serialised with a lock because the plan's buffers are shared state: two threads calling
+one program would otherwise write each other's intermediates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import FeedError, GraphbpError
+from ..graph.node import Node
+from ..ops.leaves import Param
+from . import numerics
+from .codegen import Generated, generate
+from .plan import Planned, make_plan
+
+if TYPE_CHECKING:
+    from .program import Program
+
+#: Plans kept per program; the least recently used is dropped beyond this (each holds buffers).
+MAX_PLANS = 8
+
+
+@dataclasses.dataclass
+class CachedPlan:
+    planned: Planned
+    generated: Generated
+    line_nodes: dict[int, Node]
+
+
+class Executor:
+    """The plan cache and the call path of one :class:`Program`."""
+
+    def __init__(self, program: "Program") -> None:
+        self.program = program
+        self.plans: OrderedDict[tuple, CachedPlan] = OrderedDict()
+        self.last_signature: tuple | None = None
+        self.lock = threading.Lock()
+        self.params = [n for n in program.order if isinstance(n.op, Param)]
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        sig = tuple(f.shape for f in feeds)
+        with self.lock:
+            plan = self.plans.get(sig)
+            if plan is None:
+                plan = self._build(feeds, sig)
+            else:
+                self.plans.move_to_end(sig)
+            self.last_signature = sig
+            if self.program.check_numerics:
+                numerics.check_inputs(self.program.inputs, feeds, self.params)
+            try:
+                return plan.generated.step(*feeds)
+            except GraphbpError:
+                raise
+            except Exception as e:
+                err = self._explain(plan, e)
+                if err is None:
+                    raise
+                raise err from e
+
+    def get(self, shapes: Sequence[tuple[int, ...]]) -> CachedPlan:
+        """The plan for ``shapes`` (one per input), or the last call's; built if needed."""
+        prog = self.program
+        with self.lock:
+            if not shapes:
+                if self.last_signature is not None:
+                    return self.plans[self.last_signature]
+                if not all(i.type.is_concrete for i in prog.inputs):
+                    raise FeedError("this program has inputs with unknown dims: call it once, or pass one "
+                                    "shape per input, e.g. program.source((128, 64), (128,))")
+                shapes = tuple(i.shape for i in prog.inputs)
+            if len(shapes) != len(prog.inputs):
+                raise FeedError(f"expected {len(prog.inputs)} shapes (one per input), got {len(shapes)}")
+            sig = tuple(tuple(s) for s in shapes)
+            if sig in self.plans:
+                return self.plans[sig]
+            stand_ins = [np.broadcast_to(np.zeros((), i.dtype), s) for i, s in zip(prog.inputs, sig)]
+            return self._build(stand_ins, sig)
+
+    def _build(self, feeds: list[np.ndarray], sig: tuple) -> CachedPlan:
+        prog = self.program
+        types = prog._check_shapes(feeds)  # FeedError before any work
+        check = prog.check_numerics
+        planned = make_plan(prog.forward.nodes, prog.backward.nodes, prog.outputs, prog.updates, types, sig,
+                            allow_deferred=not check)
+        title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
+        hook = _numerics_hook(prog.order) if check else None
+        generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,
+                             title=f"feeds {title}" if title else "")
+        plan = CachedPlan(planned, generated, _line_nodes(generated.source, prog.order))
+        self.plans[sig] = plan
+        while len(self.plans) > MAX_PLANS:
+            self.plans.popitem(last=False)
+        return plan
+
+    def _explain(self, plan: CachedPlan, exc: Exception) -> GraphbpError | None:
+        """Name the op whose generated line raised (its operands read from the frame)."""
+        tb = exc.__traceback__
+        frame_line = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == plan.generated.filename:
+                frame_line = (tb.tb_frame, tb.tb_lineno)
+            tb = tb.tb_next
+        if frame_line is None:
+            return None
+        frame, lineno = frame_line
+        node = plan.line_nodes.get(lineno)
+        if node is None:
+            return None
+        names = _operand_names(plan.generated.source.splitlines()[lineno - 1])
+        scope = {**frame.f_globals, **frame.f_locals}
+        operands = [scope.get(n, np.zeros(0)) for n in names][: len(node.inputs)]
+        return numerics.compute_error(node, operands, exc)
+
+
+def _line_nodes(source: str, order: list[Node]) -> dict[int, Node]:
+    """Map generated line numbers to the node the line computes (``# v12 = ...`` comments)."""
+    out: dict[int, Node] = {}
+    for k, line in enumerate(source.splitlines(), start=1):
+        head, sep, note = line.partition("  # v")
+        if not sep or head.lstrip().startswith("#"):
+            continue
+        idx = note.split(" ", 1)[0]
+        if idx.isdigit() and int(idx) < len(order):
+            out[k] = order[int(idx)]
+    return out
+
+
+def _operand_names(line: str) -> list[str]:
+    note = line.partition("  # ")[2]
+    inner = note.partition("(")[2].partition(")")[0]
+    return [a.strip() for a in inner.split(",") if a.strip()]
+
+
+def _numerics_hook(order: list[Node]):
+    def check(k: int, value: Any, operands: tuple = ()) -> None:
+        numerics.check_value(order[k], np.asarray(value), operands)
+
+    return check
+
+
+__all__ = ["Executor", "MAX_PLANS"]

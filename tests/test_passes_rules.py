@@ -1,0 +1,204 @@
+"""Each rewrite rule fires where it should and stays put where it must not."""
+
+import numpy as np
+import pytest
+
+import graphbp as gb
+from graphbp.ops.reduce import LogSumExp
+from graphbp.passes import AddN, optimize, verify
+from graphbp.passes.core import run_rules
+from graphbp.passes import canonicalize, specialize, stability
+
+
+def rules_fired(roots, rules, **kw):
+    res = run_rules(list(roots), rules, "test", **kw)
+    verify(res.roots)
+    return res, [e.rule for e in res.log]
+
+
+def x64(name="x", shape=(3,)):
+    return gb.input(name, shape, dtype="float64")
+
+
+# ------------------------------------------------------------------ algebraic
+@pytest.mark.parametrize("build, rule", [
+    (lambda x: x * 1.0, "mul_one"),
+    (lambda x: 1.0 * x, "mul_one"),
+    (lambda x: x + 0.0, "add_zero"),
+    (lambda x: x - 0.0, "sub_zero"),
+    (lambda x: x / 1.0, "div_one"),
+    (lambda x: -(-x), "neg_neg"),
+])
+def test_identity_fires_and_returns_operand(build, rule):
+    x = x64()
+    res, fired = rules_fired([build(x)], canonicalize.RULES)
+    assert rule in fired and res.roots[0] is x
+
+
+def test_x_times_zero_is_not_folded():
+    x = x64()
+    y = x * 0.0
+    res, fired = rules_fired([y], canonicalize.RULES)
+    assert res.roots[0].op.name == "multiply"  # inf * 0 is NaN: folding to 0 would lie
+    out = gb.compile([x], [y])(np.array([np.inf, 1.0, np.nan]))[0]
+    assert np.isnan(out[0]) and out[1] == 0 and np.isnan(out[2])
+
+
+def test_identity_that_would_change_shape_or_dtype_does_not_fire():
+    x = x64()
+    grown = x + np.zeros((2, 3))  # broadcasting makes it (2, 3): not x
+    res, _ = rules_fired([grown], canonicalize.RULES)
+    assert res.roots[0].shape == (2, 3) and res.roots[0] is not x
+    i = gb.input("i", (3,), dtype="int64")
+    promoted = i * np.ones((), np.float64)  # int * float is float: not i
+    res, _ = rules_fired([promoted], canonicalize.RULES)
+    assert res.roots[0].dtype == np.float64
+
+
+def test_transpose_of_transpose_and_reshape_of_reshape():
+    x = x64("x", (2, 3, 4))
+    y = gb.transpose(gb.transpose(x, (1, 0, 2)), (1, 0, 2))
+    res, fired = rules_fired([y], canonicalize.RULES)
+    assert res.roots[0] is x and "transpose_transpose" in fired
+    z = gb.transpose(gb.transpose(x, (1, 0, 2)), (0, 2, 1))
+    res, _ = rules_fired([z], canonicalize.RULES)
+    assert res.roots[0].op.axes == (1, 2, 0) and res.roots[0].inputs[0] is x
+    r = gb.reshape(gb.reshape(x, (6, 4)), (4, 6))
+    res, fired = rules_fired([r], canonicalize.RULES)
+    assert "reshape_reshape" in fired and res.roots[0].inputs[0] is x
+    same = gb.reshape(x, (2, 3, 4))
+    assert rules_fired([same], canonicalize.RULES)[0].roots[0] is x
+
+
+def test_single_transpose_is_kept():
+    x = x64("x", (2, 3))
+    res, fired = rules_fired([x.T], canonicalize.RULES)
+    assert fired == [] and res.roots[0].op.name == "transpose"
+
+
+def test_squeeze_expand_cancel():
+    x = x64("x", (2, 3))
+    res, fired = rules_fired([gb.squeeze(gb.expand_dims(x, 1), 1)], canonicalize.RULES)
+    assert res.roots[0] is x and "squeeze_expand" in fired
+    y = gb.squeeze(gb.expand_dims(x, 1), 0) if False else gb.expand_dims(x, 0)
+    assert rules_fired([y], canonicalize.RULES)[1] == []
+
+
+def test_sum_over_broadcast_becomes_scaled_operand():
+    s = x64("s", ())
+    y = gb.sum(gb.broadcast_to(s, (4, 5)))
+    res, fired = rules_fired([y], canonicalize.RULES)
+    assert "sum_broadcast" in fired
+    assert gb.compile([s], [res.roots[0]], optimize=False)(np.array(2.0))[0] == 40.0
+    v = x64("v", (5,))
+    partial = gb.sum(gb.broadcast_to(v, (4, 5)), axis=1)  # not over the broadcast axis
+    assert "sum_broadcast" not in rules_fired([partial], canonicalize.RULES)[1]
+
+
+def test_broadcast_operand_dropped_only_when_type_is_kept():
+    x = x64("x", (4, 5))
+    s = x64("s", ())
+    y = x * gb.broadcast_to(s, (4, 5))
+    res, fired = rules_fired([y], canonicalize.RULES)
+    assert "broadcast_operand" in fired and res.roots[0].inputs[1] is s
+    lone = gb.broadcast_to(s, (4, 5)) * s  # without the broadcast it would be a scalar
+    res, fired = rules_fired([lone], canonicalize.RULES)
+    assert "broadcast_operand" not in fired and res.roots[0].shape == (4, 5)
+
+
+def test_cast_to_same_dtype_and_where_same_branches():
+    x = x64()
+    c = gb.apply(gb.Cast("float64"), x) if hasattr(gb, "apply") else None
+    from graphbp.ops.base import apply
+    c = apply(gb.Cast("float64"), x)
+    assert rules_fired([c], canonicalize.RULES)[0].roots[0] is x
+    w = gb.where(x > 0, x, x)
+    assert rules_fired([w], canonicalize.RULES)[0].roots[0] is x
+    w2 = gb.where(x > 0, x, -x)
+    assert rules_fired([w2], canonicalize.RULES)[0].roots[0].op.name == "where"
+
+
+def test_constant_folding_small_and_not_huge():
+    a = gb.constant(np.arange(3.0))
+    y = gb.exp(a) * 2.0
+    res, fired = rules_fired([y], canonicalize.RULES)
+    assert res.roots[0].op.name == "constant"
+    np.testing.assert_allclose(res.roots[0].value, np.exp(np.arange(3.0)) * 2)
+    big = gb.exp(gb.constant(np.zeros(canonicalize.FOLD_LIMIT + 1)))
+    assert rules_fired([big], canonicalize.RULES)[0].roots[0].op.name == "exp"
+
+
+def test_cse_merges_structural_duplicates_but_not_params():
+    x = x64()
+    y = gb.exp(x) + gb.exp(x)
+    res, fired = rules_fired([y], [], cse=True)
+    assert fired.count("cse") >= 1 and res.roots[0].inputs[0] is res.roots[0].inputs[1]
+    p = gb.param("p", np.ones(3))
+    q = gb.param("q", np.ones(3))
+    z = gb.exp(p) + gb.exp(q)  # equal values, different state
+    res, _ = rules_fired([z], [], cse=True)
+    assert res.roots[0].inputs[0] is not res.roots[0].inputs[1]
+
+
+# ------------------------------------------------------------------ stability
+def test_log1p_fires_and_is_accurate():
+    x = x64()
+    for y in (gb.log(1 + x), gb.log(x + 1)):
+        res, fired = rules_fired([y], stability.RULES)
+        assert "log1p_of_sum" in fired and res.roots[0].op.name == "log1p"
+    keep = gb.log(2 + x)
+    assert rules_fired([keep], stability.RULES)[1] == []
+    f = gb.compile([x], [gb.log(1 + x)])
+    assert f(np.array([1e-18, 0, 1]))[0][0] == pytest.approx(1e-18)
+
+
+def test_log_sigmoid_becomes_negative_softplus():
+    x = x64()
+    res, fired = rules_fired([gb.log(gb.sigmoid(x))], stability.RULES)
+    assert "log_sigmoid" in fired and res.roots[0].op.name == "negative"
+    assert res.roots[0].inputs[0].op.name == "softplus"
+    f = gb.compile([x], [gb.log(gb.sigmoid(x))])
+    np.testing.assert_allclose(f(np.array([-800.0, 0.0, 800.0]))[0], [-800.0, np.log(0.5), 0.0], atol=1e-12)
+    assert rules_fired([gb.log(gb.tanh(x))], stability.RULES)[1] == []
+
+
+def test_log_sum_exp_and_log_softmax():
+    x = x64("x", (2, 3))
+    res, fired = rules_fired([gb.log(gb.sum(gb.exp(x), axis=1))], stability.RULES)
+    assert isinstance(res.roots[0].op, LogSumExp)
+    ls = gb.log(gb.exp(x) / gb.sum(gb.exp(x), axis=1, keepdims=True))
+    res, fired = rules_fired([ls], stability.RULES)
+    assert "log_softmax" in fired
+    no_keep = gb.log(gb.sum(gb.exp(x), axis=1) + 0.0)  # not log(sum(exp)) directly
+    assert "log_sum_exp" not in rules_fired([no_keep], stability.RULES)[1]
+
+
+def test_unfused_softmax_cross_entropy_fuses():
+    x = x64("x", (2, 3))
+    t = x64("t", (2, 3))
+    p = gb.exp(x) / gb.sum(gb.exp(x), axis=1, keepdims=True)
+    ce = -gb.sum(t * gb.log(p), axis=1)
+    res, fired = rules_fired([ce], stability.RULES)
+    assert res.roots[0].op.name.startswith("softmax_cross_entropy")
+    wrong_axis = -gb.sum(t * gb.log(p), axis=0)
+    res, fired = rules_fired([wrong_axis], stability.RULES)
+    assert not res.roots[0].op.name.startswith("softmax_cross_entropy")
+
+
+# ------------------------------------------------------------------ accumulation
+def test_fan_out_gradient_becomes_add_n():
+    x = x64("x", (4,))
+    y = gb.sum(gb.exp(x) + gb.sin(x) + gb.cos(x) + x * x)
+    g = gb.grad(y, x)
+    res = optimize([g], {"fuse_elementwise": False})
+    kinds = [n.op for n in gb.toposort(res.roots)]
+    assert any(isinstance(op, AddN) and op.n >= 3 for op in kinds)
+    assert any(e.rule == "flatten_add" for e in res.log)
+
+
+def test_shared_partial_sum_is_not_flattened():
+    a, b, c = x64("a"), x64("b"), x64("c")
+    s = a + b
+    y = s + c
+    res, fired = rules_fired([y, s], [specialize.flatten_add])  # s is read twice
+    assert fired == []
