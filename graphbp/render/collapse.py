@@ -136,11 +136,13 @@ def _ladder(spec: ViewSpec):
     return steps
 
 
-def _assign(p: Plan, key: Hashable, make: "callable", node: Node) -> None:
-    """Put ``node`` in group ``key`` (coarser groups absorb finer ones)."""
+def _assign(p: Plan, fresh: Group, node: Node) -> None:
+    """Put ``node`` in group ``fresh.key`` (created from ``fresh`` if new; coarser groups
+    absorb finer ones)."""
+    key = fresh.key
     g = p.groups.get(key)
     if g is None:
-        g = make()
+        g = fresh
         p.groups[key] = g
     old = p.group_of.get(node)
     if old is not None and old != key and old in p.groups:
@@ -160,7 +162,7 @@ def _collapse_grads(spec: ViewSpec, p: Plan) -> None:
                     break  # already inside a coarser box
                 gkey = ("box",) + (key,)
                 parent = it.cluster[:i]
-                _assign(p, gkey, lambda: Group(gkey, "grad", info.label, parent), it.node)
+                _assign(p, Group(gkey, "grad", info.label, parent), it.node)
                 break
 
 
@@ -179,7 +181,7 @@ def _collapse_scopes(spec: ViewSpec, p: Plan, depth: int | None, only: set | Non
             gkey = ("box", key)
             parent = it.cluster[:i]
             title = "/".join(scope)
-            _assign(p, gkey, lambda: Group(gkey, "scope", title, parent), it.node)
+            _assign(p, Group(gkey, "scope", title, parent), it.node)
             break
 
 

@@ -159,6 +159,8 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
                 continue
             if n in p.hidden:
                 continue  # the hidden op's users draw the edge from its input
+            if spec.view == "backward" and not _is_backward(s, n):
+                continue  # forward values are drawn as the backward's inputs, not as a graph
             via = _via(x, p)
             attrs, kind = _edge_look(s, x, n, idx, edge_labels, via)
             if joint and (n in s.backward_set or n.provenance) and kind != "saved" and _is_backward(s, x):
@@ -166,6 +168,10 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
                 scene.add_edge(head, tail, attrs, kind=kind)
             else:
                 if joint and kind == "saved":
+                    attrs = dict(attrs, constraint="false")
+                elif spec.view == "backward" and not _is_backward(s, x) and _is_backward(s, n):
+                    # forward values and leaves must not push the gradient flow down: the
+                    # seed's chain should start at the top, as it does when the program runs
                     attrs = dict(attrs, constraint="false")
                 scene.add_edge(tail, head, attrs, kind=kind)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..graph.node import Node
 from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text
-from .costs import Poly, bytes_poly, flops, liveness_peak, total_flops
+from .costs import Poly, bytes_poly, liveness_peak, total_flops
 from .subject import Subject, node_title, origin_text, short_type, subject_of
 
 

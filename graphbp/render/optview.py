@@ -10,7 +10,6 @@ the pass pipeline say which rule did what; without them the diff is structural o
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any
 
 import graphviz
@@ -120,7 +119,7 @@ def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edg
     ids = {n: i for i, n in enumerate(shown)}
     scene = Scene()
     merged_into: dict[Node, int] = {}
-    for n, (kind, target, _) in fate.items():
+    for kind, target, _ in fate.values():
         if kind == "merged" and target is not None:
             merged_into[target] = merged_into.get(target, 0) + 1
     counts = (f"{len(b_order)} nodes before → {len(a_order)} after · {len(removed)} removed "

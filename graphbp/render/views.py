@@ -64,7 +64,7 @@ def _grad_key(spec: ViewSpec, side: str, fwd: Node) -> Hashable:
         if fwd not in spec.grad_colour:
             spec.grad_colour[fwd] = len(spec.grad_colour)
         where = origin_text(fwd)
-        label = f"∂ {node_title(fwd)} → {short_type(fwd.type)}" + (f"  · {where}" if where else "")
+        label = f"∂ {node_title(fwd)} → {short_type(fwd.type)}" + (f" · {where}" if where else "")
         spec.clusters[key] = ClusterInfo("grad", label, styles.grad_cluster_style(spec.grad_colour[fwd]))
     return key
 

@@ -17,6 +17,8 @@ def bind_feeds(inputs: Sequence[Node], args: tuple, kwargs: dict[str, Any]) -> l
 
     Arrays whose dtype casts to the input's dtype without loss (``np.can_cast(..., "safe")``,
     e.g. int32 labels for an int64 input) are converted; anything else is a ``FeedError``.
+    A Python number is accepted for a 0-d input when that input's dtype holds it exactly
+    (``f(key=7)`` for an int64 key); lists and other objects are refused.
     """
     names = [i.op.input_name for i in inputs]
     if len(args) > len(inputs):
@@ -40,11 +42,15 @@ def check_feed(node: Node, value: Any) -> np.ndarray:
     where = f" (input built at {node.origin})" if node.origin else ""
     if isinstance(value, np.generic):
         value = np.asarray(value)
+    elif isinstance(value, (bool, int, float)) and node.ndim == 0:
+        value = _python_scalar(node, value, where)
     if not isinstance(value, np.ndarray):
         raise FeedError(
             f"input {name!r}: expected a NumPy array of {node.type}, got a {type(value).__name__}; "
             f"wrap it with np.asarray(..., dtype=np.{node.dtype.name}){where}"
         )
+    if value.dtype.kind not in "fiubc":
+        raise FeedError(f"input {name!r}: dtype {value.dtype} is not numeric; expected {node.type}{where}")
     if value.dtype != node.dtype:
         if value.dtype.kind in "fiub" and np.can_cast(value.dtype, node.dtype, "safe"):
             value = value.astype(node.dtype)
@@ -58,6 +64,22 @@ def check_feed(node: Node, value: Any) -> np.ndarray:
             f"input {name!r}: expected shape {format_shape(node.shape)}, got {format_shape(value.shape)}{where}"
         )
     return value
+
+
+def _python_scalar(node: Node, value: bool | int | float, where: str) -> np.ndarray:
+    """A Python number for a 0-d input, accepted only when the input's dtype holds it exactly."""
+    arr = None
+    if isinstance(value, bool) == (node.dtype == np.bool_) and not (isinstance(value, float) and node.dtype.kind not in "fc"):
+        try:
+            arr = np.asarray(value, dtype=node.dtype)
+        except (OverflowError, ValueError, TypeError):
+            arr = None
+        if arr is not None and not (arr.item() == value or value != value):  # NaN stays NaN
+            arr = None
+    if arr is None:
+        raise FeedError(f"input {node.op.input_name!r}: {value!r} is not exactly representable as "
+                        f"{node.dtype.name}{where}")
+    return arr
 
 
 class _Missing:
