@@ -210,3 +210,28 @@ def test_jupyter_reprs():
         assert bundle["image/svg+xml"].lstrip().startswith("<?xml") or "<svg" in bundle["image/svg+xml"]
     x, t, loss, grads = mlp()
     assert "text/plain" in loss._repr_mimebundle_()
+
+
+def test_explain_uses_the_memory_plan_for_concrete_shapes():
+    p = program()
+    text = p.explain(shapes={"x": (16, 4), "t": (16, 3)})
+    if hasattr(p, "memory_plan"):
+        assert "memory plan for" in text and "forward peak" in text
+
+
+def test_optimization_view_shows_fused_boxes_and_counts():
+    p = program()
+    fused = [n for n in gb.toposort(p.outputs) if getattr(n.op, "absorbed", None)]
+    src = gb.to_dot(p, "optimization").source
+    if fused:
+        assert "fused" in src and "absorbed" not in src.split("label=", 1)[0]
+        assert re.search(r"\d+ fused", src)
+    # rebuilt-but-unchanged nodes are not reported as pruned
+    pruned = int(re.search(r"\((\d+) pruned", src).group(1))
+    assert pruned < len(gb.toposort(p.user_outputs)) // 2
+
+
+def test_render_is_a_callable_package():
+    import graphbp.render.optview as optview  # the submodule import is not shadowed
+
+    assert callable(gb.render) and optview.optimization_dot is gb.render.optview.optimization_dot

@@ -160,14 +160,21 @@ def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: 
     """Apply ``rules`` (and hash-consing when ``cse``) in sweeps until nothing changes."""
     table = RuleTable(rules)
     log: list[LogEntry] = []
+    seen_below = -1
     for _ in range(max_sweeps):
-        roots, changed = _sweep(roots, table, pass_name, log, cse, max_local)
+        start = next(_serials)
+        roots, changed = _sweep(roots, table, pass_name, log, cse, max_local, seen_below)
         if not changed:
             break
+        seen_below = start
     return PassResult(roots, log)
 
 
-def _sweep(roots, table, pass_name, log, cse, max_local):
+def _sweep(roots, table, pass_name, log, cse, max_local, seen_below):
+    """One pass over the topological order. Rules run on nodes that are new or rebuilt
+    since the previous sweep began (``serial >= seen_below``): an unchanged node has the
+    same inputs all the way down, so the rules already said no to it. Returns whether a
+    rule fired (CSE merges converge within the sweep: users come later in the order)."""
     order = toposort(roots)
     uses = count_uses(order)
     for r in roots:  # a root is read by the caller
@@ -185,16 +192,15 @@ def _sweep(roots, table, pass_name, log, cse, max_local):
                     cur = keys.setdefault(k, node)
                     if cur is not node:
                         log.append(LogEntry(pass_name, "cse", (node,), cur))
-                        changed = True
             new[node] = cur
             continue
-        ins = tuple(new[i] for i in node.inputs)
-        if any(a is not b for a, b in zip(ins, node.inputs)):
+        ins = tuple([new[i] for i in node.inputs])
+        if ins != node.inputs:  # Node equality is identity
             cur = rebuild(node, ins)
             ctx.original[cur] = node
         else:
             cur = node
-        for _ in range(max_local):
+        for _ in range(max_local if cur is not node or node.serial >= seen_below else 0):
             if isinstance(cur.op, Leaf):
                 break
             nxt = _try_rules(cur, table, ctx, pass_name, log)
@@ -214,7 +220,6 @@ def _sweep(roots, table, pass_name, log, cse, max_local):
                 if rep is not cur:
                     log.append(LogEntry(pass_name, "cse", (cur,), rep))
                     cur = rep
-                    changed = True
         elif cse and isinstance(cur.op, Constant):
             k = _const_key(cur)
             if k is not None:

@@ -205,24 +205,28 @@ class FusedElementwise(Op):
         rows = shape[0]
         row_size = int(np.prod(shape[1:], dtype=np.int64))
         step = max(1, BLOCK // max(row_size, 1))
-        steps, n_bufs, buf_dtypes = self._plan()
+        sliced = tuple(x.ndim == len(shape) and x.shape[0] == rows for x in xs)
+        hoisted, steps, buf_dtypes = self._plan(sliced)
         block = (min(step, rows),) + tuple(shape[1:])
         bufs = [np.empty(block, dt) for dt in buf_dtypes]
-        sliced = [x.ndim == len(shape) and x.shape[0] == rows for x in xs]
-        n = self.n_inputs
+        # values that are the same for every block (scalars, biases) are computed once
+        fixed = list(xs)
+        for op, args in hoisted:
+            a = [fixed[i] for i in args]
+            fixed.append(a[0] if isinstance(op, BroadcastTo) else np.asarray(op.compute(*a)))
         reduce_sum = self.reduce_sum
         if reduce_sum:
             total = np.zeros((), np.float64 if final_dt.kind == "f" else final_dt)
         elif out is None:
             out = np.empty(shape, final_dt)
-        last = steps[-1]
+        last = steps[-1][2]
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
-            vals = [x[r0:r1] if s else x for x, s in zip(xs, sliced)]
+            vals = [v[r0:r1] if s else v for v, s in zip(fixed, sliced)] + fixed[len(xs):]
             vals.extend(bufs if r1 - r0 == block[0] else [b[: r1 - r0] for b in bufs])
             for fn, args, o in steps:
                 fn(vals[o], *[vals[a] for a in args])
-            res = vals[last[2]]
+            res = vals[last]
             if reduce_sum:
                 total += np.add.reduce(res, axis=None)
             else:
@@ -231,33 +235,49 @@ class FusedElementwise(Op):
             return _into(out, np.asarray(total, final_dt))
         return out
 
-    def _plan(self):
-        """Static buffer assignment: each instruction writes a scratch buffer freed after
-        its value's last use (inputs are never overwritten). Cached on the op."""
-        plan = self.__dict__.get("_plan_cache")
+    def _plan(self, sliced: tuple[bool, ...]):
+        """Per slicing pattern: instructions reading only block-invariant values are
+        hoisted out of the loop; the rest write scratch buffers, each freed after its
+        value's last use (inputs are never overwritten). Cached on the op."""
+        cache = self.__dict__.setdefault("_plans", {})
+        plan = cache.get(sliced)
         if plan is not None:
             return plan
         n = self.n_inputs
+        prog = self.program
+        invariant = [not s for s in sliced]
+        for k, ins in enumerate(prog):
+            invariant.append(k < len(prog) - 1 and all(invariant[a] for a in ins.args))
+        hoisted = []
+        where: dict[int, int] = {}  # program slot -> index into the per-block value list
+        for a in range(n):
+            where[a] = a
+        for k, ins in enumerate(prog):
+            if invariant[n + k]:
+                where[n + k] = n + len(hoisted)
+                hoisted.append((ins.op, tuple(where[a] for a in ins.args)))
+        base = n + len(hoisted)
         last = self._last
         free: dict[str, list[int]] = {}
         buf_dtypes: list[str] = []
-        where: dict[int, int] = {}
         steps = []
-        for k, ins in enumerate(self.program):
+        for k, ins in enumerate(prog):
+            if invariant[n + k]:
+                continue
             pool = free.get(ins.dtype)
             if pool:
                 b = pool.pop()
             else:
                 b = len(buf_dtypes)
                 buf_dtypes.append(ins.dtype)
-            where[n + k] = b
-            args = tuple(a if a < n else n + where[a] for a in ins.args)
-            steps.append((_kernel(ins.op), args, n + b))
+            args = tuple(where[a] for a in ins.args)
+            where[n + k] = base + b
+            steps.append((_kernel(ins.op), args, base + b))
             for a in set(ins.args):
-                if a >= n and last.get(a) == k:
-                    free.setdefault(self.program[a - n].dtype, []).append(where[a])
-        plan = (steps, len(buf_dtypes), buf_dtypes)
-        object.__setattr__(self, "_plan_cache", plan)
+                if a >= n and not invariant[a] and last.get(a) == k:
+                    free.setdefault(prog[a - n].dtype, []).append(where[a] - base)
+        plan = (hoisted, steps, buf_dtypes)
+        cache[sliced] = plan
         return plan
 
 

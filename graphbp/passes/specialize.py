@@ -121,6 +121,10 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
 # ------------------------------------------------------------------ elementwise fusion
 CHEAP = (ew.Add, ew.Subtract, ew.Multiply, ew.Negative, BroadcastTo)
 """Ops a fused kernel recomputes rather than reading a materialised multi-use value."""
+RECOMPUTE_USERS = 3
+"""Any elementwise value with at most this many readers is recomputed inside the kernels
+that read it: one pass of a transcendental over cached data costs less than writing the
+full array and reading it back (measured on the W4 chain)."""
 
 def _fusible(n: Node) -> bool:
     op = n.op
@@ -181,7 +185,7 @@ def fuse_elementwise(roots: list[Node], pass_name: str = "fuse_elementwise", min
                     members.append(p)
                     inside.add(p)
                     stack.append((p, False))
-                elif isinstance(p.op, CHEAP) and p not in rootset:
+                elif p not in rootset and (isinstance(p.op, CHEAP) or len(users.get(p, ())) <= RECOMPUTE_USERS):
                     members.append(p)  # cheaper to recompute than to write and re-read
                     inside.add(p)
                     copied.add(p)

@@ -5,6 +5,9 @@ writes .svg/.png/.pdf/.dot; ``gb.explain(target)`` (and ``program.explain()``) g
 See docs/reading-diagrams.md for how to read the pictures.
 """
 
+import sys
+import types
+
 from .collapse import DEFAULT_MAX_NODES
 from .dot import to_dot
 from .explain import Explanation, explain
@@ -25,3 +28,14 @@ __all__ = [
     "to_dot",
     "to_svg",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``gb.render(target, path)`` calls :func:`render` while ``graphbp.render`` stays this
+    package, so ``import graphbp.render.dot`` and ``gb.render.to_dot`` keep working."""
+
+    def __call__(self, target, path, view: str = "forward", **options):
+        return render(target, path, view, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

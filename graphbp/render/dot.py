@@ -17,7 +17,7 @@ import graphviz
 from ..graph.node import Node
 from . import styles
 from .classify import (
-    absorbed_ops, constant_text, grad_origin, is_leaf_node, is_shape_op, op_detail, provenance_text, rules_of,
+    absorbed_ops, constant_text, grad_origin, is_leaf_node, leaf_kind, is_shape_op, op_detail, provenance_text, rules_of,
     shape_only_input,
 )
 from .collapse import DEFAULT_MAX_NODES, Group, Plan, plan
@@ -91,6 +91,8 @@ def _default_title(spec: ViewSpec) -> str:
         return f"forward graph · {len(s.forward)} ops"
     if spec.view == "backward":
         grads = sum(1 for n in s.backward if n.provenance)
+        if not s.backward:
+            return "backward (gradient) graph · no gradient nodes here: build them with gb.grad or gb.vjp"
         return f"backward (gradient) graph · {len(s.backward)} ops, {grads} from chain-rule rules"
     saved = Poly()
     for n in s.saved:
@@ -167,8 +169,8 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
                 attrs = dict(attrs, dir="back")
                 scene.add_edge(head, tail, attrs, kind=kind)
             else:
-                if joint and kind == "saved":
-                    attrs = dict(attrs, constraint="false")
+                if joint and _is_backward(s, n) and not _is_backward(s, x):
+                    attrs = dict(attrs, constraint="false")  # the two sides lay out independently
                 elif spec.view == "backward" and not _is_backward(s, x) and _is_backward(s, n):
                     # forward values and leaves must not push the gradient flow down: the
                     # seed's chain should start at the top, as it does when the program runs
@@ -222,7 +224,7 @@ def _edge_look(s: Subject, x: Node, n: Node, idx: int, edge_labels: bool, via: l
 
 
 def _tooltip(n: Node) -> str:
-    parts = [f"{node_title(n)}: {n.op}", f"type {n.type}"]
+    parts = [f"{node_title(n)}: {leaf_kind(n) or n.op}", f"type {n.type}"]
     where = origin_text(n)
     if where:
         parts.append(f"built at {where}")

@@ -143,6 +143,8 @@ def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edg
         if n in fate and fate[n][0] == "merged" and fate[n][1] in ids:
             scene.add_edge(n, fate[n][1], {"color": "#0e7490", "style": "dotted", "constraint": "false",
                                            "label": "merged"}, kind="merge")
+    if not removed and not new:
+        heading += " (no changes)"
     lines = [f'<FONT POINT-SIZE="14"><B>{esc(heading)}</B></FONT>', f'<FONT POINT-SIZE="9">{esc(counts)}</FONT>']
     if note:
         lines.append(f'<FONT POINT-SIZE="9" COLOR="#6b7280">{esc(note)}</FONT>')

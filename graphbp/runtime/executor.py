@@ -9,6 +9,7 @@ one program would otherwise write each other's intermediates.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -88,6 +89,17 @@ class Executor:
             return self._build(stand_ins, sig)
 
     def _build(self, feeds: list[np.ndarray], sig: tuple) -> CachedPlan:
+        # Planning allocates many small objects but frees few; the cyclic collector would
+        # rescan the whole (large) graph each time, making deep graphs plan in quadratic time.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build_plan(feeds, sig)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _build_plan(self, feeds: list[np.ndarray], sig: tuple) -> CachedPlan:
         prog = self.program
         types = prog._check_shapes(feeds)  # FeedError before any work
         check = prog.check_numerics

@@ -18,6 +18,7 @@ one, built once, so a steady-state call allocates nothing but the (small) output
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Sequence
 
@@ -188,7 +189,7 @@ def make_plan(
             static[v] = True
     buffer_of: dict[Node, int] = {}
     sizes: list[int] = []
-    free: list[int] = []
+    free = _Pool()
     fresh: set[Node] = set()
     temp_buffers: dict[Node, list[int]] = {}
     dying: dict[int, list[Node]] = {}
@@ -217,7 +218,7 @@ def make_plan(
                         n_inplace += 1
                         break
                 if buf is None:
-                    buf = _take(free, sizes, size)
+                    buf = free.take(sizes, size)
                 sizes[buf] = max(sizes[buf], size)
                 buffer_of[n] = buf
             live_set.add(n)
@@ -230,7 +231,7 @@ def make_plan(
             static[n] = True
         scratch = []
         for t in low.temps:  # taken after the output, released right after this step
-            tb = _take(free, sizes, _nbytes(t))
+            tb = free.take(sizes, _nbytes(t))
             sizes[tb] = max(sizes[tb], _nbytes(t))
             scratch.append(tb)
             live += _nbytes(t)
@@ -244,7 +245,7 @@ def make_plan(
         else:
             bwd_peak = max(bwd_peak, live)
         for tb, t in zip(temp_buffers.get(n, ()), low.temps):
-            free.append(tb)
+            free.put(tb, sizes[tb])
             live -= _nbytes(t)
         for r in dying.get(s, ()):
             if r in live_set:
@@ -252,7 +253,7 @@ def make_plan(
                 live -= _nbytes(types[r])
             b = buffer_of.get(r)
             if b is not None and b >= 0:
-                free.append(b)
+                free.put(b, sizes[b])
     for n in holds:
         static.setdefault(n, False)
     saved_roots = set()
@@ -287,15 +288,33 @@ def _contig(v: Node, known: dict[Node, bool]) -> bool:
     return False  # feeds may be any strided array
 
 
-def _take(free: list[int], sizes: list[int], need: int) -> int:
-    """Best fit: the smallest free buffer that holds ``need`` bytes, else grow the largest."""
-    if free:
-        fits = [b for b in free if sizes[b] >= need]
-        pick = min(fits, key=lambda b: (sizes[b], b)) if fits else max(free, key=lambda b: (sizes[b], -b))
-        free.remove(pick)
-        return pick
-    sizes.append(0)
-    return len(sizes) - 1
+class _Pool:
+    """Free buffers by size: best fit in O(log n) (deep chains free thousands of them)."""
+
+    def __init__(self) -> None:
+        self.by_size: dict[int, list[int]] = {}
+        self.sizes_sorted: list[int] = []
+
+    def put(self, buf: int, size: int) -> None:
+        lst = self.by_size.get(size)
+        if lst is None:
+            lst = self.by_size[size] = []
+            bisect.insort(self.sizes_sorted, size)
+        lst.append(buf)
+
+    def take(self, sizes: list[int], need: int) -> int:
+        """The smallest free buffer holding ``need`` bytes, else the largest (grown), else new."""
+        if self.sizes_sorted:
+            i = bisect.bisect_left(self.sizes_sorted, need)
+            size = self.sizes_sorted[i] if i < len(self.sizes_sorted) else self.sizes_sorted[-1]
+            lst = self.by_size[size]
+            buf = lst.pop()
+            if not lst:
+                del self.by_size[size]
+                self.sizes_sorted.remove(size)
+            return buf
+        sizes.append(0)
+        return len(sizes) - 1
 
 
 def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
