@@ -24,9 +24,13 @@ import numpy as np
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS
+from .blocking import emit_region, find_regions
 from .plan import Planned, materialize
 
 _counter = itertools.count(1)
+#: Schedules longer than this run as module-level chunks of CHUNK_LINES lines (see generate).
+HUGE_STEPS = 20_000
+CHUNK_LINES = 2_000
 
 
 def _ident(text: str, taken: set[str]) -> str:
@@ -100,9 +104,34 @@ def generate(
         label = n.name if n.name and n.name != names[n] else ""
         return f"  # {what}: {plan.types[n]}{' ' + label if label else ''}{where}"
 
+    def out_stmt(st, args: list[str], me: str, temp_names: list[str]) -> str:
+        n = st.node
+        kname = f"{n.op.name}_{index[n]}"
+        ns[kname] = n.op.compute
+        return st.low.emit(args + temp_names, me).replace("{kernel}", kname)
+
+    def step_comment(st) -> str:
+        n = st.node
+        return comment(n, f"v{index[n]} = {n.op.name}({', '.join(names[i] for i in n.inputs)})")
+
     def body(steps, first: int) -> list[str]:
         lines = []
+        regions = {} if check is not None else {a: b for a, b in find_regions(steps, plan)}
+        skip_to = 0
         for s, st in enumerate(steps, start=first):
+            k = s - first
+            if k < skip_to:
+                continue
+            if k in regions:
+                stop = regions[k]
+                lines += emit_region(steps[k:stop], s, plan, names, index, ns, out_stmt, step_comment)
+                skip_to = stop
+                done = {n: None for st2 in steps[k:stop] for n in (st2.node, *st2.node.inputs)}
+                gone = [names[v] for v in done if first + k <= plan.last.get(v, -1) < first + stop
+                        and is_local(v) and v.inputs and v not in plan.fresh_outputs]
+                if gone:
+                    lines.append(f"    del {', '.join(gone)}")
+                continue
             n, low = st.node, st.low
             args = [names[i] for i in n.inputs]
             me = names[n]
@@ -186,8 +215,37 @@ def generate(
     src.append(f"    return backward({', '.join(feeds + hand)})")
     source = "\n".join(src) + "\n"
     filename = f"<graphbp program {next(_counter)}>"
-    code = compile(source, filename, "exec")
     lines = source.splitlines(keepends=True)
     linecache.cache[filename] = (len(source), None, lines, filename)
-    exec(code, ns)
+    if len(plan.steps) <= HUGE_STEPS:
+        exec(compile(source, filename, "exec"), ns)
+        return Generated(source, filename, ns)
+    # CPython compiles one huge function slowly and with a lot of memory: run the same
+    # statements as module-level chunks over the namespace instead (values become globals).
+    start = src.index(f"def backward({', '.join(feeds + hand)}):")
+    flat = [ln[4:] for ln in src[5:start] if ln.startswith("    ") and not ln.startswith("    return")]
+    flat += [ln[4:] for ln in src[start + 1:] if ln.startswith("    ") and not ln.startswith("    return")
+             and " = forward(" not in ln]
+    chunks, cur = [], []
+    for ln in flat:
+        if len(cur) >= CHUNK_LINES and not ln.startswith(" "):
+            chunks.append(cur)
+            cur = []
+        cur.append(ln)
+    chunks.append(cur)
+    codes = []
+    for k, chunk in enumerate(chunks):
+        text = "\n".join(chunk) + "\n"
+        name = f"{filename[:-1]} part {k}>"
+        linecache.cache[name] = (len(text), None, text.splitlines(keepends=True), name)
+        codes.append(compile(text, name, "exec"))
+    feed_names = list(feeds)
+
+    def step(*values):
+        ns.update(zip(feed_names, values))
+        for code in codes:
+            exec(code, ns)
+        return ns.pop("result")
+
+    ns["step"] = step
     return Generated(source, filename, ns)

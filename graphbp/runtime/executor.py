@@ -47,6 +47,7 @@ class Executor:
         self.last_signature: tuple | None = None
         self.lock = threading.Lock()
         self.params = [n for n in program.order if isinstance(n.op, Param)]
+        self.dtypes = [i.dtype for i in program.inputs]
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         sig = tuple(f.shape for f in feeds)
@@ -68,6 +69,19 @@ class Executor:
                 if err is None:
                     raise
                 raise err from e
+
+    def run_prechecked(self, args: tuple) -> list[np.ndarray] | None:
+        """Run without :func:`bind_feeds` when every positional feed is an ndarray of its
+        input's exact dtype and the shapes form a signature already planned (so already
+        checked); otherwise return None and let the caller take the checked path."""
+        if len(args) != len(self.dtypes):
+            return None
+        for a, dt in zip(args, self.dtypes):
+            if type(a) is not np.ndarray or a.dtype != dt:
+                return None
+        if tuple(a.shape for a in args) not in self.plans:
+            return None
+        return self.run(list(args))
 
     def get(self, shapes: Sequence[tuple[int, ...]]) -> CachedPlan:
         """The plan for ``shapes`` (one per input), or the last call's; built if needed."""

@@ -66,7 +66,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "absolute": np.absolute, "sign": np.sign, "reciprocal": np.reciprocal, "sin": np.sin,
     "cos": np.cos, "tanh": np.tanh, "greater": np.greater, "greater_equal": np.greater_equal,
     "less": np.less, "less_equal": np.less_equal, "equal": np.equal, "not_equal": np.not_equal,
-    "bitwise_and": np.bitwise_and, "dot": np.dot, "matmul": np.matmul, "add_reduce": np.add.reduce, "copyto": np.copyto,
+    "bitwise_and": np.bitwise_and, "dot": np.dot, "maximum_reduce": np.maximum.reduce, "matmul": np.matmul, "add_reduce": np.add.reduce, "copyto": np.copyto,
     "broadcast_to": np.broadcast_to, "empty": np.empty, "array": np.array, "float32": np.float32,
 }
 
@@ -233,6 +233,27 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - depends on which ops are installed
         pass
     try:
+        from ..ops.activations import Gelu
+
+        def gelu(node, types, out):
+            if node.op.approximate != "tanh" or out.dtype.kind != "f" or types[0] != out:
+                return None
+            k, c3 = repr(float(np.sqrt(2.0 / np.pi))), repr(0.044715)
+            # 0.5 u (1 + tanh(k (u + c3 u^3))) with u*u*u (not u**3) into one scratch buffer
+            return Lowered("out", lambda a, o: (
+                f"multiply({a[0]}, {a[0]}, {a[1]}); multiply({a[1]}, {c3}, {a[1]}); add({a[1]}, 1.0, {a[1]}); "
+                f"multiply({a[1]}, {a[0]}, {a[1]}); multiply({a[1]}, {k}, {a[1]}); tanh({a[1]}, {a[1]}); "
+                f"add({a[1]}, 1.0, {a[1]}); multiply({a[1]}, {a[0]}, {o}); multiply({o}, 0.5, {o})"),
+                temps=[out])
+
+        LOWERINGS[Gelu] = gelu
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        _register_nn()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from ..passes.fused import AddN, FusedElementwise, MatMulBiasAct
 
         def add_n(node, types, out):
@@ -277,6 +298,52 @@ def _register_optional() -> None:
 
 
 _OPTIONAL_DONE: list[bool] = []
+
+
+def _rows_last_axis(types: list[TensorType], axis: int) -> bool:
+    x = types[0]
+    return x.ndim == 2 and axis in (1, -1) and x.dtype.kind == "f" and x.dtype.itemsize >= 4
+
+
+def _register_nn() -> None:
+    """Softmax, its cross-entropy and one-hot over the last axis of 2-D float logits: the
+    max-subtracted formulas with out= into row-sized scratch, no temporaries per call."""
+    from ..ops.indexing import OneHot
+    from ..ops.nn import Softmax, SoftmaxCrossEntropy
+
+    def softmax(node, types, out):
+        if not _rows_last_axis(types, node.op.axis) or out.dtype != types[0].dtype:
+            return None
+        rows = TensorType((types[0].shape[0], 1), out.dtype)
+        return Lowered("out", lambda a, o: (
+            f"maximum_reduce({a[0]}, 1, None, {a[1]}, True); subtract({a[0]}, {a[1]}, {o}); exp({o}, {o}); "
+            f"add_reduce({o}, 1, None, {a[2]}, True); divide({o}, {a[2]}, {o})"),
+            temps=[rows, rows], inplace=_inplace_ok(types, out, (0,)))
+
+    def cross_entropy(node, types, out):
+        x, labels = types
+        if not _rows_last_axis(types, node.op.axis) or labels.dtype.kind not in "iu" or out.dtype != x.dtype:
+            return None
+        n = x.shape[0]
+        rows_name = f"rows_{n}"
+        return Lowered("out", lambda a, o: (
+            f"maximum_reduce({a[0]}, 1, None, {a[2]}, True); subtract({a[0]}, {a[2]}, {a[3]}); "
+            f"exp({a[3]}, {a[4]}); add_reduce({a[4]}, 1, None, {o}); log({o}, {o}); "
+            f"subtract({o}, {a[3]}[{rows_name}, {a[1]}], {o})"),
+            names={rows_name: np.arange(n)},
+            temps=[TensorType((n, 1), x.dtype), x, x])
+
+    def one_hot(node, types, out):
+        if types[0].ndim != 1 or node.op.axis not in (-1, 1):
+            return None
+        depth = node.op.depth
+        name = f"arange_{depth}"
+        return Lowered("out", lambda a, o: f"equal({a[0]}[:, None], {name}, {o})",
+                       names={name: np.arange(depth)})
+
+    LOWERINGS[Softmax] = softmax
+    LOWERINGS[SoftmaxCrossEntropy] = cross_entropy
+    LOWERINGS[OneHot] = one_hot
 
 #: Fused elementwise nodes up to this many elements run as whole-array NumPy calls into
 #: planned scratch buffers: at cache-resident sizes a Python loop over blocks only adds
