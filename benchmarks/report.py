@@ -52,6 +52,9 @@ def render(res: dict, command: str) -> str:
                   "| layers | build + gb.grad | gb.compile (passes, schedules) | first call (memory plan + codegen) "
                   "| compile + first call | vs 256 layers |", "|---|---|---|---|---|---|"]
         for r in res["compile"]:
+            if "timeout" in r:
+                lines.append(f"| {r['layers']} | stopped after {r['timeout']:.0f} s | | | | |")
+                continue
             tot = r["compile"] + r["first_call"]
             rel = tot / (base["compile"] + base["first_call"])
             lines.append(f"| {r['layers']} | {r['build_grad']:.3f} | {r['compile']:.3f} | {r['first_call']:.3f} "

@@ -90,9 +90,13 @@ def load_impls(workload: str, peers_on: bool) -> dict:
     return impls
 
 
-def probe(*args: str) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "probes.py"), *args], capture_output=True, text=True,
-                         env=os.environ.copy(), check=True)
+def probe(*args: str, timeout: float = 600) -> dict | None:
+    """Run ``probes.py`` in a fresh process; None if it takes longer than ``timeout`` seconds."""
+    try:
+        out = subprocess.run([sys.executable, str(HERE / "probes.py"), *args], capture_output=True, text=True,
+                             env=os.environ.copy(), check=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -116,6 +120,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--quick", action="store_true", help="few repeats, no chains beyond 4k layers")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--compile-timeout", type=float, default=300.0)
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,MEM")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = ap.parse_args(argv)
@@ -141,7 +146,11 @@ def main(argv: list[str]) -> int:
     if "W5" in chosen:
         sizes = [256, 1024, 4096] + ([] if args.quick else [16384])
         for layers in sizes:
-            r = probe("compile", str(layers))
+            r = probe("compile", str(layers), timeout=args.compile_timeout)
+            if r is None:
+                print(f"W5 {layers:6d} layers: more than {args.compile_timeout:.0f} s, stopped")
+                results["compile"].append({"layers": layers, "timeout": args.compile_timeout})
+                break
             results["compile"].append(r)
             print(f"W5 {layers:6d} layers: build+grad {r['build_grad']:.3f} s, compile {r['compile']:.3f} s, "
                   f"first call {r['first_call']:.3f} s")

@@ -14,7 +14,7 @@ are reported with the user's line that built them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,8 +125,10 @@ def check_grad(
     ws = [new[w] for w in wrt_nodes] if wrt_nodes else _default_wrt(toposort([y]))
     if not ws:
         raise GraphError("check_grad: nothing to differentiate (no float inputs or trainable float params)")
-    loss = _scalarize(y, rng)
     from . import compile as compile_, grad
+
+    shape = y.shape if y.type.is_concrete else compile_(input_nodes, [y], optimize=False)(*feed_values)[0].shape
+    loss = _scalarize(y, shape, rng)
 
     grads = grad(loss, ws)
     prog = compile_(input_nodes, [loss, *grads], optimize=optimize)
@@ -195,7 +197,7 @@ def _check_op(node: Node, args: list[np.ndarray], rng, eps, rtol, atol) -> list[
     for k, g in zip(idx, gvals):
         v = rng.standard_normal(args[k].shape)
 
-        def f_at(x: np.ndarray) -> float:
+        def f_at(x: np.ndarray, k: int = k) -> float:
             a2 = list(args)
             a2[k] = x
             return float(np.sum(u * node.op.compute(*a2)))
@@ -301,16 +303,15 @@ def _default_wrt(order: list[Node]) -> list[Node]:
         isinstance(n.op, Input) or (isinstance(n.op, Param) and n.op.trainable))]
 
 
-def _scalarize(y: Node, rng) -> Node:
+def _scalarize(y: Node, shape: tuple, rng) -> Node:
+    """A scalar output as is; otherwise ``sum(y * u)`` with a random cotangent ``u``."""
     if y.dtype.kind != "f":
         raise GraphError(f"check_grad: the output {y.describe()} is not a float value")
     if y.shape == ():
         return y
     from . import constant, sum as sum_
 
-    if not y.type.is_concrete:
-        raise GraphError(f"check_grad: output {y.describe()} must be a scalar or have a static shape")
-    return sum_(y * constant(rng.standard_normal(y.shape)))
+    return sum_(y * constant(rng.standard_normal(shape)))
 
 
 def _value(w: Node, inputs: Sequence[Node], feeds: Sequence[np.ndarray]) -> np.ndarray:

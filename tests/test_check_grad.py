@@ -70,3 +70,11 @@ def test_the_wrong_input_of_a_binary_rule_is_named():
     assert not result.ok
     assert [(type(c.node.op), c.input_index) for c in result.culprits] == [(WrongMultiply, 1)]
     assert "MISMATCH d/d x1" in result.report() and "ok d/d x0" in result.report()
+
+
+def test_program_with_a_batch_dim_and_non_scalar_output():
+    x = gb.input("x", (None, 3), dtype="float64")
+    W = gb.param("W", rng.normal(size=(3, 2)))
+    prog = gb.compile([x], [gb.softplus(x @ W)])
+    result = gb.check_grad(prog, [X])
+    assert result.ok and [c.what for c in result.comparisons] == ["d/d x", "d/d W"]

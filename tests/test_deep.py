@@ -22,12 +22,13 @@ def test_hundred_thousand_op_chain(tmp_path):
         h = h + c  # same-shape add: its rule is one node, keeps the test fast
     loss = gb.sum(h)
     g = gb.grad(loss, x)
-    prog = gb.compile([x], [loss, g])
+    # optimize=False: the rewrite passes are measured separately (see docs/reliability.md)
+    prog = gb.compile([x], [loss, g], optimize=False)
     out, gx = prog(np.zeros(2))
     assert out == 0.0 and gx.tolist() == [1.0, 1.0]
     path = tmp_path / "deep.gbp"
     gb.save(path, [loss])
     loaded = gb.load(path)
-    assert loaded.compile()(np.zeros(2))[0] == 0.0
+    assert loaded.compile(optimize=False)(np.zeros(2))[0] == 0.0
     assert sys.getrecursionlimit() == limit  # nothing raised the limit to get through
     assert time.perf_counter() - t0 < 120

@@ -137,3 +137,21 @@ def test_lossless_casts_are_automatic_and_documented(step):
         p(7.5)
     with pytest.raises(gb.FeedError, match="not exactly representable"):
         p(True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RankDroppingExp(Exp):
+    """exp whose rule returns a cotangent with fewer dims than its operand."""
+
+    def vjp(self, node, g):
+        return (gb.sum(g, axis=0),)
+
+
+def test_a_rule_returning_the_wrong_rank_is_reported_against_the_forward_op():
+    x = gb.input("x", (2, 3), dtype="float64")
+    y = apply(RankDroppingExp(), x)
+    with pytest.raises(gb.ShapeError) as info:
+        gb.grad(gb.sum(y), x)
+    first, second = str(info.value).splitlines()[:2]
+    assert first.startswith("while deriving the gradient of exp") and f"{HERE}:{y.origin.lineno}" in first
+    assert "fewer dims than its operand" in second and "unbroadcast to input 0 of exp" in second

@@ -221,7 +221,7 @@ def test_check_numerics_path_names_the_op_and_leaves_params_untouched():
     y = gb.sum(gb.log(x * w))
     g = gb.grad(y, w)
     prog = gb.compile([x], [y], updates={w: w - 0.1 * g}, check_numerics=True)
-    with pytest.raises(gb.NumericsError) as info:
+    with pytest.raises(gb.NumericsError) as info, np.errstate(invalid="ignore"):
         prog(np.array([1.0, 1.0]))
     assert "log" in str(info.value)
     np.testing.assert_array_equal(w.value, [1.0, -1.0])
@@ -244,3 +244,47 @@ def test_views_broadcasts_and_reductions_agree_with_the_interpreter(optimize):
     want = interpret(prog, X)[0]
     for a, b in zip(prog(X), want):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_long_elementwise_chains_on_large_arrays_run_in_cache_blocks():
+    x = gb.input("x", (None,), dtype="float32")
+    a = gb.param("a", np.float32(1.3))
+    u = x * a + 0.1
+    y = gb.sum(gb.tanh(u * u * u + u) * 0.7)
+    g = gb.grad(y, x)
+    prog = gb.compile([x], [y, g])
+    X = np.random.default_rng(0).normal(size=1_300_001).astype(np.float32)  # not a multiple of the block
+    got = prog(X)
+    want = interpret(prog, X)[0]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_array_equal(got[1], want[1])  # blocks compute exactly the same values
+    assert "run in blocks" in prog.source()
+
+
+def test_softmax_cross_entropy_lowering_agrees_with_the_kernels():
+    rng = np.random.default_rng(2)
+    x = gb.input("x", (None, 5), dtype="float32")
+    t = gb.input("t", (None,), dtype="int64")
+    W = gb.param("W", rng.normal(size=(5, 7)).astype(np.float32))
+    logits = x @ W
+    loss = gb.mean(gb.softmax_cross_entropy(logits, t))
+    g = gb.grad(loss, W)
+    prog = gb.compile([x, t], [loss, g, gb.softmax(logits), gb.one_hot(t, 7)])
+    X = (rng.normal(size=(9, 5)) * 10).astype(np.float32)
+    T = rng.integers(0, 7, 9)
+    for a, b in zip(prog(X, T), interpret(prog, X, T)[0]):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)
+    assert "maximum_reduce(" in prog.source()
+
+
+def test_very_long_schedules_run_as_module_level_chunks(monkeypatch):
+    from graphbp.runtime import codegen
+
+    monkeypatch.setattr(codegen, "HUGE_STEPS", 10)
+    monkeypatch.setattr(codegen, "CHUNK_LINES", 7)
+    prog, params = sgd_program(lr=0.0)
+    X, T = feeds()
+    got = prog(X, T)
+    for a, b in zip(got, interpret(prog, X, T)[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(prog(X, T)[0], got[0], rtol=1e-12)

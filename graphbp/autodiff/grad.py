@@ -34,7 +34,15 @@ def unbroadcast(g: Node, target: TensorType) -> Node:
     """
     lead = g.ndim - target.ndim
     if lead < 0:
-        raise ShapeError(f"gradient {format_shape(g.shape)} has fewer dims than its operand {format_shape(target.shape)}")
+        reason = f"gradient {format_shape(g.shape)} has fewer dims than its operand {format_shape(target.shape)}"
+        from ..graph.context import current_provenance
+
+        prov = current_provenance()  # name the forward op whose rule returned it (user's line)
+        if prov:
+            fwd = prov[0].forward
+            where = f" built at {fwd.origin}" if fwd.origin else ""
+            reason = f"while deriving the gradient of {fwd.op.name}{where}:\n{reason} ({prov[0].describe()})"
+        raise ShapeError(reason)
     stretched = tuple(
         lead + i for i, d in enumerate(target.shape) if d == 1 and g.shape[lead + i] != 1
     )

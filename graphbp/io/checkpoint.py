@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GraphbpError, GraphFormatError
+from ..errors import GraphbpError
 from ..graph.node import Node
 from ..graph.types import format_shape
 from ..ops.leaves import Param

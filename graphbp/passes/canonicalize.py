@@ -16,7 +16,7 @@ from ..ops.base import Op, apply
 from ..ops.creation import Full
 from ..ops.leaves import Constant, Leaf, constant
 from ..ops.reduce import Sum
-from .core import Context, constant_value, is_const_scalar, rule
+from .core import Context, is_const_scalar, rule
 
 FOLD_LIMIT = 1 << 16
 """Constant folding skips results with more elements than this (keep graphs small)."""

@@ -18,7 +18,7 @@ from ..errors import GraphError
 from ..graph.context import Provenance
 from ..graph.node import Node, _serials
 from ..graph.traverse import toposort
-from ..ops.base import Op, OpError
+from ..ops.base import OpError
 from ..ops.leaves import Constant, Input, Leaf, Param
 
 
