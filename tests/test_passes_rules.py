@@ -200,5 +200,18 @@ def test_shared_partial_sum_is_not_flattened():
     a, b, c = x64("a"), x64("b"), x64("c")
     s = a + b
     y = s + c
-    res, fired = rules_fired([y, s], [specialize.flatten_add])  # s is read twice
-    assert fired == []
+    res = specialize.flatten_adds([y, s])  # s is read twice (it is a root)
+    assert res.log == []
+    assert res.roots == [y, s]
+
+
+def test_add_chain_flattening_is_linear_in_chain_length():
+    x = x64("x", (3,))
+    terms = [gb.exp(x * float(i)) for i in range(2000)]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    res = specialize.flatten_adds([total])
+    (out,) = res.roots
+    assert isinstance(out.op, AddN) and out.op.n == 2000
+    assert len(res.log) == 1 and len(res.log[0].before) == 1999

@@ -120,7 +120,7 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
     if canon or "cse" in on:
         record("canonicalize", lambda rs: run_rules(rs, canon, "canonicalize", cse="cse" in on))
     if "accumulate" in on:
-        record("accumulate", lambda rs: run_rules(rs, [specialize.flatten_add], "accumulate", max_sweeps=2))
+        record("accumulate", specialize.flatten_adds)
     if "fuse_matmul" in on:
         record("fuse_matmul", specialize.fuse_matmul)
     if "fuse_elementwise" in on:

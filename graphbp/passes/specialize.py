@@ -17,28 +17,70 @@ from ..ops.leaves import Leaf
 from ..ops.linalg import MatMul
 from ..ops.reduce import Sum
 from ..ops.shape import BroadcastTo
-from .core import Context, LogEntry, PassResult, rebuild, rule, union_provenance
+from .core import LogEntry, PassResult, rebuild, union_provenance
 from .fused import AddN, FusedElementwise, Instr, MatMulBiasAct
 
 
 # ------------------------------------------------------------------ accumulation
-@rule("accumulate", ew.Add, AddN)
-def flatten_add(node: Node, ctx: Context):
-    """A tree of same-typed adds whose inner adds have one use becomes one ``add_n``
-    (autodiff accumulates fan-out gradients as a chain of binary adds)."""
-    terms: list[Node] = []
-    absorbed: list[Node] = []
-    for x in node.inputs:
-        if (isinstance(x.op, (ew.Add, AddN)) and x.type == node.type and ctx.n_uses(x) == 1
-                and bool(x.provenance) == bool(node.provenance)
-                and all(i.type == node.type for i in x.inputs)):
-            terms.extend(x.inputs)
-            absorbed.append(x)
-        else:
-            terms.append(x)
-    if not absorbed or len(terms) < 3 or any(t.type != node.type for t in terms):
-        return None
-    return apply(AddN(len(terms)), *terms), absorbed
+def _is_add(n: Node) -> bool:
+    return isinstance(n.op, (ew.Add, AddN))
+
+
+def _uniform(n: Node) -> bool:
+    return all(i.type == n.type for i in n.inputs)
+
+
+def flatten_adds(roots: list[Node]) -> PassResult:
+    """Trees of same-typed adds whose inner adds have one use become one ``add_n``.
+
+    Autodiff accumulates fan-out gradients as a chain of binary adds; a parameter shared by
+    k layers gets a chain of k adds. One sweep with use counts finds each tree's root and
+    collects its terms with an explicit stack, so the pass is linear in the graph size (a
+    rule that absorbed one level per application would copy the term list k times).
+    """
+    order = toposort(roots)
+    uses: dict[Node, int] = {}
+    user: dict[Node, Node] = {}
+    for n in order:
+        for i in n.inputs:
+            uses[i] = uses.get(i, 0) + 1
+            user[i] = n
+    root_set = set(roots)
+
+    def absorbable(x: Node) -> bool:
+        if not _is_add(x) or uses.get(x) != 1 or x in root_set or not _uniform(x):
+            return False
+        u = user[x]
+        return (_is_add(u) and u.type == x.type and _uniform(u)
+                and bool(u.provenance) == bool(x.provenance))
+
+    new: dict[Node, Node] = {}
+    log: list[LogEntry] = []
+    for n in order:
+        if isinstance(n.op, Leaf):
+            new[n] = n
+            continue
+        if absorbable(n):
+            continue  # summed directly into the tree it feeds
+        if _is_add(n) and any(absorbable(i) for i in n.inputs):
+            terms: list[Node] = []
+            absorbed: list[Node] = []
+            stack = list(reversed(n.inputs))
+            while stack:
+                t = stack.pop()
+                if absorbable(t):
+                    absorbed.append(t)
+                    stack.extend(reversed(t.inputs))
+                else:
+                    terms.append(new[t])
+            out = Node(AddN(len(terms)), tuple(terms), n.type, name=n.name, origin=n.origin,
+                       scope=n.scope, provenance=union_provenance([n, *absorbed]))
+            log.append(LogEntry("accumulate", "flatten_add", (n, *absorbed), out))
+            new[n] = out
+            continue
+        ins = tuple(new[i] for i in n.inputs)
+        new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
+    return PassResult([new[r] for r in roots], log)
 
 
 # ------------------------------------------------------------------ fusion helpers
