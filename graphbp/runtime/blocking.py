@@ -142,7 +142,7 @@ def emit_region(
             subst.update({nm: f"{nm}[i:j]" for nm in full})
             args = [names[i] for i in n.inputs]
             stmt = emit_stmt(st, args, names[n], temp_names)
-            stmt = re.sub(r"\b[A-Za-z_]\w*\b(?!\s*\()", lambda m: subst.get(m.group(0), m.group(0)), stmt)
+            stmt = re.sub(r"\b[A-Za-z_]\w*\b(?!\s*\()", lambda m, sub=subst: sub.get(m.group(0), m.group(0)), stmt)
             out.append(f"        {stmt}" + comment(st))
         return out
 

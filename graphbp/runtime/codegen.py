@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param

@@ -161,9 +161,8 @@ def make_plan(
                 continue
             if any(i is p for i in v.inputs) and not any(v.inputs[k] is p for k in low.inplace):
                 continue  # p is read in a way that is unsafe to overwrite
-            touched = set().union(*(holds_of(i) for i in v.inputs))
-            if touched & (updated - {p}):
-                continue
+            if any(r in updated and r is not p for i in v.inputs for r in holds_of(i)):
+                continue  # reads another parameter that is updated too
             deferred[v] = p
     steps = [Step(n, lows[n]) for n in forward if n not in deferred]
     n_forward = len(steps)

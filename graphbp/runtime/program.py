@@ -11,13 +11,12 @@ from ..errors import DTypeError, FeedError, GraphError, ShapeError
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from ..graph.types import TensorType, format_shape
-from ..ops.base import OpError, format_operands
-from ..ops.leaves import Constant, Input, Param
+from ..ops.base import OpError
+from ..ops.leaves import Input, Param
 from .feeds import bind_feeds
-from . import numerics
 from .executor import Executor
 from .plan import MemoryPlan
-from .schedule import Schedule, split_schedules
+from .schedule import split_schedules
 
 Updates = Mapping[Node, Node] | Sequence[tuple[Node, Node]] | None
 
