@@ -34,19 +34,32 @@ def _reference():
     return out, {k: v.copy() for k, v in opt.state().items()}
 
 
-def _run_until_killed(path, delay: float) -> tuple[int, bool]:
+def _run_until_killed(path, after_saves: int, jitter: float) -> tuple[int, bool]:
+    """Start a worker, let it report ``after_saves`` completed saves, then SIGKILL it after
+    ``jitter`` seconds, which lands the kill at a random point of the next step or save
+    (timing by progress, not wall time, so a fast machine cannot outrun the test)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "ckpt_worker.py"), str(path)],
                             stdout=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
     try:
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(delay)
+        saves = 0
+        while saves < after_saves:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("saved "):
+                saves += 1
+        time.sleep(jitter)
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out = "".join(lines) + (out or "")
     saved = [int(line.split()[1]) for line in out.splitlines() if line.startswith("saved ")]
     return (saved[-1] if saved else -1), "done" in out
 
@@ -58,7 +71,7 @@ def test_sigkill_during_checkpoint_writes_loses_nothing_but_the_step_in_flight(t
     kills = loaded = 0
     last_step = 0
     while kills < KILLS:
-        reported, finished = _run_until_killed(path, float(rng.uniform(0.05, 0.45)))
+        reported, finished = _run_until_killed(path, int(rng.integers(0, 6)), float(rng.uniform(0.0, 0.004)))
         if finished:
             break
         kills += 1
