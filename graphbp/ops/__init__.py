@@ -53,3 +53,19 @@ OP_CLASSES: tuple[type[Op], ...] = (
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
 )
+
+__all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace
+    "input", "param", "constant",
+    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "where", "clip",
+    "greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
+    "negative", "exp", "log", "log1p", "sqrt", "square", "abs", "sign", "reciprocal",
+    "sin", "cos", "tanh", "cast", "astype",
+    "relu", "leaky_relu", "elu", "gelu", "erf", "sigmoid", "softplus",
+    "matmul",
+    "sum", "mean", "max", "min", "prod", "logsumexp", "var",
+    "reshape", "transpose", "swapaxes", "broadcast_to", "expand_dims", "squeeze",
+    "concatenate", "stack", "split", "getitem", "take", "one_hot",
+    "full_like", "zeros_like", "ones_like", "reshape_like", "embed_slice", "scatter_add",
+    "softmax", "log_softmax", "softmax_cross_entropy", "sigmoid_binary_cross_entropy",
+    "mse", "dropout",
+]
