@@ -27,7 +27,7 @@ def x64(name="x", shape=(3,)):
     (lambda x: x + 0.0, "add_zero"),
     (lambda x: x - 0.0, "sub_zero"),
     (lambda x: x / 1.0, "div_one"),
-    (lambda x: -(-x), "neg_neg"),
+    (lambda x: gb.negative(gb.negative(x)), "neg_neg"),
 ])
 def test_identity_fires_and_returns_operand(build, rule):
     x = x64()
@@ -110,7 +110,7 @@ def test_cast_to_same_dtype_and_where_same_branches():
     x = x64()
     from graphbp.ops.base import apply
 
-    c = apply(gb.Cast("float64"), x)
+    c = apply(gb.ops.Cast("float64"), x)
     assert rules_fired([c], canonicalize.RULES)[0].roots[0] is x
     w = gb.where(x > 0, x, x)
     assert rules_fired([w], canonicalize.RULES)[0].roots[0] is x

@@ -18,7 +18,7 @@ from ..graph.context import Provenance, provenance, scope_path
 from ..graph.node import Node
 from ..graph.traverse import depends_on, toposort
 from ..graph.types import TensorType, format_shape
-from ..ops import add, cast_to, constant, reshape, sum as reduce_sum
+from ..ops import add, cast_to, constant, sum as reduce_sum
 from ..ops.base import as_node
 from ..ops.creation import zeros_like
 

@@ -7,7 +7,6 @@ back to each operand's shape, so no rule here deals with broadcasting.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import numpy as np

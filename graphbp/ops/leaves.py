@@ -116,7 +116,7 @@ def constant(value: Any, dtype: Any = None, name: str | None = None) -> Node:
     """A constant node; Python scalars default to NumPy's dtype for them."""
     arr = np.array(value, dtype=dtype)
     if arr.dtype == object:
-        raise DTypeError(f"constant: value of dtype object is not a numeric array")
+        raise DTypeError("constant: value of dtype object is not a numeric array")
     arr.setflags(write=False)
     t = TensorType(arr.shape, arr.dtype)
     from .base import _origin

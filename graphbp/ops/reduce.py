@@ -10,7 +10,7 @@ import numpy as np
 from ..graph.node import Node
 from ..graph.types import TensorType, normalize_axes
 from .base import Op, apply, as_node, shape_error
-from .shape import broadcast_to, reshape, reshape_like
+from .shape import broadcast_to, reshape
 
 
 @dataclasses.dataclass(frozen=True)

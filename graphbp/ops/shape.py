@@ -191,7 +191,7 @@ def transpose(x, axes: Sequence[int] | None = None) -> Node:
     else:
         try:
             axes = tuple(normalize_axis(int(a), x.ndim) for a in axes)
-        except ValueError as e:
+        except ValueError:
             axes = tuple(int(a) for a in axes)
     return apply(Transpose(tuple(axes)), x)
 
