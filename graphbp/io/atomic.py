@@ -29,6 +29,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     base = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-", dir=directory)
     try:
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; match open()'s mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -41,6 +42,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             pass
         raise
     fsync_dir(directory)
+
+
+def _new_file_mode(path: str) -> int:
+    """The mode ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def fsync_dir(directory: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from typing import Any
 
 from ..errors import GraphbpError
@@ -59,17 +58,11 @@ def render(target: Any, path: str | os.PathLike, view: str = "forward", **option
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".graphbp-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` crash-safely (see :func:`graphbp.io.atomic.atomic_write`)."""
+    from ..io.atomic import atomic_write
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: f.write(data))
 
 
 def to_svg(target: Any, view: str = "forward", **options: Any) -> str:

@@ -15,6 +15,7 @@ from ..ops.base import OpError
 from ..ops.leaves import Input, Param
 from .feeds import bind_feeds
 from .executor import Executor
+from .gcpause import without_gc
 from .plan import MemoryPlan
 from .schedule import split_schedules
 
@@ -60,6 +61,7 @@ class Program:
         The two schedules; ``backward.saved`` are the activations kept for it.
     """
 
+    @without_gc  # deep graphs: the cyclic GC would rescan every node per allocation burst
     def __init__(
         self,
         inputs: Sequence[Node],
