@@ -13,30 +13,33 @@ def toposort(outputs: Iterable[Node]) -> list[Node]:
     Deterministic: a depth-first post-order visiting inputs left to right, outputs in order.
     """
     order: list[Node] = []
-    done: set[int] = set()
-    on_stack: set[int] = set()
+    # node -> False while on the DFS stack, True once emitted. Nodes hash by identity;
+    # iterators over inputs avoid re-indexing (this walk runs several times per compile).
+    state: dict[Node, bool] = {}
+    get = state.get
+    emit = order.append
     for root in outputs:
-        if id(root) in done:
+        if root in state:
             continue
-        stack: list[tuple[Node, int]] = [(root, 0)]
-        on_stack.add(id(root))
+        state[root] = False
+        stack = [(root, iter(root.inputs))]
         while stack:
-            node, i = stack[-1]
-            if i < len(node.inputs):
-                stack[-1] = (node, i + 1)
-                child = node.inputs[i]
-                cid = id(child)
-                if cid in done:
-                    continue
-                if cid in on_stack:
+            node, it = stack[-1]
+            for child in it:
+                s = get(child)
+                if s is None:
+                    if child.inputs:
+                        state[child] = False
+                        stack.append((child, iter(child.inputs)))
+                        break
+                    state[child] = True
+                    emit(child)
+                elif s is False:
                     raise ValueError(f"cycle through {child!r}")
-                on_stack.add(cid)
-                stack.append((child, 0))
             else:
                 stack.pop()
-                on_stack.discard(id(node))
-                done.add(id(node))
-                order.append(node)
+                state[node] = True
+                emit(node)
     return order
 
 

@@ -155,6 +155,37 @@ def broadcast_operand(node: Node, ctx: Context):
     return out, tuple(i for i in node.inputs if isinstance(i.op, sh.BroadcastTo))
 
 
+def _scalar(n: Node, dtype) -> bool:
+    """One element (shape ``()`` or all ones, static) of float ``dtype``."""
+    return all(d == 1 for d in n.shape) and n.dtype == dtype and n.dtype.kind == "f"
+
+
+@rule("algebraic", ew.Multiply)
+def scalar_factors(node: Node, ctx: Context):
+    """Gather scalar factors of a float product into one scalar multiply.
+
+    ``broadcast_to(s) * q`` (both scalars) -> ``broadcast_to(s * q)``, and
+    ``(r * s) * q`` (``s``, ``q`` scalars, ``r * s`` read once) -> ``r * (s * q)``: a
+    gradient seed times ``c`` times ``a`` costs one full-size pass instead of three. The
+    reassociation may move a rounding by an ulp (and can only differ from left-to-right
+    evaluation where ``r * s`` alone would overflow); dtypes must all match.
+    """
+    dt = node.dtype
+    a, b = node.inputs
+    for x, q in ((a, b), (b, a)):
+        if not _scalar(q, dt):
+            continue
+        if isinstance(x.op, sh.BroadcastTo) and _scalar(x.inputs[0], dt):
+            return apply(x.op, ew.multiply(x.inputs[0], q), *x.inputs[1:]), (x,)
+        if isinstance(x.op, ew.Multiply) and ctx.n_uses(x) == 1 and x.type == node.type:
+            for r, s_ in (x.inputs, x.inputs[::-1]):
+                if _scalar(s_, dt) and r.type == node.type:
+                    # scalar operand first: the schedule (inputs in order) then computes
+                    # it before ``r``, so ``r`` and this product stay one blocked chain
+                    return ew.multiply(ew.multiply(s_, q), r), (x,)
+    return None
+
+
 @rule("algebraic", Sum)
 def sum_broadcast(node: Node, ctx: Context):
     """``sum(broadcast_to(y, s), axes)`` over exactly the broadcast axes is ``y * count``
@@ -203,4 +234,4 @@ def fold_constants(node: Node, ctx: Context):
 
 RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
          reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand,
-         sum_broadcast, fold_constants)
+         sum_broadcast, scalar_factors, fold_constants)

@@ -4,7 +4,7 @@ Phases, in order (PyTensor's names): *stabilize* (``stability`` rules, then grad
 re-derived from the stabilised loss; ``nan_guard``) runs first, on the graph as ``gb.grad``
 built it, because both read gradient provenance, which names the forward nodes it came
 from; *canonicalize* (``algebraic``, ``constant_fold``, ``cse``: one engine run to a fixed
-point); *specialize* (``accumulate``, ``fuse_matmul``, ``fuse_elementwise``). Dead code is never carried: a pass returns only
+point); *specialize* (``accumulate``, ``share_gelu``, ``fuse_matmul``, ``fuse_elementwise``). Dead code is never carried: a pass returns only
 what the roots reach, so unrequested gradients and replaced nodes simply disappear.
 """
 
@@ -22,7 +22,7 @@ from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
 
 PASS_NAMES = ("nan_guard", "algebraic", "constant_fold", "cse", "stability", "accumulate",
-              "fuse_matmul", "fuse_elementwise")
+              "share_gelu", "fuse_matmul", "fuse_elementwise")
 """Every switch ``gb.compile(passes={...})`` accepts."""
 
 
@@ -121,6 +121,8 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
         record("canonicalize", lambda rs: run_rules(rs, canon, "canonicalize", cse="cse" in on))
     if "accumulate" in on:
         record("accumulate", specialize.flatten_adds)
+    if "share_gelu" in on:
+        record("share_gelu", specialize.share_gelu)
     if "fuse_matmul" in on:
         record("fuse_matmul", specialize.fuse_matmul)
     if "fuse_elementwise" in on:

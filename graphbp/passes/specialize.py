@@ -12,7 +12,6 @@ from ..graph.node import Node
 from ..graph.traverse import toposort
 from ..ops import activations as act
 from ..ops import elementwise as ew
-from ..ops.base import apply
 from ..ops.leaves import Leaf
 from ..ops.linalg import MatMul
 from ..ops.reduce import Sum
@@ -120,6 +119,67 @@ def _logged(log: list, pass_name: str, before: tuple, after: Node) -> Node:
 def _fused_node(op, ins, root: Node, members: list[Node]) -> Node:
     return Node(op, ins, root.type, name=root.name, origin=root.origin, scope=root.scope,
                 provenance=union_provenance(members))
+
+
+# ------------------------------------------------------------------ gelu value + derivative
+_K = 0.7978845608028654  # sqrt(2 / pi)
+_C3 = 0.044715
+
+
+def _like(proto: Node, made: Node, prov) -> Node:
+    """``made`` re-stamped with ``proto``'s user line and scope and the given provenance."""
+    return Node(made.op, made.inputs, made.type, origin=proto.origin, scope=proto.scope, provenance=prov)
+
+
+def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
+    """A forward ``gelu_tanh(u)`` and a backward ``gelu_tanh_grad(u)`` share one ``tanh``.
+
+    Both ops evaluate ``t = tanh(k u (1 + c u^2))``; separately, the backward recomputes it
+    (five full passes, one a ``tanh``). Here the forward computes ``t`` as its own node
+    (saved for the backward, one write and one read) and both are expressed through it:
+    ``gelu = 0.5 u (1 + t)``; with ``h = 0.5 (1 + t)``, ``gelu' = h (1 + 2 u d (1 - h))``,
+    ``d = k (1 + 3 c u^2)`` (``0.5 (1 - t^2) = 2 h (1 - h)``). Forward nodes keep the
+    gelu's (forward) provenance, derivative nodes the gradient node's.
+    """
+    order = toposort(roots)
+    fwd: dict[Node, Node] = {}
+    for n in order:
+        if (isinstance(n.op, act.Gelu) and n.op.approximate == "tanh" and not n.provenance
+                and n.dtype.kind == "f" and n.type == n.inputs[0].type):
+            fwd.setdefault(n.inputs[0], n)
+    grads = [n for n in order if isinstance(n.op, act.GeluTanhGrad) and n.provenance
+             and n.inputs[0] in fwd and n.type == n.inputs[0].type]
+    if not grads:
+        return PassResult(list(roots), [])
+    used = {fwd[g.inputs[0]] for g in grads}
+    grad_set = set(grads)
+    th_of: dict[Node, Node] = {}
+    new: dict[Node, Node] = {}
+    log: list[LogEntry] = []
+    for n in order:
+        ins = tuple(new[i] for i in n.inputs)
+        if n in used:
+            u, f = ins[0], (lambda m, n=n: _like(n, m, ()))
+            s = f(ew.multiply(u, u))
+            w = f(ew.add(f(ew.multiply(s, _K * _C3)), _K))
+            th = f(ew.tanh(f(ew.multiply(w, u))))
+            out = f(ew.multiply(f(ew.multiply(f(ew.add(th, 1.0)), u)), 0.5))
+            th_of[n.inputs[0]] = th
+        elif n in grad_set:
+            u, th = ins[0], th_of[n.inputs[0]]
+            f = (lambda m, n=n: _like(n, m, n.provenance))
+            h = f(ew.add(f(ew.multiply(th, 0.5)), 0.5))
+            d2 = f(ew.multiply(f(ew.add(f(ew.multiply(f(ew.multiply(u, u)), 6 * _K * _C3)), 2 * _K)), u))
+            out = f(ew.multiply(f(ew.add(f(ew.multiply(d2, f(ew.subtract(1.0, h)))), 1.0)), h))
+        else:
+            new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
+            continue
+        if out.type != n.type:  # a dtype the scalar constants would promote: keep the op
+            new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
+            continue
+        log.append(LogEntry(pass_name, "share_gelu_tanh", (n,), out))
+        new[n] = out
+    return PassResult([new[r] for r in roots], log)
 
 
 # ------------------------------------------------------------------ matmul + bias + act

@@ -118,7 +118,7 @@ class Executor:
         types = prog._check_shapes(feeds)  # FeedError before any work
         check = prog.check_numerics
         planned = make_plan(prog.forward.nodes, prog.backward.nodes, prog.outputs, prog.updates, types, sig,
-                            allow_deferred=not check)
+                            allow_deferred=not check, fold_constants=not check)
         title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
         hook = _numerics_hook(prog.order) if check else None
         generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,

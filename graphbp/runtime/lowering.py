@@ -233,19 +233,37 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover - depends on which ops are installed
         pass
     try:
-        from ..ops.activations import Gelu
+        from ..ops.activations import Gelu, GeluTanhGrad
+
+        k = float(np.sqrt(2.0 / np.pi))
+        kc, k3 = k * 0.044715, 3 * k * 0.044715
+
+        def tanh_inner(u: str, t: str) -> str:
+            """``t = tanh(k u (1 + c3 u^2))``: four in-place calls after ``u*u`` (constants
+            pre-multiplied; ``u*u*u``, never ``u**3``)."""
+            return (f"multiply({u}, {u}, {t}); multiply({t}, {kc!r}, {t}); add({t}, {k!r}, {t}); "
+                    f"multiply({t}, {u}, {t}); tanh({t}, {t})")
 
         def gelu(node, types, out):
             if node.op.approximate != "tanh" or out.dtype.kind != "f" or types[0] != out:
                 return None
-            k, c3 = repr(float(np.sqrt(2.0 / np.pi))), repr(0.044715)
-            # 0.5 u (1 + tanh(k (u + c3 u^3))) with u*u*u (not u**3) into one scratch buffer
+            # 0.5 u (1 + tanh(...)): 8 calls, one scratch buffer
             return Lowered("out", lambda a, o: (
-                f"multiply({a[0]}, {a[0]}, {a[1]}); multiply({a[1]}, {c3}, {a[1]}); add({a[1]}, 1.0, {a[1]}); "
-                f"multiply({a[1]}, {a[0]}, {a[1]}); multiply({a[1]}, {k}, {a[1]}); tanh({a[1]}, {a[1]}); "
-                f"add({a[1]}, 1.0, {a[1]}); multiply({a[1]}, {a[0]}, {o}); multiply({o}, 0.5, {o})"),
-                temps=[out])
+                f"{tanh_inner(a[0], a[1])}; add({a[1]}, 1.0, {a[1]}); multiply({a[1]}, {a[0]}, {o}); "
+                f"multiply({o}, 0.5, {o})"), temps=[out])
 
+        def gelu_grad(node, types, out):
+            if out.dtype.kind != "f" or types[0] != out:
+                return None
+            # with h = 0.5 (1 + t) and d = k (1 + 3 c3 u^2): gelu' = h (1 + 2 u d (1 - h)),
+            # since 0.5 (1 - t^2) = 2 h (1 - h). 14 calls, tanh once, two scratch buffers.
+            return Lowered("out", lambda a, o: (
+                f"{tanh_inner(a[0], a[1])}; multiply({a[0]}, {a[0]}, {o}); multiply({o}, {2 * k3!r}, {o}); "
+                f"add({o}, {2 * k!r}, {o}); multiply({o}, {a[0]}, {o}); multiply({a[1]}, 0.5, {a[1]}); "
+                f"add({a[1]}, 0.5, {a[1]}); subtract(1.0, {a[1]}, {a[2]}); multiply({o}, {a[2]}, {o}); "
+                f"add({o}, 1.0, {o}); multiply({o}, {a[1]}, {o})"), temps=[out, out])
+
+        LOWERINGS[GeluTanhGrad] = gelu_grad
         LOWERINGS[Gelu] = gelu
     except ImportError:  # pragma: no cover
         pass

@@ -111,17 +111,25 @@ def make_plan(
     signature: tuple,
     *,
     allow_deferred: bool = True,
+    fold_constants: bool = True,
 ) -> Planned:
-    """Lower, order and allocate the steps of one shape signature."""
+    """Lower, order and allocate the steps of one shape signature.
+
+    With ``fold_constants``, a small op whose operands are all constants (a scale such as
+    ``1 / batch`` built from a plan-time count) is computed once here instead of per call."""
     lows: dict[Node, Lowered] = {}
+    keep = set(outputs) | {v for _, v in updates}  # returned or committed: stay computed
     contiguous: dict[Node, bool] = {}
     for n in list(forward) + list(backward):
         in_types = [types[i] for i in n.inputs]
         low = lower(n, in_types, types[n])
+        if fold_constants and low.kind == "out" and n.inputs and n not in keep:
+            low = _fold(n, lows, types[n]) or low
         if n.op.__class__.__name__ == "Reshape" and low.kind == "view" and not _contig(n.inputs[0], contiguous):
             low = Lowered("call", low.emit)  # may copy: evaluate per call, keep the operand alive
         lows[n] = low
-        contiguous[n] = low.kind == "out" or (low.kind == "view" and _contig(n.inputs[0], contiguous)
+        contiguous[n] = low.kind == "out" or (low.kind == "const" and bool(low.value.flags.c_contiguous)) or (
+            low.kind == "view" and _contig(n.inputs[0], contiguous)
                                               and n.op.__class__.__name__ != "Transpose"
                                               and types[n].shape == types[n.inputs[0]].shape)
 
@@ -277,6 +285,36 @@ def make_plan(
             buffer_of[n] = -1 - b
     return Planned(steps, n_forward, types, holds, last, static, buffer_of, sizes, fresh, temp_buffers, deferred,
                    report)
+
+
+#: Largest constant-operand result (elements) folded at plan time; bigger ones stay per call.
+FOLD_MAX_SIZE = 4096
+
+
+def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType) -> Lowered | None:
+    """``n`` computed now when every operand is a constant (leaf or folded), else None."""
+    values = []
+    for i in n.inputs:
+        low = lows.get(i)
+        if low is not None and low.kind == "const":
+            values.append(low.value)
+        elif not i.inputs and isinstance(i.op, Constant):
+            values.append(i.op.value)
+        else:
+            return None
+    size = t.size()
+    if size is None or size > FOLD_MAX_SIZE:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            value = np.asarray(n.op.compute(*values))
+    except Exception:  # the kernel rejects these values: leave the failure to the call
+        return None
+    if value.shape != t.shape or value.dtype != t.dtype:
+        return None
+    value = np.array(value)  # own, contiguous, never written
+    value.setflags(write=False)
+    return Lowered("const", value=value)
 
 
 def _contig(v: Node, known: dict[Node, bool]) -> bool:

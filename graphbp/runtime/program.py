@@ -135,6 +135,7 @@ class Program:
         shape signature: the executor caches the plan built from the result), so a batch
         mismatch is a FeedError before any work starts. Returns every node's concrete type."""
         types: dict[Node, TensorType] = {n: TensorType(f.shape, f.dtype) for n, f in zip(self.inputs, feeds)}
+        memo: dict = {}  # (op, operand types) -> type: ops are frozen values, infer is pure
         for node in self.order:
             if node in types:
                 continue
@@ -142,7 +143,17 @@ class Program:
                 types[node] = node.type
                 continue
             try:
-                types[node] = node.op.infer(*(types[i] for i in node.inputs))
+                in_types = tuple([types[i] for i in node.inputs])
+                try:
+                    key = (node.op, in_types)
+                    hit = memo.get(key)
+                except (TypeError, ValueError):  # an op holding an unhashable or array value
+                    key = hit = None
+                if hit is None:
+                    hit = node.op.infer(*in_types)
+                    if key is not None:
+                        memo[key] = hit
+                types[node] = hit
             except OpError as e:
                 where = f" (built at {node.origin})" if node.origin else ""
                 shapes = ", ".join(f"{i.name or i.op.name}: {format_shape(types[i].shape)}" for i in node.inputs)

@@ -1,0 +1,91 @@
+"""The W4 speed-ups: gelu's one-op derivative, scalar-factor gathering, blocked kernels."""
+
+import math
+
+import numpy as np
+
+import graphbp as gb
+from graphbp.ops.activations import GeluTanhGrad
+from graphbp.passes import canonicalize, verify
+from graphbp.passes.core import run_rules
+from graphbp.runtime import blocking
+
+
+def _gelu_grad_ref(x):
+    k = math.sqrt(2 / math.pi)
+    th = np.tanh(k * (x + 0.044715 * x**3))
+    return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * k * (1 + 3 * 0.044715 * x**2)
+
+
+def test_gelu_vjp_is_one_op_and_matches_the_formula():
+    x = gb.input("x", (None,), dtype="float64")
+    (gx,) = gb.grad(gb.sum(gb.gelu(x)), [x])
+    assert isinstance(gx.op, GeluTanhGrad) or any(isinstance(i.op, GeluTanhGrad) for i in gx.inputs)
+    xv = np.linspace(-6, 6, 97)
+    (got,) = gb.compile([x], [gx])(xv)
+    np.testing.assert_allclose(got, _gelu_grad_ref(xv), rtol=1e-12, atol=1e-14)
+
+
+def test_scalar_factors_gathered_into_one_multiply():
+    x = gb.input("x", (None,), dtype="float64")
+    a = gb.param("a", np.float64(1.5))
+    c = gb.param("c", np.float64(-0.5))
+    y = (gb.exp(x) * c) * a
+    res = run_rules([y], canonicalize.RULES, "test")
+    verify(res.roots)
+    assert "scalar_factors" in [e.rule for e in res.log]
+    root = res.roots[0]
+    assert sum(1 for i in root.inputs if i.ndim == 0) == 1  # exp(x) * (c * a)
+    xv = np.linspace(-2, 2, 9)
+    np.testing.assert_allclose(gb.compile([x], [y])(xv)[0], np.exp(xv) * -0.5 * 1.5, rtol=1e-15)
+
+
+def test_scalar_factors_keep_a_shared_product():
+    x = gb.input("x", (3,), dtype="float64")
+    a = gb.param("a", np.float64(2.0))
+    p = x * a
+    res = run_rules([p * a, p], canonicalize.RULES, "test")
+    assert "scalar_factors" not in [e.rule for e in res.log]
+
+
+def test_w4_gradient_blocked_matches_unoptimised(monkeypatch):
+    monkeypatch.setattr(blocking, "MIN_BYTES", 1024)
+    monkeypatch.setattr(blocking, "BLOCK_ELEMENTS", 1000)
+    x = gb.input("x", (None,))
+    a, b, c = gb.param("a", np.float32(1.3)), gb.param("b", np.float32(0.1)), gb.param("c", np.float32(0.7))
+    y = gb.sum(gb.gelu(x * a + b) * c)
+    (gx,) = gb.grad(y, [x])
+    xv = np.random.default_rng(0).standard_normal(4321).astype(np.float32) * 3
+    fast = gb.compile([x], [y, gx])
+    assert "_b_" in fast.source((4321,))  # the chain ran in blocks, slices bound once per block
+    want = gb.compile([x], [y, gx], optimize=False)(xv)
+    got = fast(xv)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+    x64 = xv.astype(np.float64) * 1.3 + 0.1
+    # float32: 1 + tanh cancels for u << 0, so the tail is good to ~1e-6 absolute (as unoptimised)
+    np.testing.assert_allclose(got[1], 0.7 * 1.3 * _gelu_grad_ref(x64), rtol=1e-4, atol=5e-6)
+
+
+def test_share_gelu_one_tanh_and_provenance():
+    from graphbp.graph.traverse import toposort
+    from graphbp.passes import optimize
+    from graphbp.ops import elementwise as ew
+
+    x = gb.input("x", (None,), dtype="float64")
+    a = gb.param("a", np.float64(0.8))
+    y = gb.sum(gb.gelu(x * a) * 2.0)
+    (gx,) = gb.grad(y, [x])
+    res = optimize([y, gx])
+    assert [e.rule for e in res.log if e.pass_name == "share_gelu"] == ["share_gelu_tanh"] * 2
+    nodes = toposort(res.roots)
+    tanhs = [n for n in nodes if isinstance(n.op, ew.Tanh)]
+    assert len(tanhs) == 1 and not tanhs[0].provenance  # computed once, in the forward
+    assert not any(isinstance(n.op, (GeluTanhGrad, gb.ops.Gelu)) for n in nodes)
+    readers = [n for n in nodes if tanhs[0] in n.inputs]  # forward value and derivative
+    assert sorted(bool(n.provenance) for n in readers) == [False, True]
+    xv = np.linspace(-7, 7, 57)
+    got = gb.compile([x], [y, gx])(xv)
+    want = gb.compile([x], [y, gx], optimize=False)(xv)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-13)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-14)
