@@ -288,3 +288,14 @@ def test_very_long_schedules_run_as_module_level_chunks(monkeypatch):
     for a, b in zip(got, interpret(prog, X, T)[0]):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     np.testing.assert_allclose(prog(X, T)[0], got[0], rtol=1e-12)
+
+
+def test_add_n_never_writes_over_an_operand_it_reads_again():
+    """``(v + x) + v`` flattens to ``add_n(v, x, v)``; ``v`` dies there, but the second call
+    still reads it, so the output may not take ``v``'s buffer (found by the blocked random
+    graph test: it gave 12 for 10)."""
+    x = gb.input("x", (3,), dtype="float64")
+    v = x + x
+    y = ((v + x) + v) * 2.0
+    got = gb.compile([x], [y])(np.ones(3))[0]
+    np.testing.assert_array_equal(got, np.full(3, 10.0))

@@ -215,3 +215,25 @@ def test_add_chain_flattening_is_linear_in_chain_length():
     (out,) = res.roots
     assert isinstance(out.op, AddN) and out.op.n == 2000
     assert len(res.log) == 1 and len(res.log[0].before) == 1999
+
+
+def test_sum_of_scaled_value_scales_the_sum():
+    x = x64("x", (2, 3))
+    s = gb.param("s", np.float64(0.25))
+    y = gb.sum(gb.exp(x) * s, axis=1)
+    res, fired = rules_fired([y], canonicalize.RULES)
+    assert "sum_scalar_factor" in fired
+    root = res.roots[0]
+    assert root.op.name == "multiply" and any(i.op.name == "sum" for i in root.inputs)
+    xv = np.arange(6.0).reshape(2, 3) / 7
+    np.testing.assert_allclose(gb.compile([x], [y])(xv)[0], np.exp(xv).sum(1) * 0.25, rtol=1e-15)
+
+
+def test_sum_scalar_factor_stays_put_when_the_product_is_shared_or_not_scalar():
+    x = x64("x", (2, 3))
+    p = gb.exp(x) * 0.5
+    _, fired = rules_fired([gb.sum(p), p], canonicalize.RULES)
+    assert "sum_scalar_factor" not in fired  # p is computed anyway: no pass saved
+    row = x64("r", (1, 3))
+    _, fired = rules_fired([gb.sum(gb.exp(x) * row, axis=1)], canonicalize.RULES)
+    assert "sum_scalar_factor" not in fired

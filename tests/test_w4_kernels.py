@@ -48,13 +48,19 @@ def test_scalar_factors_keep_a_shared_product():
     assert "scalar_factors" not in [e.rule for e in res.log]
 
 
-def test_w4_gradient_blocked_matches_unoptimised(monkeypatch):
-    monkeypatch.setattr(blocking, "MIN_BYTES", 1024)
-    monkeypatch.setattr(blocking, "BLOCK_ELEMENTS", 1000)
+def _w4_graph():
+    """W4 (benchmarks/workloads.py): ``sum(gelu_tanh(x * a + b) * c)`` and its gradient."""
     x = gb.input("x", (None,))
     a, b, c = gb.param("a", np.float32(1.3)), gb.param("b", np.float32(0.1)), gb.param("c", np.float32(0.7))
     y = gb.sum(gb.gelu(x * a + b) * c)
     (gx,) = gb.grad(y, [x])
+    return x, y, gx
+
+
+def test_w4_gradient_blocked_matches_unoptimised(monkeypatch):
+    monkeypatch.setattr(blocking, "MIN_BYTES", 1024)
+    monkeypatch.setattr(blocking, "BLOCK_ELEMENTS", 1000)
+    x, y, gx = _w4_graph()
     xv = np.random.default_rng(0).standard_normal(4321).astype(np.float32) * 3
     fast = gb.compile([x], [y, gx])
     assert "_b_" in fast.source((4321,))  # the chain ran in blocks, slices bound once per block
@@ -82,10 +88,56 @@ def test_share_gelu_one_tanh_and_provenance():
     tanhs = [n for n in nodes if isinstance(n.op, ew.Tanh)]
     assert len(tanhs) == 1 and not tanhs[0].provenance  # computed once, in the forward
     assert not any(isinstance(n.op, (GeluTanhGrad, gb.ops.Gelu)) for n in nodes)
-    readers = [n for n in nodes if tanhs[0] in n.inputs]  # forward value and derivative
-    assert sorted(bool(n.provenance) for n in readers) == [False, True]
+    (q,) = [n for n in nodes if tanhs[0] in n.inputs]  # 1 + tanh, in the forward
+    assert not q.provenance
+    readers = [n for n in nodes if q in n.inputs]  # forward value (q u) and derivative (2 - q, q ...)
+    assert sorted(bool(n.provenance) for n in readers) == [False, True, True]
     xv = np.linspace(-7, 7, 57)
     got = gb.compile([x], [y, gx])(xv)
     want = gb.compile([x], [y, gx], optimize=False)(xv)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-13)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-14)
+
+
+def _force_blocking(mp, elements=8):
+    mp.setattr(blocking, "MIN_BYTES", 1)
+    mp.setattr(blocking, "BLOCK_ELEMENTS", elements)
+    mp.setattr(blocking, "MERGED_BLOCK_ELEMENTS", elements)
+
+
+def test_forward_and_backward_regions_run_as_one_loop(monkeypatch):
+    """W4's shape: the step runs the blocked forward and backward chains in one loop, so the
+    saved activations never reach memory; the separate forward()/backward() stay correct."""
+    _force_blocking(monkeypatch, 1000)
+    x, y, gx = _w4_graph()
+    xv = np.random.default_rng(1).standard_normal(4321).astype(np.float32) * 3
+    fast = gb.compile([x], [y, gx])
+    src = fast.source((4321,))
+    step_src = src[src.index("def step("):]
+    assert step_src.count("for i in range(") == 1 and "= forward(" not in step_src
+    want = gb.compile([x], [y, gx], optimize=False)(xv)
+    for _ in range(2):  # buffers reused across calls
+        got = fast(xv)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+    # the unmerged functions of the same module compute the same thing
+    ns = fast._executor.get(((4321,),)).generated.namespace
+    split = ns["backward"](xv, *ns["forward"](xv))
+    np.testing.assert_allclose(split[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+def test_merged_loop_keeps_values_a_later_forward_step_reads(monkeypatch):
+    """A forward reduction over an axis after the chain is moved past the loop; the chain
+    value it reads is written to its buffer instead of living in scratch."""
+    _force_blocking(monkeypatch)
+    x = gb.input("x", (None, 4), dtype="float64")
+    w = gb.param("w", np.linspace(0.5, 1.5, 4))
+    u = gb.tanh(x * w) * 2.0
+    y = gb.sum(gb.square(u))
+    m = gb.max(u, axis=1)
+    (gx, gw) = gb.grad(y, [x, w])
+    xv = np.random.default_rng(2).standard_normal((37, 4))
+    want = gb.compile([x], [y, m, gx, gw], optimize=False)(xv)
+    got = gb.compile([x], [y, m, gx, gw])(xv)
+    for r, g in zip(want, got):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)

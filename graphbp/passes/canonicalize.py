@@ -187,6 +187,21 @@ def scalar_factors(node: Node, ctx: Context):
 
 
 @rule("algebraic", Sum)
+def sum_scalar_factor(node: Node, ctx: Context):
+    """``sum(x * s)`` -> ``sum(x) * s`` for a one-element float ``s``: the scale then costs
+    one multiply of the (reduced) result instead of a pass over ``x``. Exact up to rounding,
+    except where ``s`` is inf or NaN and ``x`` holds a 0 (NaN terms vs ``sum(x) * inf``)."""
+    p = node.inputs[0]
+    if not isinstance(p.op, ew.Multiply) or ctx.n_uses(p) != 1 or node.dtype.kind != "f":
+        return None
+    for x, s in (p.inputs, p.inputs[::-1]):
+        if (s.ndim <= node.ndim and all(d == 1 for d in s.shape) and s.dtype == node.dtype
+                and x.type == p.type and x.dtype == node.dtype):
+            return ew.multiply(apply(node.op, x), s), (p,)
+    return None
+
+
+@rule("algebraic", Sum)
 def sum_broadcast(node: Node, ctx: Context):
     """``sum(broadcast_to(y, s), axes)`` over exactly the broadcast axes is ``y * count``
     (reshaped), so a seed broadcast to a full array and summed back never materialises."""
@@ -234,4 +249,4 @@ def fold_constants(node: Node, ctx: Context):
 
 RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
          reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand,
-         sum_broadcast, scalar_factors, fold_constants)
+         sum_broadcast, sum_scalar_factor, scalar_factors, fold_constants)

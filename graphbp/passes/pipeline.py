@@ -123,6 +123,9 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
         record("accumulate", specialize.flatten_adds)
     if "share_gelu" in on:
         record("share_gelu", specialize.share_gelu)
+        if (canon or "cse" in on) and any(e.pass_name == "share_gelu" for e in log):
+            # the shared form's scalar factors (0.5, k) meet the user's: gather and fold them
+            record("recanonicalize", lambda rs: run_rules(rs, canon, "recanonicalize", cse="cse" in on))
     if "fuse_matmul" in on:
         record("fuse_matmul", specialize.fuse_matmul)
     if "fuse_elementwise" in on:

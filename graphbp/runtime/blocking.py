@@ -12,6 +12,7 @@ running them block by block computes exactly what running them one after the oth
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..graph.node import Node
 from ..graph.types import TensorType
+from ..ops.reduce import Sum
 from .plan import Planned, Step
 
 #: Chains on arrays smaller than this many bytes run whole-array (they fit in cache anyway).
@@ -49,8 +51,6 @@ def _eligible(st: Step, plan: Planned) -> TensorType | None:
 def _final_sum(st: Step, chain: Sequence[Step], plan: Planned) -> bool:
     """A full float ``sum`` of a chain value: summed block by block (per-block partials
     added in float64), so the summand is never written to a full-size buffer."""
-    from ..ops.reduce import Sum
-
     n = st.node
     if not isinstance(n.op, Sum) or n.op.keepdims or st.deferred or st.low.kind != "out":
         return False
@@ -59,9 +59,54 @@ def _final_sum(st: Step, chain: Sequence[Step], plan: Planned) -> bool:
             and plan.types[src].dtype == plan.types[n].dtype and any(c.node is src for c in chain))
 
 
-def find_regions(steps: Sequence[Step], plan: Planned) -> list[tuple[int, int]]:
+def _internal(items: Sequence[tuple[int, Step]], plan: Planned, keep: frozenset = frozenset()) -> set[Node]:
+    """Region values no step after the region reads: they live in block-sized scratch."""
+    last_step = max(s for s, _ in items)
+    viewed = {r for u, h in plan.holds.items() for r in h if r is not u}
+    return {st.node for _, st in items if plan.last.get(st.node, -1) <= last_step and st.node not in viewed
+            and st.node not in plan.fresh_outputs and st.node not in keep}
+
+
+def _layout_safe(items: Sequence[tuple[int, Step]], plan: Planned, internal: set[Node]) -> bool:
+    """Whether blocking keeps the plan's buffer sharing correct.
+
+    Run one after the other, two values that share a buffer have disjoint lifetimes; run
+    block by block, block ``k`` of a value written in the region must cover exactly the
+    bytes of block ``k`` of any other value in that buffer the region reads, or it would
+    overwrite rows a later block still reads (a ``(n, 1)`` value dying into an ``(n, 4)``
+    one, say). So every value in such a shared buffer must be a plain row-sliced array of
+    the same row size."""
+    nodes = {st.node for _, st in items}
+    rows = plan.types[items[0][1].node].shape[0]
+    written = [n for n in nodes if n not in internal and plan.buffer_of.get(n) is not None
+               and n not in plan.fresh_outputs and not isinstance(n.op, Sum)]  # a sum is stored after the loop
+    if not written:
+        return True
+    read = {i for _, st in items for i in st.node.inputs if i not in nodes}
+    by_buffer: dict[int, set[Node]] = {}
+    for v in list(written) + list(read):
+        for r in plan.holds.get(v, (v,)):
+            b = plan.buffer_of.get(r)
+            if b is not None:
+                by_buffer.setdefault(b, set()).add(v)
+    for n in written:
+        group = by_buffer.get(plan.buffer_of[n], set())
+        if len(group) < 2:
+            continue
+        t = plan.types[n]
+        for v in group:
+            u = plan.types[v]
+            if (plan.holds.get(v, (v,)) != frozenset((v,)) or u.ndim != t.ndim or u.shape[0] != rows
+                    or u.shape[1:] != t.shape[1:] or u.dtype.itemsize != t.dtype.itemsize):
+                return False
+    return True
+
+
+def find_regions(steps: Sequence[Step], plan: Planned, first: int) -> list[tuple[int, int]]:
     """Maximal runs (start, stop) of consecutive blockable steps of one leading dim: two or
-    more, or one whose lowering is several calls over scratch buffers."""
+    more, or one whose lowering is several calls over scratch buffers (``first`` is the
+    step number of ``steps[0]``). Runs whose buffer sharing blocking would break are left
+    whole-array (:func:`_layout_safe`)."""
     regions = []
     k = 0
     while k < len(steps):
@@ -78,36 +123,45 @@ def find_regions(steps: Sequence[Step], plan: Planned) -> list[tuple[int, int]]:
         if j < len(steps) and _final_sum(steps[j], steps[k:j], plan):
             j += 1
         if j - k >= 2 or steps[k].low.temps:  # one multi-call kernel (gelu) is a chain too
-            regions.append((k, j))
+            items = list(enumerate(steps[k:j], start=first))
+            if _layout_safe(items, plan, _internal(items, plan)):
+                regions.append((k, j))
         k = j
     return regions
 
 
 def emit_region(
-    steps: Sequence[Step],
-    first: int,
+    items: Sequence[tuple[int, Step]],
     plan: Planned,
     names: dict[Node, str],
     index: dict[Node, int],
     ns: dict,
     emit_stmt: Callable[[Step, list[str], str, list[str]], str],
     comment: Callable[[Step], str],
+    *,
+    tag: str | None = None,
+    merged: bool = False,
+    keep: frozenset = frozenset(),
 ) -> list[str]:
-    """The loop for ``steps`` (a region; ``first`` is the step number of ``steps[0]``)."""
-    summed = steps[-1] if len(steps) > 1 and _final_sum(steps[-1], steps[:-1], plan) else None
-    if summed is not None:
-        steps = steps[:-1]
+    """The loop for one region: ``items`` are ``(step number, step)`` in execution order.
+
+    Full ``sum`` steps of a chain value (:func:`_final_sum`) accumulate per block; nothing
+    after them in the region may read the sum. Values whose last reader is in the region
+    live in block-sized scratch (unless in ``keep``); the rest are written through slices of
+    their buffers."""
+    sums = set()
+    for k, (_, st) in enumerate(items):
+        if k and _final_sum(st, [c for _, c in items[:k]], plan):
+            sums.add(st.node)
+    steps = [st for _, st in items if st.node not in sums]
     nodes = [st.node for st in steps]
     in_region = set(nodes)
-    last_step = first + len(steps) - (summed is None)
-    viewed = {r for u, h in plan.holds.items() for r in h if r is not u}
-    internal = {n for n in nodes if plan.last.get(n, -1) <= last_step and n not in viewed
-                and n not in plan.fresh_outputs}
+    internal = _internal(items, plan, keep) - sums
     rows = plan.types[nodes[0]].shape[0]
     row_elems = int(np.prod(plan.types[nodes[0]].shape[1:], dtype=np.int64))
-    block = max(1, BLOCK_ELEMENTS // max(row_elems, 1))
+    block = max(1, (MERGED_BLOCK_ELEMENTS if merged else BLOCK_ELEMENTS) // max(row_elems, 1))
     tail = rows % block
-    tag = f"r{index[nodes[0]]}"
+    tag = tag or f"r{index[nodes[0]]}"
     # scratch slots: internal values and temps, reused after their last use in the region
     slot_of: dict[str, int] = {}
     slot_types: list[TensorType] = []
@@ -122,24 +176,28 @@ def emit_region(
         return len(slot_types) - 1
 
     plans = []
-    for s, st in enumerate(steps, start=first):
+    for s, st in items:
         n, low = st.node, st.low
-        temp_names = [f"{names[n]}_t{j}" for j in range(len(low.temps))]
-        dying = [i for i in dict.fromkeys(n.inputs) if i in internal and plan.last.get(i) == s]
-        reuse = None
-        if n in internal:
-            for k in low.inplace:
-                i = n.inputs[k]
-                if i in dying and plan.types[i] == plan.types[n] and names[i] in slot_of:
-                    reuse = slot_of[names[i]]
-                    dying.remove(i)
-                    break
-            slot_of[names[n]] = reuse if reuse is not None else take(plan.types[n])
-        for tn, tt in zip(temp_names, low.temps):
-            slot_of[tn] = take(tt)
-        plans.append((st, temp_names))
-        for tn, tt in zip(temp_names, low.temps):
-            free.setdefault((tt.shape[1:], tt.dtype), []).append(slot_of[tn])
+        if n in sums:
+            plans.append((st, None))
+            dying = [i for i in n.inputs if i in internal and plan.last.get(i) == s]
+        else:
+            temp_names = [f"{names[n]}_t{j}" for j in range(len(low.temps))]
+            dying = [i for i in dict.fromkeys(n.inputs) if i in internal and plan.last.get(i) == s]
+            reuse = None
+            if n in internal:
+                for k in low.inplace:
+                    i = n.inputs[k]
+                    if i in dying and plan.types[i] == plan.types[n] and names[i] in slot_of:
+                        reuse = slot_of[names[i]]
+                        dying.remove(i)
+                        break
+                slot_of[names[n]] = reuse if reuse is not None else take(plan.types[n])
+            for tn, tt in zip(temp_names, low.temps):
+                slot_of[tn] = take(tt)
+            plans.append((st, temp_names))
+            for tn, tt in zip(temp_names, low.temps):
+                free.setdefault((tt.shape[1:], tt.dtype), []).append(slot_of[tn])
         for i in dying:
             t = plan.types[i]
             free.setdefault((t.shape[1:], t.dtype), []).append(slot_of[names[i]])
@@ -161,25 +219,23 @@ def emit_region(
         suffix = "_tail" if tail_block else ""
         used: dict[str, None] = {}
         block_name = {nm: f"{tag}_b_{nm}" for nm in full}
+        subst = {nm: f"{tag}_s{slot_of[nm]}{suffix}" for nm in slot_of}
 
-        def rename(m: re.Match, sub: dict) -> str:
+        def rename(m: re.Match) -> str:
             w = m.group(0)
             if w in block_name:
                 used[w] = None
                 return block_name[w]
-            return sub.get(w, w)
+            return subst.get(w, w)
 
         for st, temp_names in plans:
             n = st.node
-            subst = {nm: f"{tag}_s{slot_of[nm]}{suffix}" for nm in slot_of}
-            args = [names[i] for i in n.inputs]
-            stmt = emit_stmt(st, args, names[n], temp_names)
-            stmt = re.sub(r"\b[A-Za-z_]\w*\b(?!\s*\()", lambda m, sub=subst: rename(m, sub), stmt)
+            if temp_names is None:
+                stmt = f"{names[n]}_acc += add_reduce({names[n.inputs[0]]}, None, float64)"
+            else:
+                stmt = emit_stmt(st, [names[i] for i in n.inputs], names[n], temp_names)
+            stmt = re.sub(r"\b[A-Za-z_]\w*\b(?!\s*\()", rename, stmt)
             out.append(f"        {stmt}" + comment(st))
-        if summed is not None:
-            stmt = f"{tag}_acc += add_reduce({names[summed.node.inputs[0]]}, None, float64)"
-            stmt = re.sub(r"\b[A-Za-z_]\w*\b(?!\s*\()", lambda m, sub=subst: rename(m, sub), stmt)
-            out.append(f"        {stmt}" + comment(summed))
         return [f"        {block_name[nm]} = {nm}[i:j]" for nm in used] + out
 
     lines = [f"    # steps v{index[nodes[0]]}..v{index[nodes[-1]]}: elementwise over {rows} rows, run in blocks of "
@@ -189,13 +245,14 @@ def emit_region(
             t = plan.types[n]
             ns.setdefault(t.dtype.name, t.dtype.type)
             lines.append(f"    {names[n]} = empty({t.shape!r}, {t.dtype.name})")
-    if summed is not None:
-        ns.setdefault("float64", np.float64)
-        lines.append(f"    {tag}_acc = 0.0")
-        t = plan.types[summed.node]
-        if summed.node in plan.fresh_outputs:
-            ns.setdefault(t.dtype.name, t.dtype.type)
-            lines.append(f"    {names[summed.node]} = empty({t.shape!r}, {t.dtype.name})")
+    for _, st in items:
+        if st.node in sums:
+            ns.setdefault("float64", np.float64)
+            lines.append(f"    {names[st.node]}_acc = 0.0")
+            t = plan.types[st.node]
+            if st.node in plan.fresh_outputs:
+                ns.setdefault(t.dtype.name, t.dtype.type)
+                lines.append(f"    {names[st.node]} = empty({t.shape!r}, {t.dtype.name})")
     if rows - tail:
         lines.append(f"    for i in range(0, {rows - tail}, {block}):")
         lines.append(f"        j = i + {block}")
@@ -203,6 +260,125 @@ def emit_region(
     if tail:
         lines.append(f"    i, j = {rows - tail}, {rows}")
         lines += [ln[4:] for ln in body(True)]
-    if summed is not None:
-        lines.append(f"    {names[summed.node]}[...] = {tag}_acc")
+    for _, st in items:
+        if st.node in sums:
+            lines.append(f"    {names[st.node]}[...] = {names[st.node]}_acc")
     return lines
+
+
+#: Elements per block when a forward region and a backward region run as one loop: the
+#: merged loop keeps more scratch blocks live, so smaller blocks stay in L2. Measured on W4
+#: (4M float32, one loop of ~22 calls, this 2-core EPYC): see docs/performance.md.
+MERGED_BLOCK_ELEMENTS = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Merge:
+    """How ``step`` runs the last forward region and the first backward region as one loop.
+
+    Execution order: ``fwd[:head]``; the ``hoisted`` steps (step numbers, between the two
+    regions and independent of the forward region); the loop over ``fwd[head:fwd_stop]``
+    and ``bwd[bwd_start:bwd_stop]``; the ``sunk`` forward steps (they read the forward
+    region, typically a full sum, and the backward region does not read them); the rest of
+    the backward. ``keep`` are forward-region values the sunk steps read: they are written
+    to their buffers even though the plan's liveness ends inside the loop."""
+
+    head: int
+    fwd_stop: int
+    bwd_start: int
+    bwd_stop: int
+    hoisted: tuple[int, ...]
+    sunk: tuple[int, ...]
+    keep: frozenset
+
+
+def plan_merge(fwd: Sequence[Step], bwd: Sequence[Step], plan: Planned,
+               is_local: Callable[[Node], bool]) -> Merge | None:
+    """A :class:`Merge` when running the regions as one loop computes the same values.
+
+    The forward region's values that only the backward region reads then never reach their
+    full-size buffers (W4: the saved ``u`` and ``tanh`` stay in cache). The reordered steps
+    keep the plan's buffers, so the new order is checked against them (:func:`_order_safe`):
+    no buffer may be overwritten while a value in it is still to be read. ``bwd`` is the
+    backward schedule without the deferred parameter updates."""
+    nf = plan.n_forward
+    fr, br = find_regions(fwd, plan, 0), find_regions(bwd, plan, nf)
+    if not fr or not br:
+        return None
+    (a, b), (c, d) = fr[-1], br[0]
+    if plan.types[fwd[a].node].shape[0] != plan.types[bwd[c].node].shape[0]:
+        return None
+    f_nodes = {st.node for st in fwd[a:b]}
+    hoisted, sunk = [], []
+    late = set(f_nodes)  # values only complete after the loop
+    for pos, st in list(enumerate(fwd[b:], start=b)) + list(enumerate(bwd[:c], start=nf)):
+        if st.deferred:
+            return None
+        if any(i in late for i in st.node.inputs):
+            if pos >= nf:
+                return None  # a backward step the backward region may need
+            sunk.append(pos)
+            late.add(st.node)
+        else:
+            hoisted.append(pos)
+    sums = {st.node for st in fwd[a:b] if isinstance(st.node.op, Sum)}
+    sunk_nodes = {plan.steps[p].node for p in sunk}
+    if any(i in sums or i in sunk_nodes for st in bwd[c:d] for i in st.node.inputs):
+        return None  # a sum is complete only after the loop
+    keep = frozenset(i for p in sunk for i in plan.steps[p].node.inputs if i in f_nodes and i not in sums)
+    loop = list(range(a, b)) + list(range(nf + c, nf + d))
+    items = [(p, plan.steps[p]) for p in loop]
+    if not _layout_safe(items, plan, _internal(items, plan, keep)):
+        return None
+    order = list(range(a)) + hoisted + loop + sunk + list(range(nf + d, len(plan.steps)))
+    if not _order_safe(order, plan, set(loop), keep, is_local):
+        return None
+    return Merge(a, b, c, d, tuple(hoisted), tuple(sunk), keep)
+
+
+def _order_safe(order: list[int], plan: Planned, loop: set[int], keep: frozenset,
+                is_local: Callable[[Node], bool]) -> bool:
+    """Whether running the steps in ``order`` (step numbers, the loop's in planned order) is
+    correct with the plan's buffers and ``del``s.
+
+    Each buffer's values must have disjoint lifetimes (definition to last read) in the new
+    order; the loop runs its steps block by block in that order on the same positions, so
+    sequential disjointness is enough there too. Loop values no step outside the loop reads
+    live in scratch blocks and are skipped. A local (per-call) value must keep its last
+    reader, because the generated code ``del``s it there."""
+    when = {p: t for t, p in enumerate(order)}
+    end = len(order)
+    last_new: dict[Node, int] = {}
+    for p, st in enumerate(plan.steps):
+        for i in st.node.inputs:
+            last_new[i] = max(last_new.get(i, -1), when[p])
+    for v, p in plan.last.items():
+        if p >= len(plan.steps):  # outputs and update values live to the end
+            last_new[v] = end
+        elif v.inputs and is_local(v) and v not in plan.fresh_outputs and when.get(p, -1) != last_new.get(v, -1):
+            return False
+    holders: dict[Node, list[Node]] = {}
+    for v, h in plan.holds.items():
+        for r in h:
+            holders.setdefault(r, []).append(v)
+    loop_end = max(when[p] for p in loop)
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for p, st in enumerate(plan.steps):
+        n, t = st.node, when[p]
+        hi = max([last_new.get(v, -1) for v in holders.get(n, ())] + [last_new.get(n, -1), t])
+        if p in loop and hi <= loop_end and n not in keep:
+            continue  # scratch (a viewed or returned value is read after the loop: hi > loop_end)
+        b = plan.buffer_of.get(n) if st.low.kind == "out" and not st.deferred else None
+        if b is not None:
+            spans.setdefault(b, []).append((t, hi))
+        if p not in loop:
+            for tb in plan.temp_buffers.get(n, ()):
+                spans.setdefault(tb, []).append((t, t))
+    for lst in spans.values():
+        lst.sort()
+        reach = -1
+        for d, hi in lst:
+            if d < reach:
+                return False
+            reach = max(reach, hi)
+    return True

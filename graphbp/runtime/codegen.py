@@ -23,7 +23,7 @@ from typing import Any
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS
-from .blocking import emit_region, find_regions
+from .blocking import Merge, emit_region, find_regions, plan_merge
 from .plan import Planned, materialize
 
 _counter = itertools.count(1)
@@ -121,7 +121,7 @@ def generate(
 
     def body(steps, first: int) -> list[str]:
         lines = []
-        regions = {} if check is not None else {a: b for a, b in find_regions(steps, plan)}
+        regions = {} if check is not None else {a: b for a, b in find_regions(steps, plan, first)}
         skip_to = 0
         for s, st in enumerate(steps, start=first):
             k = s - first
@@ -129,7 +129,8 @@ def generate(
                 continue
             if k in regions:
                 stop = regions[k]
-                lines += emit_region(steps[k:stop], s, plan, names, index, ns, out_stmt, step_comment)
+                lines += emit_region(list(enumerate(steps[k:stop], start=s)), plan, names, index, ns, out_stmt,
+                                     step_comment)
                 skip_to = stop
                 done = {n: None for st2 in steps[k:stop] for n in (st2.node, *st2.node.inputs)}
                 gone = [names[v] for v in done if first + k <= plan.last.get(v, -1) < first + stop
@@ -171,6 +172,28 @@ def generate(
                 lines.append(f"    del {', '.join(gone)}")
         return lines
 
+    def fused_step(m: Merge, fwd: list, plain: list) -> list[str]:
+        nf = plan.n_forward
+        items = list(enumerate(fwd[m.head:m.fwd_stop], start=m.head))
+        items += list(enumerate(plain[m.bwd_start:m.bwd_stop], start=nf + m.bwd_start))
+        lines = [f"    # forward then backward, as forward() and backward() above, except that the blocked steps"
+                 f" v{index[fwd[m.head].node]}.. and v{index[plain[m.bwd_start].node]}.. run as one loop"
+                 " (what the backward reads of them stays in cache); the small steps between move around it"]
+        lines += body(fwd[:m.head], 0)
+        for p in m.hoisted:
+            lines += body([plan.steps[p]], p)
+        lines += emit_region(items, plan, names, index, ns, out_stmt, step_comment, keep=m.keep,
+                             tag=f"m{index[fwd[m.head].node]}", merged=True)
+        positions = {p for p, _ in items}
+        done = {n: None for _, st in items for n in (st.node, *st.node.inputs)}
+        gone = [names[v] for v in done if plan.last.get(v, -1) in positions
+                and is_local(v) and v.inputs and v not in plan.fresh_outputs]
+        if gone:
+            lines.append(f"    del {', '.join(gone)}")
+        for p in m.sunk:
+            lines += body([plan.steps[p]], p)
+        return lines + body(plain[m.bwd_stop:], nf + m.bwd_stop)
+
     feeds = [names[i] for i in inputs]
     fwd = plan.steps[: plan.n_forward]
     bwd = plan.steps[plan.n_forward:]
@@ -191,6 +214,7 @@ def generate(
     ]
     plain = [st for st in bwd if not st.deferred]
     src += body(plain, plan.n_forward)
+    tail: list[str] = []  # outputs, then the parameter updates: shared by backward and a fused step
     result = []
     seen: set[Node] = set()
     for o in outputs:
@@ -199,7 +223,7 @@ def generate(
         else:
             result.append(f"array({names[o]})")  # copies: views, parameters, duplicates
         seen.add(o)
-    src.append(f"    result = [{', '.join(result)}]")
+    tail.append(f"    result = [{', '.join(result)}]")
     updated = {p for p, _ in updates}
     commits, snaps = [], []
     for p, v in updates:
@@ -211,13 +235,23 @@ def generate(
             vn = f"new_{names[p]}"
         commits.append(f"    copyto({names[p]}, {vn}, 'same_kind')  # update {p.op.param_name}")
     if commits or any(st.deferred for st in bwd):
-        src.append("    # parameter updates: everything above has been computed")
-    src += snaps
-    src += body([st for st in bwd if st.deferred], plan.n_forward + len(plain))
-    src += commits
-    src += ["    return result", "", f"def step({sig}):"]
-    src.append(f"    {', '.join(hand)}{',' if len(hand) == 1 else ''} = forward({sig})" if hand else f"    forward({sig})")
-    src.append(f"    return backward({', '.join(feeds + hand)})")
+        tail.append("    # parameter updates: everything above has been computed")
+    tail += snaps
+    tail += body([st for st in bwd if st.deferred], plan.n_forward + len(plain))
+    tail += commits
+    tail.append("    return result")
+    src += tail
+    src += ["", f"def step({sig}):"]
+    merge = None
+    if check is None and len(plan.steps) <= HUGE_STEPS:
+        merge = plan_merge(fwd, plain, plan, lambda v: is_local(v) and bool(v.inputs))
+    if merge is None:
+        src.append(f"    {', '.join(hand)}{',' if len(hand) == 1 else ''} = forward({sig})" if hand
+                   else f"    forward({sig})")
+        src.append(f"    return backward({', '.join(feeds + hand)})")
+    else:
+        src += fused_step(merge, fwd, plain)
+        src += tail
     source = "\n".join(src) + "\n"
     filename = f"<graphbp program {next(_counter)}>"
     lines = source.splitlines(keepends=True)

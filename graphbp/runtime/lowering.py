@@ -278,7 +278,11 @@ def _register_optional() -> None:
             def emit(a, o):
                 return "; ".join([f"add({a[0]}, {a[1]}, {o})"] + [f"add({o}, {x}, {o})" for x in a[2:]])
 
-            return Lowered("out", emit, inplace=_inplace_ok(types, out, (0, 1)))
+            # the first call writes the output: an operand read again later (add_n(a, x, a))
+            # must not be the buffer it writes
+            later = node.inputs[2:]
+            first = tuple(k for k in (0, 1) if not any(v is node.inputs[k] for v in later))
+            return Lowered("out", emit, inplace=_inplace_ok(types, out, first))
 
         def matmul_bias_act(node, types, out):
             a, w, b = types
