@@ -49,16 +49,18 @@ def render(res: dict, command: str) -> str:
     if res["compile"]:
         base = res["compile"][0]
         lines += ["", "## W5 compile time (fresh process, seconds)", "",
+                  "Each row: per-column medians over `runs` fresh processes (single cold compiles vary by "
+                  "+-30% on this shared machine).", "",
                   "| layers | build + gb.grad | gb.compile (passes, schedules) | first call (memory plan + codegen) "
-                  "| compile + first call | vs 256 layers |", "|---|---|---|---|---|---|"]
+                  "| compile + first call | vs 256 layers | runs |", "|---|---|---|---|---|---|---|"]
         for r in res["compile"]:
             if "timeout" in r:
-                lines.append(f"| {r['layers']} | stopped after {r['timeout']:.0f} s | | | | |")
+                lines.append(f"| {r['layers']} | stopped after {r['timeout']:.0f} s | | | | | |")
                 continue
             tot = r["compile"] + r["first_call"]
             rel = tot / (base["compile"] + base["first_call"])
             lines.append(f"| {r['layers']} | {r['build_grad']:.3f} | {r['compile']:.3f} | {r['first_call']:.3f} "
-                         f"| {tot:.3f} | {rel:.1f}x |")
+                         f"| {tot:.3f} | {rel:.1f}x | {r.get('runs', 1)} |")
         tot = base["compile"] + base["first_call"]
         lines.append("")
         lines.append(f"Target: 256 layers <= {COMPILE_TARGET} s: gb.compile alone {base['compile']:.3f} s "
