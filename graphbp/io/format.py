@@ -120,7 +120,7 @@ def to_document(obj: Any) -> tuple[dict, dict[str, np.ndarray]]:
         kind = "program"
         inputs = list(obj.inputs)
         outputs = list(getattr(obj, "user_outputs", obj.outputs))
-        updates = [tuple(u) for u in obj.updates]
+        updates = [tuple(u) for u in getattr(obj, "user_updates", obj.updates)]
         flags = {k: bool(getattr(obj, k, False)) for k in _COMPILE_FLAGS}
         flags["optimize"] = bool(getattr(obj, "optimize", True))
     else:

@@ -85,6 +85,7 @@ class Program:
             if not isinstance(o, Node):
                 raise GraphError(f"compile: outputs must be nodes, got {type(o).__name__}")
         self.updates = normalize_updates(updates)
+        self.user_updates = list(self.updates)  # as given (gb.save writes these, not the rewritten ones)
         self.optimize = optimize
         self.debug = debug
         self.check_numerics = check_numerics
