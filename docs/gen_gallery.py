@@ -69,6 +69,10 @@ def main() -> int:
             page += [f"- pass {k + 1}, `{pass_name}`: [diagram](gallery/{fname})"]
         page += ["", "```text", str(gb.explain(program)).rstrip(), "```", ""]
     write_atomic(os.path.join(HERE, "gallery.md"), ("\n".join(page).rstrip() + "\n").encode())
+    written = {ln.split("](gallery/")[1].split(")")[0] for ln in page if "](gallery/" in ln}
+    for stale in sorted(set(os.listdir(out)) - written):  # diagrams of passes that no longer run
+        if stale.endswith((".svg", ".dot")):
+            os.remove(os.path.join(out, stale))
     print(f"wrote docs/gallery.md and docs/gallery/ ({fmt})")
     return 0
 
