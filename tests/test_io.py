@@ -307,9 +307,9 @@ def test_registry_covers_leaf_and_all_ops():
 
 
 def test_program_saves_the_updates_as_given_not_as_rewritten(tmp_path):
-    """The passes rewrite update values into fused ops (``matmul_scale``, ``add_n``) that a
-    file cannot name; ``gb.save`` writes the user's update graph and ``gb.load`` optimises
-    it again, so the loaded program steps bitwise like the original."""
+    """The passes rewrite update values into fused ops (``add_n``) that a file cannot name;
+    ``gb.save`` writes the user's update graph and ``gb.load`` optimises it again, so the
+    loaded program steps bitwise like the original."""
     rng = np.random.default_rng(3)
     x = gb.input("x", (None, 4), dtype="float64")
     w = gb.param("w", rng.normal(size=(4, 4)))
@@ -318,7 +318,7 @@ def test_program_saves_the_updates_as_given_not_as_rewritten(tmp_path):
     loss = gb.sum(gb.square(h * v + gb.sin(v) + v * v))  # v read four times: its gradient is an add_n
     gw, gv = gb.grad(loss, [w, v])
     prog = gb.compile([x], [loss], updates=[(w, w - 0.05 * gw), (v, v - 0.05 * gv)])
-    assert {"matmul_scale", "add_n"} <= {n.op.name for n in prog.order}
+    assert "add_n" in {n.op.name for n in prog.order}
     path = tmp_path / "p.gbp"
     gb.save(path, prog)
     loaded = gb.load(path)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import graphbp as gb
-from graphbp.passes import PASS_NAMES, FusedElementwise, MatMulBiasAct, MatMulScale, optimize, verify
+from graphbp.passes import PASS_NAMES, FusedElementwise, MatMulBiasAct, optimize, verify
 from graphbp.passes.fused import SoftmaxCrossEntropy
 
 from opdb import OPDB
@@ -235,33 +235,6 @@ def test_matmul_bias_tanh_fuses_and_keeps_gradients():
     X = rng.normal(size=(3, 5))
     assert_agree(gb.compile([x], gb.grad(plain, [W, b]), optimize=False)(X),
                  gb.compile([x], gb.grad(fused, [W, b]), optimize=False)(X))
-
-
-def test_sgd_step_scales_the_smaller_matmul_operand_per_shape():
-    """``W - lr * (x.T @ d)`` fuses to ``matmul_scale``; the executor scales ``d`` (batch x
-    out) when the batch is small and the weight gradient (in x out) when it is large."""
-    rng = np.random.default_rng(1)
-    x = gb.input("x", (None, 6), dtype="float64")
-    W = gb.param("W", rng.normal(size=(6, 5)))
-    loss = gb.sum(gb.square(gb.tanh(x @ W)))
-    (gW,) = gb.grad(loss, [W])
-    upd = W - 0.1 * gW
-    prog = gb.compile([x], [loss, upd], debug=True)
-    fused = [n for n in prog.order if isinstance(n.op, MatMulScale)]
-    assert len(fused) == 1 and fused[0].provenance  # carries the gradient matmul's provenance
-    assert ["matmul_scale"] == [e.rule for e in prog.rewrite_log if e.pass_name == "fuse_matmul"]
-    for batch, scaled_first in ((3, True), (40, False)):
-        X = rng.normal(size=(batch, 6))
-        ref, opt = both([x], [loss, upd], [X])
-        assert_agree(ref, opt)
-        line = next(ln for ln in prog.source((batch, 6)).splitlines() if "matmul_scale(" in ln)
-        assert line.lstrip().startswith("multiply(") == scaled_first, line
-    from graphbp.ops.base import apply
-    op, s_ = fused[0].op, gb.constant(np.float64(0.1))
-    y = gb.sum(gb.sin(apply(op, x, W, s_)))
-    X = rng.normal(size=(4, 6))
-    assert_agree(gb.compile([x], gb.grad(gb.sum(gb.sin((x @ W) * 0.1)), [W]), optimize=False)(X),
-                 gb.compile([x], gb.grad(y, [W]), optimize=False)(X))
 
 
 # ------------------------------------------------------------------ framework

@@ -5,12 +5,12 @@ op classes the passes create live in :mod:`graphbp.passes.fused`.
 """
 
 from .core import LogEntry, PassResult, Rule, rule, run_rules, verify
-from .fused import AddN, FusedElementwise, LogSumExp, MatMulBiasAct, MatMulScale, SoftmaxCrossEntropy
+from .fused import AddN, FusedElementwise, LogSumExp, MatMulBiasAct, SoftmaxCrossEntropy
 from .nan_guard import Hazard, nan_guard
 from .pipeline import PASS_NAMES, OptimizeResult, enabled_passes, optimize
 
 __all__ = [
-    "AddN", "FusedElementwise", "Hazard", "LogEntry", "LogSumExp", "MatMulBiasAct", "MatMulScale", "OptimizeResult",
+    "AddN", "FusedElementwise", "Hazard", "LogEntry", "LogSumExp", "MatMulBiasAct", "OptimizeResult",
     "PASS_NAMES", "PassResult", "Rule", "SoftmaxCrossEntropy", "enabled_passes", "nan_guard", "optimize",
     "rule", "run_rules", "verify",
 ]

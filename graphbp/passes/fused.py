@@ -359,36 +359,6 @@ class MatMulBiasAct(Op):
 
 
 @dataclasses.dataclass(frozen=True)
-class MatMulScale(Op):
-    """``s * (a @ b)`` for a one-element ``s``, e.g. an SGD step ``lr * (h.T @ d)``.
-
-    One node so the executor can choose, per feed-shape signature, which array to scale:
-    the smaller operand (into a scratch buffer) when it is smaller than the product, else
-    the product in place. ``lr * (h.T @ d)`` with a batch smaller than the layer widths
-    then scales ``d`` (batch x out) instead of the weight gradient (in x out)."""
-
-    name: ClassVar[str] = "matmul_scale"
-    absorbed: tuple[str, ...] = ()
-
-    def _emit(self, inputs: Sequence[Node]) -> Node:
-        from ..ops.linalg import matmul
-
-        a, b, s = inputs
-        return ew.multiply(matmul(a, b), s)
-
-    def infer(self, a: TensorType, b: TensorType, s: TensorType) -> TensorType:
-        from ..ops.linalg import MatMul
-
-        return ew.Multiply().infer(MatMul().infer(a, b), s)
-
-    def compute(self, a, b, s, out=None):
-        return _into(out, np.multiply(np.matmul(a, b), s))
-
-    def vjp(self, node, g):
-        return _unfuse_vjp(node, g, self._emit)
-
-
-@dataclasses.dataclass(frozen=True)
 class LogSumExp(Op):
     """``log(sum(exp(x), axis, keepdims))`` computed as ``m + log(sum(exp(x - m)))`` with
     ``m = max(x)``: finite for logits of any size. Its gradient ``g * softmax(x)`` reads

@@ -17,7 +17,7 @@ from ..ops.linalg import MatMul
 from ..ops.reduce import Sum
 from ..ops.shape import BroadcastTo
 from .core import LogEntry, PassResult, rebuild, union_provenance
-from .fused import AddN, FusedElementwise, Instr, MatMulBiasAct, MatMulScale
+from .fused import AddN, FusedElementwise, Instr, MatMulBiasAct
 
 
 # ------------------------------------------------------------------ accumulation
@@ -111,14 +111,14 @@ def _substitute(order, roots, groups: dict[Node, tuple], skip: set) -> list[Node
 
 
 def _logged(log: list, pass_name: str, before: tuple, after: Node) -> Node:
-    rule_name = after.op.name if isinstance(after.op, (MatMulBiasAct, MatMulScale)) else "fuse"
+    rule_name = "matmul_bias_act" if isinstance(after.op, MatMulBiasAct) else "fuse"
     log.append(LogEntry(pass_name, rule_name, before, after))
     return after
 
 
-def _fused_node(op, ins, root: Node, members: list[Node], provenance=None) -> Node:
+def _fused_node(op, ins, root: Node, members: list[Node]) -> Node:
     return Node(op, ins, root.type, name=root.name, origin=root.origin, scope=root.scope,
-                provenance=union_provenance(members) if provenance is None else provenance)
+                provenance=union_provenance(members))
 
 
 # ------------------------------------------------------------------ gelu value + derivative
@@ -189,8 +189,7 @@ ACTIVATIONS = (ew.Tanh, act.Sigmoid, act.Relu)
 
 
 def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult:
-    """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``;
-    ``s * (a @ b)`` (``s`` one element) one ``matmul_scale``."""
+    """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``."""
     order = toposort(roots)
     users = _users(order)
     rootset = set(roots)
@@ -198,16 +197,6 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
     skip: set[Node] = set()
     log: list[LogEntry] = []
     for n in order:
-        if isinstance(n.op, ew.Multiply) and n not in skip:
-            scaled = _matmul_scale(n, users, rootset)
-            if scaled is not None:
-                mm, s_ = scaled
-                op = MatMulScale((mm.op.name, n.op.name))
-                groups[n] = (lambda ins, op=op, n=n, mm=mm:
-                             _logged(log, pass_name, (mm, n), _fused_node(op, ins, n, [mm, n], mm.provenance)),
-                             (*mm.inputs, s_))
-                skip.add(mm)
-            continue
         if not isinstance(n.op, ew.Add) or n in skip:
             continue
         side = bool(n.provenance)
@@ -231,20 +220,6 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
     if not groups:
         return PassResult(list(roots), log)
     return PassResult(_substitute(order, roots, groups, skip), log)
-
-
-def _matmul_scale(n: Node, users: dict, roots: set) -> tuple[Node, Node] | None:
-    """``(a @ b, s)`` when ``n`` is ``s * (a @ b)`` of 2-D float operands of one dtype, ``s``
-    one element that does not broadcast the product, and the product read only here. The
-    update ``lr * g`` (built by the user) may absorb a gradient matmul: it is backward work
-    either way, and the fused node carries the matmul's provenance."""
-    for mm, s_ in (n.inputs, n.inputs[::-1]):
-        if (isinstance(mm.op, MatMul) and mm.ndim == 2 and all(i.ndim == 2 for i in mm.inputs)
-                and mm.type == n.type and n.dtype.kind == "f" and all(i.dtype == n.dtype for i in mm.inputs)
-                and s_.dtype == n.dtype and all(d == 1 for d in s_.shape) and s_.ndim <= 2
-                and len(users.get(mm, ())) == 1 and mm not in roots):
-            return mm, s_
-    return None
 
 
 # ------------------------------------------------------------------ elementwise fusion

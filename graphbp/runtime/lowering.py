@@ -272,7 +272,7 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover
         pass
     try:
-        from ..passes.fused import AddN, FusedElementwise, MatMulBiasAct, MatMulScale
+        from ..passes.fused import AddN, FusedElementwise, MatMulBiasAct
 
         def add_n(node, types, out):
             def emit(a, o):
@@ -312,22 +312,7 @@ def _register_optional() -> None:
                 low.inplace = _inplace_ok(types, out, range(len(types)))
             return low
 
-        def matmul_scale(node, types, out):
-            a, b, s = types
-            if not (a.ndim == b.ndim == 2 and a.dtype == b.dtype == s.dtype == out.dtype):
-                return None
-            sa, sb, so = a.size(), b.size(), out.size()
-            k = 0 if sa <= sb else 1
-            if min(sa, sb) >= so:  # scaling the product is cheapest: in place after the dot
-                return Lowered("out", lambda x, o: f"dot({x[0]}, {x[1]}, {o}); multiply({o}, {x[2]}, {o})")
-            if k == 0:
-                return Lowered("out", lambda x, o: f"multiply({x[0]}, {x[2]}, {x[3]}); dot({x[3]}, {x[1]}, {o})",
-                               temps=[a])
-            return Lowered("out", lambda x, o: f"multiply({x[1]}, {x[2]}, {x[3]}); dot({x[0]}, {x[3]}, {o})",
-                           temps=[b])
-
         LOWERINGS[AddN] = add_n
-        LOWERINGS[MatMulScale] = matmul_scale
         LOWERINGS[MatMulBiasAct] = matmul_bias_act
         LOWERINGS[FusedElementwise] = fused
     except ImportError:  # pragma: no cover
