@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 
 import numpy as np
@@ -146,3 +147,29 @@ def test_trainer_checkpoints_every_n_steps_and_resumes_exactly(tmp_path):
     second.fit((X, T), epochs=3, batch_size=8, seed=0, checkpoint=path, checkpoint_every=3, resume=True)
     assert second.step == ref.step == 15 and second.epoch == 3
     assert second.params[0].value.tobytes() == ref.params[0].value.tobytes()
+
+
+def test_next_write_removes_temp_files_of_killed_writers_only(tmp_path):
+    """A writer killed mid-write leaves ``.<name>.tmp-<host>-<pid>-*``; the next successful
+    write of that target removes it once the pid is gone, and never a live writer's file,
+    another host's or another target's."""
+    import subprocess
+    import sys
+
+    from graphbp.io import atomic
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pre = f".c.gbc.tmp-{atomic._HOST}-"
+    stale = tmp_path / f"{pre}{dead.pid}-abc"
+    mine = tmp_path / f"{pre}{os.getpid()}-def"  # this process: maybe another thread's write
+    live = tmp_path / f"{pre}1-ghi"  # pid 1 is alive
+    remote = tmp_path / f".c.gbc.tmp-otherhost-{dead.pid}-jkl"
+    other = tmp_path / f".d.gbc.tmp-{atomic._HOST}-{dead.pid}-mno"
+    for f in (stale, mine, live, remote, other):
+        f.write_bytes(b"half")
+    _, params, _ = _model(0, "sgd")
+    gb.save_checkpoint(tmp_path / "c.gbc", params, step=1)
+    left = set(os.listdir(tmp_path))
+    assert stale.name not in left
+    assert {mine.name, live.name, remote.name, other.name, "c.gbc"} == left

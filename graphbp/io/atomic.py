@@ -3,12 +3,16 @@
 The bytes go to a temporary file in the target's own directory (``os.replace`` is only
 atomic within one file system), which is flushed and fsynced before it is renamed over the
 target; the directory is then fsynced so the rename itself survives a power cut. A process
-killed at any point leaves at worst a stray ``.<name>.tmp-*`` file, never a torn target.
+killed at any point leaves at worst a stray ``.<name>.tmp-<host>-<pid>-*`` file, never a torn
+target, and the next successful write of the same target removes the temporary files of
+writers on this host whose process no longer exists (a live writer's file is never touched).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable
 from typing import BinaryIO
@@ -27,7 +31,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(base)}{_HOST}-{os.getpid()}-", dir=directory)
     try:
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; match open()'s mode
         with os.fdopen(fd, "wb") as f:
@@ -42,6 +46,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             pass
         raise
     fsync_dir(directory)
+    remove_stale_temps(directory, base)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+
+
+def _temp_prefix(base: str) -> str:
+    return f".{base}.tmp-"
+
+
+def remove_stale_temps(directory: str, base: str) -> list[str]:
+    """Delete the temporary files that killed writers of ``base`` left in ``directory``.
+
+    Only files named by this module for this host and target are considered, and only those
+    whose writer's process is gone (``os.kill(pid, 0)`` fails with ``ProcessLookupError``);
+    a file of a live process (another thread or writer still at work, or a reused pid)
+    stays. Returns the names removed."""
+    prefix = f"{_temp_prefix(base)}{_HOST}-"
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (owned by someone else), or cannot tell: keep its file
+    return True
 
 
 def _new_file_mode(path: str) -> int:
