@@ -95,6 +95,12 @@ def _jax_mlp(name):
     return step, (x, t)
 
 
+def _w4_loss(xp, x, a, b, c):
+    """W4's ``sum(gelu_tanh(x * a + b) * c)`` written with the array module ``xp``."""
+    u = x * a + b
+    return xp.sum(0.5 * u * (1 + xp.tanh(GELU_K * (u + 0.044715 * u * u * u))) * c)
+
+
 def _jax_w4():
     import jax
     import jax.numpy as jnp
@@ -103,8 +109,7 @@ def _jax_w4():
     a, b, c = d["a"], d["b"], d["c"]
 
     def f(x):
-        u = x * a + b
-        return jnp.sum(0.5 * u * (1 + jnp.tanh(GELU_K * (u + 0.044715 * u * u * u))) * c)
+        return _w4_loss(jnp, x, a, b, c)
 
     vg = jax.jit(jax.value_and_grad(f))
 
@@ -157,8 +162,7 @@ def _autograd_w4():
     a, b, c = d["a"], d["b"], d["c"]
 
     def f(x):
-        u = x * a + b
-        return anp.sum(0.5 * u * (1 + anp.tanh(GELU_K * (u + 0.044715 * u * u * u))) * c)
+        return _w4_loss(anp, x, a, b, c)
 
     return autograd.value_and_grad(f), (d["x"],)
 
