@@ -49,11 +49,13 @@ class OptimizeResult:
 DEFAULT_OFF = frozenset({"fuse_elementwise"})
 """Passes that run only when switched on (``passes={"fuse_elementwise": True}``).
 
-Measured on the W4 chain (4M float32, this 2-core machine): the runtime's executor, which
-reuses warm preallocated buffers (16 MB arrays stay in the 32 MB L3), runs the unfused
-schedule in ~18 ms; the block-wise fused kernels need ~23 ms because recomputation adds
-ufunc passes and per-pass cost is the same in and out of L2. Fusion stays available (and
-tested) for machines and sizes where memory traffic dominates."""
+Measured on the W4 chain with a static shape (4M float32, value and gradient, this 2-core
+machine, 2026-11-29): without the pass, the executor's cache blocking runs the forward and
+backward chains in one blocked loop in 18.5 ms (hand-written NumPy: 37.1 ms); with it, the
+two fused kernels take 50.3 ms, because each kernel runs whole-array and recomputes shared
+values, and the executor cannot block or merge inside a kernel. (With an unknown batch
+dim the pass does not fire: its size guard needs static sizes.) Fusion stays available,
+tested, and drawn as one box per kernel, for inspection."""
 
 
 def enabled_passes(passes: Mapping[str, bool] | None = None, disable: Iterable[str] = ()) -> set[str]:
