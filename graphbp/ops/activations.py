@@ -251,7 +251,7 @@ class Gelu(_FloatUnary):
 class GeluTanhGrad(_FloatUnary):
     """``d gelu_tanh(x) / dx`` as one op (what ``Gelu``'s tanh VJP multiplies ``g`` by).
 
-    One node, not ~20: the runtime lowers it to ~14 in-place ufunc calls on one scratch
+    One node, not ~20: the runtime lowers it to 15 in-place ufunc calls on one scratch
     buffer (``tanh`` once), where the term-by-term graph recomputed ``x**3`` and ``tanh``
     and allocated each product (W4 in docs/performance.md).
     """

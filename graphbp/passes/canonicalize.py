@@ -195,8 +195,7 @@ def sum_scalar_factor(node: Node, ctx: Context):
     if not isinstance(p.op, ew.Multiply) or ctx.n_uses(p) != 1 or node.dtype.kind != "f":
         return None
     for x, s in (p.inputs, p.inputs[::-1]):
-        if (s.ndim <= node.ndim and all(d == 1 for d in s.shape) and s.dtype == node.dtype
-                and x.type == p.type and x.dtype == node.dtype):
+        if s.ndim <= node.ndim and _scalar(s, node.dtype) and x.type == p.type and x.dtype == node.dtype:
             return ew.multiply(apply(node.op, x), s), (p,)
     return None
 

@@ -122,8 +122,7 @@ def _fused_node(op, ins, root: Node, members: list[Node]) -> Node:
 
 
 # ------------------------------------------------------------------ gelu value + derivative
-_K = 0.7978845608028654  # sqrt(2 / pi)
-_C3 = 0.044715
+_K, _C3 = act._SQRT_2_OVER_PI, act._GELU_C  # the op's own constants (sqrt(2/pi), 0.044715)
 
 
 def _like(proto: Node, made: Node, prov) -> Node:
@@ -155,7 +154,7 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
         return PassResult(list(roots), [])
     used = {fwd[g.inputs[0]] for g in grads}
     grad_set = set(grads)
-    th_of: dict[Node, Node] = {}
+    q_of: dict[Node, Node] = {}  # u -> the forward's 1 + tanh(...)
     new: dict[Node, Node] = {}
     log: list[LogEntry] = []
     for n in order:
@@ -166,17 +165,16 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
             w = f(ew.add(f(ew.multiply(s, _K * _C3)), _K))
             q = f(ew.add(f(ew.tanh(f(ew.multiply(w, u)))), 1.0))
             out = f(ew.multiply(f(ew.multiply(q, u)), 0.5))
-            th_of[n.inputs[0]] = q
+            q_of[n.inputs[0]] = q
         elif n in grad_set:
-            u, q = ins[0], th_of[n.inputs[0]]
+            u, q = ins[0], q_of[n.inputs[0]]
             f = (lambda m, n=n: _like(n, m, n.provenance))
             ud = f(ew.multiply(f(ew.add(f(ew.multiply(f(ew.multiply(u, u)), 3 * _K * _C3)), _K)), u))
             inner = f(ew.add(f(ew.multiply(ud, f(ew.subtract(2.0, q)))), 1.0))
             out = f(ew.multiply(f(ew.multiply(q, inner)), 0.5))
         else:
-            new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
-            continue
-        if out.type != n.type:  # a dtype the scalar constants would promote: keep the op
+            out = None
+        if out is None or out.type != n.type:  # else: a dtype the scalar constants would promote
             new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
             continue
         log.append(LogEntry(pass_name, "share_gelu_tanh", (n,), out))

@@ -119,6 +119,14 @@ def generate(
         n = st.node
         return comment(n, f"v{index[n]} = {n.op.name}({', '.join(names[i] for i in n.inputs)})")
 
+    def region_dels(items) -> list[str]:
+        """``del`` of the per-call values whose last reader is one of the region's steps."""
+        positions = {p for p, _ in items}
+        done = {n: None for _, st in items for n in (st.node, *st.node.inputs)}
+        gone = [names[v] for v in done if plan.last.get(v, -1) in positions
+                and is_local(v) and v.inputs and v not in plan.fresh_outputs]
+        return [f"    del {', '.join(gone)}"] if gone else []
+
     def body(steps, first: int) -> list[str]:
         lines = []
         regions = {} if check is not None else {a: b for a, b in find_regions(steps, plan, first)}
@@ -132,11 +140,7 @@ def generate(
                 lines += emit_region(list(enumerate(steps[k:stop], start=s)), plan, names, index, ns, out_stmt,
                                      step_comment)
                 skip_to = stop
-                done = {n: None for st2 in steps[k:stop] for n in (st2.node, *st2.node.inputs)}
-                gone = [names[v] for v in done if first + k <= plan.last.get(v, -1) < first + stop
-                        and is_local(v) and v.inputs and v not in plan.fresh_outputs]
-                if gone:
-                    lines.append(f"    del {', '.join(gone)}")
+                lines += region_dels(list(enumerate(steps[k:stop], start=s)))
                 continue
             n, low = st.node, st.low
             args = [names[i] for i in n.inputs]
@@ -184,12 +188,7 @@ def generate(
             lines += body([plan.steps[p]], p)
         lines += emit_region(items, plan, names, index, ns, out_stmt, step_comment, keep=m.keep,
                              tag=f"m{index[fwd[m.head].node]}", merged=True)
-        positions = {p for p, _ in items}
-        done = {n: None for _, st in items for n in (st.node, *st.node.inputs)}
-        gone = [names[v] for v in done if plan.last.get(v, -1) in positions
-                and is_local(v) and v.inputs and v not in plan.fresh_outputs]
-        if gone:
-            lines.append(f"    del {', '.join(gone)}")
+        lines += region_dels(items)
         for p in m.sunk:
             lines += body([plan.steps[p]], p)
         return lines + body(plain[m.bwd_stop:], nf + m.bwd_stop)

@@ -235,8 +235,9 @@ def _register_optional() -> None:
     try:
         from ..ops.activations import Gelu, GeluTanhGrad
 
-        k = float(np.sqrt(2.0 / np.pi))
-        kc, k3 = k * 0.044715, 3 * k * 0.044715
+        from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI as k
+
+        kc, k3 = k * _GELU_C, 3 * k * _GELU_C
 
         def tanh_inner(u: str, t: str) -> str:
             """``t = tanh(k u (1 + c3 u^2))``: four in-place calls after ``u*u`` (constants
@@ -256,7 +257,7 @@ def _register_optional() -> None:
             if out.dtype.kind != "f" or types[0] != out:
                 return None
             # with h = 0.5 (1 + t) and d = k (1 + 3 c3 u^2): gelu' = h (1 + 2 u d (1 - h)),
-            # since 0.5 (1 - t^2) = 2 h (1 - h). 14 calls, tanh once, two scratch buffers.
+            # since 0.5 (1 - t^2) = 2 h (1 - h). 15 calls, tanh once, two scratch buffers.
             return Lowered("out", lambda a, o: (
                 f"{tanh_inner(a[0], a[1])}; multiply({a[0]}, {a[0]}, {o}); multiply({o}, {2 * k3!r}, {o}); "
                 f"add({o}, {2 * k!r}, {o}); multiply({o}, {a[0]}, {o}); multiply({a[1]}, 0.5, {a[1]}); "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,6 +96,11 @@ class Planned:
     temp_buffers: dict[Node, list[int]]
     deferred_param: dict[Node, Node]
     report: MemoryPlan
+
+    @functools.cached_property
+    def viewed(self) -> frozenset:
+        """Storage roots some other value (a view, a fallback result) also holds."""
+        return frozenset(r for u, h in self.holds.items() for r in h if r is not u)
 
 
 def _nbytes(t: TensorType) -> int:
