@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .node import Node
+    from .source import SourceLocation
 
 _SCOPE: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("graphbp_scope", default=())
 _PROVENANCE: contextvars.ContextVar[tuple["Provenance", ...]] = contextvars.ContextVar(
     "graphbp_provenance", default=()
 )
+_ORIGIN: contextvars.ContextVar["SourceLocation | None"] = contextvars.ContextVar("graphbp_origin", default=None)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -77,6 +79,32 @@ def scope_path(path: tuple[str, ...]) -> Iterator[None]:
         yield
     finally:
         _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def stamp(*, origin: "SourceLocation | None" = None, scope: tuple[str, ...] | None = None,
+          provenance: tuple[Provenance, ...] | None = None) -> Iterator[None]:
+    """Build nodes as if at ``origin`` in ``scope`` with ``provenance`` (``None`` leaves each as is).
+
+    Passes and autodiff use it so the nodes they make carry the user's line, scope and
+    provenance from construction on: nodes are never edited after they are built."""
+    tokens = []
+    if origin is not None:
+        tokens.append((_ORIGIN, _ORIGIN.set(origin)))
+    if scope is not None:
+        tokens.append((_SCOPE, _SCOPE.set(tuple(scope))))
+    if provenance is not None:
+        tokens.append((_PROVENANCE, _PROVENANCE.set(tuple(provenance))))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def current_origin() -> "SourceLocation | None":
+    """The origin :func:`stamp` set, or ``None`` (then the caller's user line is used)."""
+    return _ORIGIN.get()
 
 
 def current_scope() -> tuple[str, ...]:

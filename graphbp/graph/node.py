@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .context import Provenance, current_provenance, current_scope
+from .context import Provenance, current_origin, current_provenance, current_scope
 from .source import SourceLocation, user_location
 from .types import Shape, TensorType
 
@@ -64,7 +64,9 @@ class Node:
         self.type = type
         self.name = name
         self.scope = current_scope() if scope is None else scope
-        self.origin = user_location(2) if origin is None else origin
+        if origin is None:
+            origin = current_origin() or user_location(2)
+        self.origin = origin
         self.provenance = current_provenance() if provenance is None else provenance
         self.serial = next(_serials)  # creation order: a deterministic tie-break for schedules
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError
+from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.source import user_location
 from ..graph.types import TensorType, format_shape
@@ -59,6 +60,18 @@ class Op:
     elementwise: ClassVar[bool] = False
     nondiff_inputs: ClassVar[tuple[int, ...]] = ()
     vjp_formula: ClassVar[str] = ""  # one line for the generated op reference (docs/ops.md)
+    shape_only_inputs: ClassVar[tuple[int, ...]] = ()
+    """Inputs read only for their runtime shape (``like=`` operands): keeping their shape, not
+    their data, is enough (saved-activation accounting, memory plan, rendering)."""
+    effectful: ClassVar[bool] = False
+    """True when running the op does more than produce its output (a collective, a random draw):
+    passes never fold, merge (CSE), drop or reorder it across another effectful node."""
+    singular_inputs: ClassVar[tuple[int, ...]] = ()
+    """Inputs where the derivative can be infinite or undefined at points a ``where`` mask
+    typically excludes (``sqrt`` at 0, ``log`` at 0, a divisor of 0); ``nan_guard`` reads it."""
+    view: ClassVar[bool] = False
+    """True when the output is a re-view of input 0 (reshape, transpose, broadcast, ...):
+    no arithmetic, no FLOPs, and the executor may alias the operand's buffer."""
 
     def infer(self, *types: TensorType) -> TensorType:
         raise NotImplementedError
@@ -73,6 +86,13 @@ class Op:
         each input's shape. ``None`` means no gradient flows to that input.
         """
         raise NotImplementedError(f"{self.name} has no gradient rule")
+
+    def flops(self, in_types: Sequence[TensorType], out_type: TensorType) -> Poly:
+        """A rough FLOP count at these types, as a polynomial in the unknown batch dim.
+
+        Default: one per output element, none for views. Ops whose work is not proportional
+        to their output (contractions, reductions, convolutions) override it."""
+        return Poly() if self.view else size_poly(out_type)
 
     def params(self) -> dict[str, Any]:
         """The op's parameters by name (its dataclass fields)."""
@@ -120,8 +140,11 @@ def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
 
 
 def _origin():
-    from ..graph.context import current_provenance
+    from ..graph.context import current_origin, current_provenance
 
+    stamped = current_origin()
+    if stamped is not None:
+        return stamped
     prov = current_provenance()
     if prov:  # gradient nodes point at the user's line of the forward op they came from
         return prov[0].forward.origin
