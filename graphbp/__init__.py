@@ -22,6 +22,6 @@ from .train import clip_by_global_norm, init, optim
 from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoint  # noqa: E402
 from .check import GradCheckError, check_grad  # noqa: E402
 from . import render  # noqa: E402 - a callable package: gb.render(target, path) draws
-from .render import explain, to_dot  # noqa: E402
+from .render import explain, to_dot, to_html, to_latex  # noqa: E402
 
 __version__ = "0.1.0"
