@@ -3,7 +3,7 @@
 The explorer reuses the static pipeline (view -> collapse plan -> scene -> Graphviz SVG) and
 adds only what a browser needs on top:
 
-* each node and cluster of the SVG gets an ``id`` (``joint-n12``, ``joint-cluster_3``) that
+* each node and cluster of the SVG gets an ``id`` (``joint_n12``, ``joint_cluster_3``) that
   :meth:`~.scene.Scene.ids` maps back to graph nodes, so one JSON table (:mod:`.htmldata`)
   describes every node once (type, bytes, FLOPs, step, user line, provenance, inputs);
 * a small inline script (``static/explorer.js``) does pan/zoom, search, provenance
@@ -108,7 +108,7 @@ def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hi
     ids, cluster_ids = scene.ids()
     svg_nodes: dict[str, list[int]] = {}
     for key, dn in scene.nodes.items():
-        sid = f"{view}-{ids[key]}"
+        sid = f"{view}_{ids[key]}"
         dn.attrs["id"] = sid
         members = p.groups[key].members if key in p.groups else [key]
         svg_nodes[sid] = [index[n] for n in members if n in index]
@@ -116,11 +116,11 @@ def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hi
     collapsed: list[str] = []
     for path, cid in cluster_ids.items():
         key = path[-1]
-        sid = f"{view}-{cid}"
+        sid = f"{view}_{cid}"
         scene.clusters.setdefault(key, {})["id"] = sid
         info = spec.clusters.get(key)
-        inside = [f"{view}-{ids[k]}" for k, dn in scene.nodes.items() if dn.cluster[: len(path)] == path]
-        parent = f"{view}-{cluster_ids[path[:-1]]}" if len(path) > 1 else None
+        inside = [f"{view}_{ids[k]}" for k, dn in scene.nodes.items() if dn.cluster[: len(path)] == path]
+        parent = f"{view}_{cluster_ids[path[:-1]]}" if len(path) > 1 else None
         clusters[sid] = {"label": _plain(info.label) if info else "", "kind": info.kind if info else "",
                          "parent": parent, "members": inside}
         if key in start_collapsed:

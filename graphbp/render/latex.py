@@ -278,5 +278,5 @@ def to_latex(target: Any, *, optimized: bool = False, shapes: bool = False, docu
     body = "\n".join(parts) + "\n"
     if not document:
         return body
-    return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n\\usepackage[margin=2cm]{geometry}\n"
+    return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n"
             "\\begin{document}\n" + body + "\\end{document}\n")

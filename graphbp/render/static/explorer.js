@@ -76,7 +76,7 @@
     v.box = { x: vb[0], y: vb[1], w: vb[2], h: vb[3] };
     svg.removeAttribute("width");
     svg.removeAttribute("height");
-    var prefix = v.data.id + "-";
+    var prefix = v.data.id + "_";
     svg.querySelectorAll("g.node, g.cluster").forEach(function (el) { v.els[el.id] = el; });
     svg.querySelectorAll("g.edge").forEach(function (el) {
       var t = el.querySelector("title");
