@@ -94,6 +94,11 @@ class Op:
         to their output (contractions, reductions, convolutions) override it."""
         return Poly() if self.view else size_poly(out_type)
 
+    def parts(self) -> tuple[str, ...]:
+        """For an op a pass made from several (a fused op): the names of the ops it stands
+        for, in order (diagrams draw "fused: matmul, add, tanh"). Empty for the others."""
+        return ()
+
     def params(self) -> dict[str, Any]:
         """The op's parameters by name (its dataclass fields)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError
+from ..graph.cost import Poly
 from ..graph.node import Node
 from ..graph.source import user_location
 from ..graph.types import TensorType, format_shape
@@ -19,6 +20,10 @@ class Leaf(Op):
 
     def infer(self, *types: TensorType) -> TensorType:  # pragma: no cover - leaves are typed at creation
         raise GraphError(f"{self.name} nodes are typed when created")
+
+    def flops(self, in_types, out_type):
+        """Nothing is computed: the value is fed or held."""
+        return Poly()
 
 
 @dataclasses.dataclass(frozen=True)
