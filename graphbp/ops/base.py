@@ -72,6 +72,9 @@ class Op:
     view: ClassVar[bool] = False
     """True when the output is a re-view of input 0 (reshape, transpose, broadcast, ...):
     no arithmetic, no FLOPs, and the executor may alias the operand's buffer."""
+    leaf_kind: ClassVar[str | None] = None
+    """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
+    schedule (graph exports and diagrams read it without importing the op classes)."""
 
     def infer(self, *types: TensorType) -> TensorType:
         raise NotImplementedError

@@ -31,6 +31,7 @@ class Input(Leaf):
     """A value fed at call time. Its shape may have unknown (``None``) dims."""
 
     name: ClassVar[str] = "input"
+    leaf_kind: ClassVar[str | None] = "input"
     input_name: str
     type: TensorType
 
@@ -46,6 +47,7 @@ class Param(Leaf):
     """
 
     name: ClassVar[str] = "param"
+    leaf_kind: ClassVar[str | None] = "param"
     param_name: str
     value: np.ndarray
     trainable: bool = True
@@ -76,6 +78,7 @@ class Constant(Leaf):
     """A fixed array baked into the graph (read-only)."""
 
     name: ClassVar[str] = "constant"
+    leaf_kind: ClassVar[str | None] = "constant"
     value: np.ndarray
 
     def vjp(self, node, g):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..graph.context import Provenance
 from ..graph.node import Node
-from ..ops.leaves import Constant, Input, Leaf, Param
+from ..ops.leaves import Constant, Leaf
 
 
 def is_leaf_node(node: Node) -> bool:
@@ -18,16 +18,7 @@ def is_leaf_node(node: Node) -> bool:
 
 def leaf_kind(node: Node) -> str | None:
     """``"input"``, ``"param"``, ``"constant"`` or ``None`` for computed nodes."""
-    op = node.op
-    if isinstance(op, Input):
-        return "input"
-    if isinstance(op, Param):
-        return "param"
-    if isinstance(op, Constant):
-        return "constant"
-    if isinstance(op, Leaf):
-        return "constant"
-    return None
+    return node.op.leaf_kind
 
 
 def is_shape_op(node: Node) -> bool:
