@@ -491,6 +491,9 @@ OPDB: list[OpInfo] = [
                         Sample((_n(rng, 5, 4), _n(rng, 4, 3), _n(rng, 1, 3)), {"act": "sigmoid"},
                                declared=((None, 4), None, None))],
            second_order=True),
+    # ---------------------------------------------------------------------- collectives
+    OpInfo("allreduce_mean", (O.AllreduceMean,), lambda x: gb.distributed.allreduce_mean(x, gb.distributed.single_process()),
+           lambda x: x, _unary_samples(), second_order=True),  # one process: the mean of one value
 ]
 """Every op entry. Keep names unique: they are the test ids."""
 

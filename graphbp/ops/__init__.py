@@ -33,6 +33,7 @@ from .indexing import (
     ConcatSlice, Concatenate, EmbedSlice, GetItem, OneHot, ScatterAdd, Take,
     concatenate, embed_slice, getitem, one_hot, scatter_add, split, stack, take,
 )
+from .collective import AllreduceMean
 from .fused import AddN, MatMulBiasAct
 from .nn import (
     DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
@@ -54,6 +55,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
     AddN, MatMulBiasAct,
+    AllreduceMean,
 )
 
 __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace
