@@ -98,7 +98,7 @@ def op_detail(node: Node) -> str:
             continue
         if key == "keepdims" and value is False:
             continue
-        if value is None or key in ("absorbed", "absorbed_nodes", "program", "n_inputs", "n"):
+        if value is None or key in ("absorbed", "n"):
             continue
         text = repr(value)
         if len(text) > 28:
