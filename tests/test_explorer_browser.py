@@ -212,3 +212,19 @@ def test_without_scripts_every_view_is_a_static_svg(browser, page):
         browser.save_screenshot(str(_artifacts() / "explorer-noscript.png"))
     finally:
         browser.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+@pytest.mark.parametrize("example", ["mlp_digits", "xor_tanh", "regression_mse"])
+def test_equations_typeset_with_the_bundled_katex(browser, tmp_path, example):
+    """Every example's LaTeX parses in KaTeX (MathML output, no fonts needed)."""
+    module = __import__(example)
+    path = tmp_path / f"{example}.html"
+    path.write_text(gb.to_html(module.build(), views=[]), encoding="utf-8")
+    by = _open(browser, path, "equations")
+    blocks = browser.find_elements(by.CSS_SELECTOR, "#equations .math math")
+    assert len(blocks) == 2  # the forward and the backward schedule
+    assert browser.find_elements(by.CSS_SELECTOR, ".katex-error") == []
+    assert "vjp of" in browser.find_element("id", "equations").text
+    if example == "mlp_digits":
+        browser.save_screenshot(str(_artifacts() / "explorer-equations-katex.png"))
+    assert _errors(browser) == []

@@ -66,7 +66,8 @@ def to_html(
         Layout budget per view: above it the static collapse ladder merges groups into boxes
         (Graphviz's layout time grows quickly with size).
     equations : bool
-        Add an "Equations" tab with the schedules as LaTeX (:func:`graphbp.to_latex`).
+        Add an "Equations" tab: the schedules as LaTeX (:func:`graphbp.to_latex`), typeset
+        in the page by the bundled KaTeX (about 270 KB of script; ``False`` leaves it out).
     """
     subject = subject_of(target, optimized=optimized)
     if views is None:
@@ -89,12 +90,12 @@ def to_html(
     if equations:
         from .latex import to_latex
 
-        latex = to_latex(target, optimized=optimized)
+        latex = to_latex(target)  # the graph as built: every rule names the user's forward op
         sections.append(_equations_section(latex))
         view_data.append({"id": "equations", "label": VIEW_LABELS["equations"], "nodes": {}, "clusters": {},
                           "collapsed": []})
     payload = {"title": title or _page_title(subject), "nodes": nodes, "views": view_data}
-    return _page(payload, sections)
+    return _page(payload, sections, katex=bool(latex))
 
 
 def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hide_shape_ops: bool,
@@ -205,16 +206,19 @@ def _section(view: str, svg: str) -> str:
 
 
 def _equations_section(latex: str) -> str:
+    """The LaTeX source, open; the script typesets it above with the bundled KaTeX (MathML
+    output) and folds the source away, so without scripts the reader still has the text."""
     return ('<section class="view" id="view-equations" data-view="equations">'
-            '<h2 class="static-heading">Equations (LaTeX)</h2>'
-            f'<pre class="latex" id="latex-source">{html.escape(latex)}</pre></section>')
+            '<h2 class="static-heading">Equations (LaTeX)</h2><div id="equations"></div>'
+            '<details open id="latex-details"><summary>LaTeX source (amsmath)</summary>'
+            f'<pre class="latex" id="latex-source">{html.escape(latex)}</pre></details></section>')
 
 
 def _asset(name: str) -> str:
-    return resources.files("graphbp.render").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("graphbp.render").joinpath("static", *name.split("/")).read_text(encoding="utf-8")
 
 
-def _page(payload: dict[str, Any], sections: list[str]) -> str:
+def _page(payload: dict[str, Any], sections: list[str], katex: bool) -> str:
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     title = html.escape(payload["title"])
     legend = "".join(f'<span class="swatch" style="background:{fill};border-color:{strong}"></span>'
@@ -240,6 +244,8 @@ def _page(payload: dict[str, Any], sections: list[str]) -> str:
         "and the activations it saves. Click a cluster's title to fold or unfold it. Drag to pan, "
         "wheel to zoom.</p></aside></main>\n"
         f'<script type="application/json" id="gb-data">{data}</script>\n'
-        f"<script>\n{_asset('explorer.js')}</script>\n"
+        + (f"<script>/* KaTeX 0.19.1, MIT licence (graphbp/render/static/katex/LICENSE) */\n"
+           f"{_asset('katex/katex.min.js')}\n</script>\n" if katex else "")
+        + f"<script>\n{_asset('explorer.js')}</script>\n"
         "</body></html>\n"
     )

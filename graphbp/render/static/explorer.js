@@ -489,6 +489,25 @@
     if (e.key === "Escape" && current) clearSelection(current);
   });
 
+  // -- equations: typeset each align block of the LaTeX source with the bundled KaTeX ---------
+  function typeset() {
+    var src = document.getElementById("latex-source");
+    var out = document.getElementById("equations");
+    if (!src || !out || !window.katex) return;
+    var text = src.textContent;
+    var re = /\\paragraph\{([^}]*)\}\s*(\\begin\{align\}[\s\S]*?\\end\{align\})?/g;
+    var m;
+    while ((m = re.exec(text)) !== null) {
+      out.appendChild(el("h3", m[1]));
+      if (!m[2]) { out.appendChild(el("p", "(empty)")); continue; }
+      var box = el("div", null, "math");
+      window.katex.render(m[2], box, { displayMode: true, output: "mathml", throwOnError: false, strict: "ignore" });
+      out.appendChild(box);
+    }
+    document.getElementById("latex-details").open = false;
+  }
+  typeset();
+
   window.graphbpExplorer = { views: views, nodes: NODES, show: show };
   if (order.length) show(order[0]);
 })();
