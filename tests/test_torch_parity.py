@@ -6,6 +6,8 @@ running statistics after several steps) on random shapes and settings, in float6
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,7 @@ def test_conv2d_matches_torch(seed):
         w = rng.normal(size=(2 * groups, 2, *k))
         padding = "same" if stride == (1, 1) and rng.random() < 0.5 else tuple(int(v) for v in rng.integers(0, 3, 2))
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        _compare(lambda a, b: gb.conv2d(a, b, **kw), lambda a, b: F.conv2d(a, b, **kw), x, w)
+        _compare(partial(gb.conv2d, **kw), partial(F.conv2d, **kw), x, w)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -57,7 +59,7 @@ def test_conv_transpose2d_matches_torch(seed):
         padding = tuple(int(min(v, (kk - 1) * d // 2)) for v, kk, d in zip(rng.integers(0, 2, 2), k, dilation))
         output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
         kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups)
-        _compare(lambda a, b: gb.conv_transpose2d(a, b, **kw), lambda a, b: F.conv_transpose2d(a, b, **kw), x, w)
+        _compare(partial(gb.conv_transpose2d, **kw), partial(F.conv_transpose2d, **kw), x, w)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -69,7 +71,8 @@ def test_pools_match_torch(seed):
         padding = tuple(int(rng.integers(0, kk // 2 + 1)) for kk in k)
         x = rng.permutation(2 * 3 * 8 * 7).reshape(2, 3, 8, 7) * 0.1 + rng.normal(0, 0.01, (2, 3, 8, 7))
         for ours, theirs in ((gb.max_pool2d, F.max_pool2d), (gb.avg_pool2d, F.avg_pool2d)):
-            _compare(lambda a: ours(a, k, stride, padding), lambda a: theirs(a, k, stride, padding), x)
+            kw = dict(kernel_size=k, stride=stride, padding=padding)
+            _compare(partial(ours, **kw), partial(theirs, **kw), x)
 
 
 def test_batch_norm_train_and_eval_match_torch_after_several_steps():
