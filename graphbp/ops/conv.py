@@ -100,10 +100,10 @@ def conv2d_weight_grad_kernel(x, g, kernel: Pair, stride: Pair, padding: Pads, d
     n, _, k, hw = cols.shape
     cout = g.shape[1]
     gg = g.reshape(n, groups, cout // groups, hw)
-    # One contraction over batch and pixels: (G, Cout/G, N*L) @ (G, N*L, K).
-    lhs = gg.transpose(1, 2, 0, 3).reshape(groups, cout // groups, n * hw)
-    rhs = cols.transpose(1, 0, 3, 2).reshape(groups, n * hw, k)
-    return np.matmul(lhs, rhs).reshape(cout, x.shape[1] // groups, *kernel)
+    # Per example (N, G, Cout/G, L) @ (N, G, L, K), summed over the batch: one batched matmul
+    # on the layouts the forward already has (copying both into (G, *, N*L) costs more).
+    dw = np.matmul(gg, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    return dw.reshape(cout, x.shape[1] // groups, *kernel)
 
 
 # ------------------------------------------------------------------------- shape rules

@@ -86,12 +86,17 @@ def _max(xp: np.ndarray, pool: _Pool, out_hw: Pair) -> np.ndarray:
 
 
 def _first_max(xp: np.ndarray, y: np.ndarray, pool: _Pool) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """Per offset: the slice and the mask of windows whose first maximum sits at that offset."""
+    """Per offset: the slice and the mask of windows whose first maximum sits at that offset
+    (the mask buffer is reused from one offset to the next)."""
     free = np.ones(y.shape, bool)
-    for _, _, sl in _windows(y.shape[2:], pool.kernel, pool.stride):
-        hit = np.equal(xp[sl], y)
-        hit &= free
-        free &= ~hit
+    hit = np.empty(y.shape, bool)
+    offsets = list(_windows(y.shape[2:], pool.kernel, pool.stride))
+    for k, (_, _, sl) in enumerate(offsets):
+        np.equal(xp[sl], y, out=hit)
+        if k:
+            hit &= free
+        if k < len(offsets) - 1:
+            free ^= hit  # hit is a subset of free: this clears the windows just served
         yield sl, hit
 
 
@@ -130,8 +135,12 @@ class MaxPool2DGrad(_Pool):
     def compute(self, x, y, g):
         xp = _pad(x, self.padding, -np.inf)
         dxp = np.zeros(xp.shape, np.result_type(x.dtype, g.dtype))
+        disjoint = all(s >= k for s, k in zip(self.stride, self.kernel))
         for sl, hit in _first_max(xp, y, self):
-            dxp[sl] += np.where(hit, g, 0)
+            if disjoint:  # each input element is in at most one window: write, do not add
+                np.multiply(g, hit, out=dxp[sl])
+            else:
+                dxp[sl] += g * hit
         return _crop(dxp, self.padding)
 
     def vjp(self, node: Node, v: Node):
