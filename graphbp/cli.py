@@ -21,10 +21,10 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         "graph diagrams.",
     )
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="the network to train (default mlp)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40 for mlp, 12 for cnn)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40 for mlp, 6 for cnn)")
     p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate, cosine-decayed (default 3e-3)")
-    p.add_argument("--weight-decay", type=float, default=3e-2, help="decoupled weight decay (default 3e-2)")
+    p.add_argument("--weight-decay", type=float, default=None, help="decoupled weight decay (default 3e-2 mlp, 1e-1 cnn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles")
     p.add_argument("--out", default="graphbp-demo", help="directory for the diagrams (default ./graphbp-demo)")
     bar = p.add_mutually_exclusive_group()

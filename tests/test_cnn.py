@@ -109,3 +109,27 @@ def test_he_normal_knows_the_conv_fan_in():
     w = gb.init.he_normal((64, 16, 3, 3), seed=0, dtype="float64")
     assert gb.init.fans((64, 16, 3, 3)) == (16 * 9, 64 * 9)
     assert abs(w.std() - np.sqrt(2 / (16 * 9))) < 0.01
+
+
+def test_cnn_demo_trains_and_draws_collapsed_diagrams(tmp_path, monkeypatch):
+    import io
+
+    import graphbp.train.demo as demo
+
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)  # DOT text: no Graphviz needed
+    out = io.StringIO()
+    res = demo.run_demo(model="cnn", epochs=1, out=tmp_path, progress=False, stream=out)
+    assert res.test_accuracy > 0.9 and len(res.history) == 1
+    assert "CNN conv3x3(16)" in out.getvalue() and "shifted by up to one pixel" in out.getvalue()
+    forward = (tmp_path / "forward.dot").read_text()
+    assert all(f'"{layer}' in forward or layer in forward for layer in ("conv1", "conv2", "dense1", "dense2"))
+    with pytest.raises(ValueError, match="model must be one of"):
+        demo.run_demo(model="resnet", out=tmp_path)
+
+
+def test_cnn_example_trains_one_epoch():
+    import runpy
+    from pathlib import Path
+
+    ns = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "cnn_digits.py"), run_name="example")
+    assert ns["main"](epochs=1) > 0.7

@@ -81,8 +81,9 @@ MODELS = {
     "mlp": "64-128-10 MLP, ReLU",
     "cnn": "CNN conv3x3(16)-relu-conv3x3(32)-relu-maxpool2-dense(64)-relu-dense(10)",
 }
-DEFAULT_EPOCHS = {"mlp": 40, "cnn": 12}
-CNN_SHIFTED_COPIES = 2
+DEFAULT_EPOCHS = {"mlp": 40, "cnn": 6}
+DEFAULT_WEIGHT_DECAY = {"mlp": 3e-2, "cnn": 1e-1}
+CNN_SHIFTED_COPIES = 3
 """The CNN trains on the images plus this many copies shifted by up to one pixel."""
 
 
@@ -102,7 +103,7 @@ def run_demo(
     epochs: int | None = None,
     batch_size: int = 32,
     lr: float = 3e-3,
-    weight_decay: float = 3e-2,
+    weight_decay: float | None = None,
     seed: int = 0,
     out: str | Path = "graphbp-demo",
     progress: bool | None = None,
@@ -123,6 +124,7 @@ def run_demo(
     if model not in MODELS:
         raise ValueError(f"demo: model must be one of {sorted(MODELS)}, got {model!r}")
     epochs = DEFAULT_EPOCHS[model] if epochs is None else epochs
+    weight_decay = DEFAULT_WEIGHT_DECAY[model] if weight_decay is None else weight_decay
     t_start = time.perf_counter()
     say = _printer(stream)
     X, y = load_digits(images=model == "cnn")
