@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import graphbp as gb
-from graphbp.ops import OP_CLASSES
+from graphbp.ops import OP_CLASSES, AddN, MatMulBiasAct
 from graphbp.ops.base import apply
 
 
@@ -57,13 +57,15 @@ def build(seed: int = 0):
         bce = gb.mean(gb.sigmoid_binary_cross_entropy(sq, oh))
         red = (gb.mean(gb.max(sq, axis=1)) + gb.mean(gb.min(sq, axis=0)) + gb.mean(gb.prod(gb.tanh(sq), axis=1))
                + gb.logsumexp(sl) + gb.mean(gb.concatenate([sq, sq * 2.0], axis=0)) + gb.var(tk) + gb.sum(bt) * 1e-3 + gb.mse(sq, oh))
+        # the ops passes make, as a rewritten program holds them
+        fused = apply(MatMulBiasAct("tanh", ("matmul", "add", "tanh")), x, W, b)
     with gb.scope("image"):
         img = gb.reshape(u, (-1, 1, 1, 3))
         c = gb.conv2d(img, kc, padding=(0, 1))
         pools = gb.mean(gb.square(gb.max_pool2d(c, (1, 2)))) + gb.mean(gb.avg_pool2d(c, (1, 2), padding=(0, 1)))
         pools = pools + gb.mean(gb.conv_transpose2d(c, kc, stride=2))
     with gb.scope("heads"):
-        loss = ce + bce + red + pools
+        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5)) + pools
     (gv,) = gb.grad(loss, [v])
     hvp = gb.grad(gb.sum(gv * gv), W)  # second order: differentiates gradient nodes
     opt = gb.optim.SGD(0.01, momentum=0.9)
