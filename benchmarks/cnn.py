@@ -13,7 +13,6 @@ the imports.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -82,7 +81,7 @@ class _Conv:
         np.copyto(self.cols, view)  # the one strided copy
         np.dot(self.cols.reshape(n * h * h, 9 * c), w2d.T, self.z)
         self.z += b
-        np.maximum(self.z, 0, self.z)
+        np.maximum(self.z, 0, out=self.z)
         zz = self.z.reshape(n, h // 2, 2, h // 2, 2, self.co)
         np.max(zz, axis=(2, 4), out=self.pooled)
         self.mask = zz == self.pooled[:, :, None, :, None]
@@ -210,8 +209,13 @@ def load_impls(peers_on: bool = True) -> dict:
 
 
 # ------------------------------------------------------------------------- first call and memory
-def _rss() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+def _status(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) in bytes. Unlike ``ru_maxrss``, the peak starts
+    afresh at ``exec``, so the parent's size at fork does not leak into it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/self/status has no {field}")
 
 
 def probe(impl: str) -> dict:
@@ -220,14 +224,14 @@ def probe(impl: str) -> dict:
         import graphbp  # noqa: F401
     elif impl in ("pytorch-eager", "jax-jit"):
         __import__(impl.split("-")[0].replace("pytorch", "torch"))
-    base = _rss()
+    base = _status("VmRSS")
     t0 = time.perf_counter()
     step, feeds = MAKERS[impl]()
     step(*feeds)
     first = time.perf_counter() - t0
     for _ in range(4):
         step(*feeds)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status("VmHWM")
     return {"impl": impl, "first_call": first, "peak_rss": max(peak - base, 0)}
 
 
