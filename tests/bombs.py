@@ -13,9 +13,11 @@ so a loader that does blow up cannot take the test runner (or the machine) with 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -158,6 +160,13 @@ def bomb_honest_npy(size: int) -> bytes:
     return raw_zip([deflated("graph.json", _json(seed_doc(n))), stored("arrays.npz", npz)])
 
 
+def bomb_checkpoint(size: int) -> bytes:
+    """A checkpoint whose ``arrays.npz`` is a deflated stream of ``size`` zero bytes."""
+    doc = {"format": "graphbp.checkpoint", "version": 1, "step": 0, "extra": None, "params": [], "optimizer": None}
+    return raw_zip([deflated("checkpoint.json", _json(doc)), ("arrays.npz", *_zeros_member(b"", size)),
+                    stored("SHA256", b"0" * 64)])
+
+
 def _zeros_member(prefix: bytes, n: int) -> tuple[bytes, int, int, int]:
     payload, crc, total = deflate_zeros(prefix, n)
     return payload, DEFLATED, crc, total
@@ -173,43 +182,75 @@ BOMBS = {
 
 # ---------------------------------------------------------------------- sandboxed measuring
 _CHILD = r"""
-import json, resource, sys, time
+import hashlib, json, resource, sys, time
 def vm():
     for line in open("/proc/self/status"):
         if line.startswith("VmSize:"):
             return int(line.split()[1]) * 1024
+import numpy as np
 import graphbp as gb
-path, cap, limits = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+path, cap, limits, kind = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 resource.setrlimit(resource.RLIMIT_AS, (vm() + cap, vm() + cap))
+resource.setrlimit(resource.RLIMIT_CPU, (120, 120))  # a runaway loader is killed, not waited for
 lim = gb.Limits(**limits)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+digest = None
+before = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.perf_counter()
 try:
-    gb.load(path, limits=lim)
-    outcome = "loaded"
+    if kind == "checkpoint":
+        gb.load_checkpoint(path, {}, limits=lim)
+        outcome = "loaded"
+    else:
+        loaded = gb.load(path, limits=lim)
+        outcome = "loaded"
 except MemoryError:
     outcome = "MemoryError (hit the address-space cap)"
 except gb.GraphFormatError as e:
     outcome = "GraphFormatError: " + str(e).split(": ", 1)[1]
 seconds = time.perf_counter() - t0
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"outcome": outcome, "seconds": seconds, "growth": (after - before) * 1024}))
+after = resource.getrusage(resource.RUSAGE_SELF)
+if outcome == "loaded" and kind == "graph":
+    h = hashlib.sha256()
+    for p in sorted(loaded.params, key=lambda p: p.name):
+        h.update(np.ascontiguousarray(p.op.value).data)
+    digest = h.hexdigest()
+cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+growth = (after.ru_maxrss - before.ru_maxrss) * 1024
+print(json.dumps({"outcome": outcome, "seconds": seconds, "cpu": cpu, "growth": growth, "digest": digest}))
 """
 
 
-def measure(path, cap: int = 2**30, limits: dict | None = None, env: dict | None = None) -> dict:
+def measure(path, cap: int = 2**30, limits: dict | None = None, kind: str = "graph") -> dict:
     """Load ``path`` in a child process whose address space may grow by at most ``cap`` bytes.
 
-    Returns ``{"outcome", "seconds", "growth"}`` (growth of the peak RSS in bytes, from
-    ``getrusage`` around the load call only).
+    ``kind`` is ``"graph"`` (``gb.load``) or ``"checkpoint"`` (``gb.load_checkpoint``).
+    Returns ``{"outcome", "seconds", "cpu", "growth", "digest"}``: wall and CPU seconds and
+    growth of the peak RSS in bytes (``getrusage``) around the load call only, and for a
+    loaded graph the SHA-256 of its parameters' bytes in name order.
     """
-    run_env = dict(os.environ, **(env or {}))
-    run_env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, "-c", _CHILD, os.fspath(path), str(cap), json.dumps(limits or {})],
-                          capture_output=True, text=True, timeout=600, env=run_env)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _CHILD, os.fspath(path), str(cap), json.dumps(limits or {}), kind],
+                          capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"measuring child failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def memory_cap(extra: int):
+    """Limit this process's address space to its current size plus ``extra`` bytes, then restore.
+
+    A test that allocates more gets a ``MemoryError`` instead of taking the machine down.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    new = vm + extra if hard == resource.RLIM_INFINITY else min(vm + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (new, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def inflated(data: bytes) -> int:
