@@ -136,7 +136,7 @@ def check_member(path: Any, where: str, info: zipfile.ZipInfo, *, cap: int, cap_
     Parameters
     ----------
     cap, cap_name
-        The largest inflated size accepted and the ``Limits`` field that sets it.
+        The largest inflated size accepted and what sets it (``"Limits.max_json_bytes"``).
     available
         Bytes of the enclosing file (or archive) the member's data must fit in.
     compressed
@@ -147,7 +147,7 @@ def check_member(path: Any, where: str, info: zipfile.ZipInfo, *, cap: int, cap_
     """
     size, csize = info.file_size, info.compress_size
     if size > cap:
-        raise fail(path, where, f"declares {size} bytes, which exceeds the limit of {cap} (Limits.{cap_name})")
+        raise fail(path, where, f"declares {size} bytes, which exceeds the limit of {cap} ({cap_name})")
     if csize > available:
         raise fail(path, where, f"declares {csize} stored bytes but only {available} are in the file")
     if info.compress_type == zipfile.ZIP_STORED:

@@ -152,19 +152,19 @@ def read_container(path, json_member: str, limits: Limits, small: dict[str, int]
                 raise fail(path, "archive", "members declare more stored bytes than the file has (overlapping members?)")
             ratio = limits.max_compression_ratio
             info = infos[json_member]
-            check_member(path, json_member, info, cap=limits.max_json_bytes, cap_name="max_json_bytes",
+            check_member(path, json_member, info, cap=limits.max_json_bytes, cap_name="Limits.max_json_bytes",
                          available=size, compressed=True, max_ratio=ratio)
             with zf.open(info) as stream:
                 text = read_exact(stream, info.file_size, path, json_member)
             members = {}
             for name, cap in small.items():
-                check_member(path, name, infos[name], cap=cap, cap_name=name, available=size, compressed=True,
+                check_member(path, name, infos[name], cap=cap, cap_name=f"the size of {name}", available=size, compressed=True,
                              max_ratio=ratio)
                 with zf.open(infos[name]) as stream:
                     members[name] = bytes(read_exact(stream, infos[name].file_size, path, name))
             info = infos["arrays.npz"]
             check_member(path, "arrays.npz", info, cap=limits.max_array_bytes + _NPZ_OVERHEAD,
-                         cap_name="max_array_bytes", available=size, compressed=limits.compressed_arrays,
+                         cap_name="Limits.max_array_bytes", available=size, compressed=limits.compressed_arrays,
                          max_ratio=ratio)
             with contextlib.ExitStack() as stack:
                 stored = info.compress_type == zipfile.ZIP_STORED
@@ -241,7 +241,7 @@ def decode_npz(path, source: BinaryIO, file_size: int, limits: Limits) -> dict[s
                 key = name[:-4]
                 if key in out:
                     raise fail(path, f"{where}/{name}", "duplicate array")
-                check_member(path, f"{where}/{name}", info, cap=limits.max_array_bytes, cap_name="max_array_bytes",
+                check_member(path, f"{where}/{name}", info, cap=limits.max_array_bytes, cap_name="Limits.max_array_bytes",
                              available=file_size, compressed=limits.compressed_arrays,
                              max_ratio=limits.max_compression_ratio)
                 with zf.open(info) as stream:
