@@ -33,6 +33,8 @@ from .indexing import (
     ConcatSlice, Concatenate, EmbedSlice, GetItem, OneHot, ScatterAdd, Take,
     concatenate, embed_slice, getitem, one_hot, scatter_add, split, stack, take,
 )
+from .collective import AllreduceMean
+from .fused import AddN, MatMulBiasAct
 from .nn import (
     DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
     dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
@@ -52,6 +54,8 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Relu, LeakyRelu, Elu, Gelu, GeluTanhGrad, Erf, Sigmoid, Softplus,
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
+    AddN, MatMulBiasAct,
+    AllreduceMean,
 )
 
 __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace

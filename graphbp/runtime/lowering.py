@@ -44,8 +44,9 @@ from ..graph.node import Node
 from ..graph.types import TensorType
 from ..ops import activations as act, creation, elementwise as ew, indexing, linalg, nn, reduce, shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
+from ..ops.collective import AllreduceMean
+from ..ops.fused import AddN, MatMulBiasAct
 from ..ops.leaves import Constant
-from ..passes.fused import AddN, FusedElementwise, MatMulBiasAct
 
 
 # ---------------------------------------------------------------- call records
@@ -452,7 +453,7 @@ class _Applied(NamedTuple):
 
 def _matmul_bias_act(node, types, out):
     a, w, b = types
-    activation = node.op.activation
+    activation = node.op.activation_op
     if not (a.ndim == w.ndim == 2 and a.dtype == w.dtype == b.dtype == out.dtype):
         return None
     calls = [call("dot", X0, X1, OUT), call("add", OUT, X2, OUT)]
@@ -508,7 +509,8 @@ LOWERINGS: dict[type, Lowerer] = {
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
     nn.Softmax: _softmax, nn.SoftmaxCrossEntropy: _cross_entropy,
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,
-    AddN: _add_n, MatMulBiasAct: _matmul_bias_act, FusedElementwise: generic,
+    AddN: _add_n, MatMulBiasAct: _matmul_bias_act,
+    AllreduceMean: generic,
 }
 
 
