@@ -50,7 +50,7 @@ def _mlp_steps():
     prog = gb.compile([x], [loss, gw], optimize=False)
     types = prog._check_shapes([np.ones((4, 3))])
     nodes = prog.forward.nodes + prog.backward.nodes
-    lows = lower_all(nodes, types, {loss, gw}, None)
+    lows = lower_all(nodes, types, {loss, gw}, fold_max_size=None)
     steps = [Step(n, lows[n]) for n in nodes]
     return prog, steps, types, (h, big, loss, gw), len(prog.forward.nodes)
 

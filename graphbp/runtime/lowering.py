@@ -21,9 +21,9 @@ that calls ``op.compute``. An entry returns a :class:`Lowered` of one of four ki
 ``"call"``
     ``op.compute(*operands)`` returns a fresh array (which may alias its operands).
 
-Arguments are structured (:class:`Operand`, :class:`Temp`, ``OUT``, :class:`Lit`,
-:class:`Name`, and method/index/attribute expressions over them), so code generation and
-cache blocking substitute names by slot (:func:`render`), never by editing text.
+Arguments are call records (:mod:`.records`): operands, temps, ``OUT``, literals, names and
+method/index/attribute expressions over them, so code generation and cache blocking name
+the slots (:func:`render`), never edit text.
 
 Small-array overhead matters (a 32-layer MLP at batch 16 spends most of its time in call
 overhead), hence ``np.dot`` for 2-D matmul (0.8 us where ``np.matmul`` costs 1.2 us),
@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,126 +47,9 @@ from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
 from ..ops.collective import AllreduceMean
 from ..ops.fused import AddN, MatMulBiasAct
 from ..ops.leaves import Constant
-
-
-# ---------------------------------------------------------------- call records
-@dataclasses.dataclass(frozen=True)
-class Operand:
-    """The node's operand ``index``."""
-
-    index: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Temp:
-    """The lowering's scratch buffer ``index`` (of type ``Lowered.temps[index]``)."""
-
-    index: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Out:
-    """The output buffer."""
-
-
-OUT = Out()
-Slot = Union[Operand, Temp, Out]
-
-
-@dataclasses.dataclass(frozen=True)
-class Lit:
-    """A Python literal written with ``repr`` (``slice(None)`` as ``:``)."""
-
-    value: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Name:
-    """A global of the generated module (a dtype, a NumPy function, a plan-time array)."""
-
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    """``base.method(*args)``."""
-
-    base: Arg
-    method: str
-    args: tuple[Arg, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Attr:
-    """``base.attr``."""
-
-    base: Arg
-    attr: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Index:
-    """``base[i, j, ...]``."""
-
-    base: Arg
-    index: tuple[Arg, ...]
-
-
-Arg = Union[Operand, Temp, Out, Lit, Name, Method, Attr, Index]
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """``fn(*args, **kwargs)``; ``fn=None`` is the node's own kernel (``op.compute``)."""
-
-    fn: str | None
-    args: tuple[Arg, ...]
-    kwargs: tuple[tuple[str, Arg], ...] = ()
-
-
-def call(fn: str | None, *args: Arg, **kwargs: Arg) -> Call:
-    return Call(fn, tuple(args), tuple(kwargs.items()))
-
-
-def render(arg: Arg | Call, slot: Callable[[Slot], str], kernel: str = "") -> str:
-    """Python source of ``arg``, with ``slot`` naming operands, temps and the output."""
-    if isinstance(arg, (Operand, Temp, Out)):
-        return slot(arg)
-    if isinstance(arg, Call):
-        parts = [render(a, slot, kernel) for a in arg.args]
-        parts += [f"{k}={render(a, slot, kernel)}" for k, a in arg.kwargs]
-        return f"{kernel if arg.fn is None else arg.fn}({', '.join(parts)})"
-    if isinstance(arg, Lit):
-        v = arg.value
-        if isinstance(v, slice):
-            return ":".join("" if x is None else repr(x) for x in (v.start, v.stop)) + (
-                "" if v.step is None else f":{v.step!r}")
-        return repr(v)
-    if isinstance(arg, Name):
-        return arg.name
-    if isinstance(arg, Method):
-        return f"{render(arg.base, slot, kernel)}.{arg.method}({', '.join(render(a, slot, kernel) for a in arg.args)})"
-    if isinstance(arg, Attr):
-        return f"{render(arg.base, slot, kernel)}.{arg.attr}"
-    if isinstance(arg, Index):
-        return f"{render(arg.base, slot, kernel)}[{', '.join(render(a, slot, kernel) for a in arg.index)}]"
-    raise TypeError(f"not a call-record argument: {arg!r}")
-
-
-def substitute(arg: Any, mapping: Mapping[Slot, Arg]) -> Any:
-    """``arg`` (or a :class:`Call`) with slots replaced per ``mapping`` (to compose lowerings)."""
-    if isinstance(arg, (Operand, Temp, Out)):
-        return mapping.get(arg, arg)
-    if isinstance(arg, Call):
-        return Call(arg.fn, tuple(substitute(a, mapping) for a in arg.args),
-                    tuple((k, substitute(a, mapping)) for k, a in arg.kwargs))
-    if isinstance(arg, Method):
-        return Method(substitute(arg.base, mapping), arg.method, tuple(substitute(a, mapping) for a in arg.args))
-    if isinstance(arg, Attr):
-        return Attr(substitute(arg.base, mapping), arg.attr)
-    if isinstance(arg, Index):
-        return Index(substitute(arg.base, mapping), tuple(substitute(a, mapping) for a in arg.index))
-    return arg
+from .records import (  # noqa: F401 - re-exported: the record types are part of a lowering's vocabulary
+    OUT, Arg, Attr, Call, Index, Lit, Method, Name, Operand, Out, Slot, Temp, call, render, substitute,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,7 +123,7 @@ def make_plan(
     With ``fold_constants``, a small op whose operands are all constants (a scale such as
     ``1 / batch`` built from a plan-time count) is computed once here instead of per call."""
     keep = set(outputs) | {v for _, v in updates}  # returned or committed: stay computed
-    lows = lower_all(list(forward) + list(backward), types, keep, options if fold_constants else None)
+    lows = lower_all(list(forward) + list(backward), types, keep, options.fold_max_size if fold_constants else None)
     deferred = deferred_updates(lows, outputs, updates, types) if allow_deferred else {}
     steps = [Step(n, lows[n]) for n in forward if n not in deferred]
     n_forward = len(steps)
@@ -155,16 +155,17 @@ def make_plan(
 
 
 def lower_all(nodes: Sequence[Node], types: dict[Node, TensorType], keep: set[Node],
-              fold: RuntimeOptions | None) -> dict[Node, Lowered]:
+              fold_max_size: int | None) -> dict[Node, Lowered]:
     """The lowering of each node (in schedule order). A view that may copy (a reshape of a
-    strided operand) runs per call as a ``call``; with ``fold`` options, small ops on
-    constants become plan-time constants."""
+    strided operand) runs per call as a ``call``; unless ``fold_max_size`` is None, ops on
+    constants with at most that many elements become plan-time constants (``keep`` values,
+    returned or committed, stay computed)."""
     lows: dict[Node, Lowered] = {}
     contiguous: dict[Node, bool] = {}
     for n in nodes:
         low = lower(n, [types[i] for i in n.inputs], types[n])
-        if fold is not None and low.kind == "out" and n.inputs and n not in keep:
-            low = _fold(n, lows, types[n], fold.fold_max_size) or low
+        if fold_max_size is not None and low.kind == "out" and n.inputs and n not in keep:
+            low = _fold(n, lows, types[n], fold_max_size) or low
         if low.kind == "view" and low.may_copy and not _contig(n.inputs[0], contiguous):
             low = dataclasses.replace(low, kind="call")  # may copy: evaluate per call, keep the operand alive
         lows[n] = low
