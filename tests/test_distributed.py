@@ -177,3 +177,21 @@ def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
 
 def test_distributed_error_is_a_graphbp_error():
     assert issubclass(DistributedError, gb.GraphbpError)
+
+
+def test_demo_distributed_without_mpi_prints_the_mpiexec_command(capsys, monkeypatch):
+    from graphbp.cli import main
+
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["demo", "--distributed"]) == 0
+    assert "mpiexec -n 2" in capsys.readouterr().out and "graphbp demo --distributed" in gb.distributed.demo.command()
+
+
+@needs_mpi
+def test_digits_demo_trains_on_two_ranks():
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "graphbp", "demo", "--distributed", "--epochs", "3"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(gb.__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 rank(s)" in proc.stdout and proc.stdout.count("epoch") == 3  # rank 0 alone prints
