@@ -195,3 +195,16 @@ def test_digits_demo_trains_on_two_ranks():
                           env={**os.environ, "PYTHONPATH": str(Path(gb.__file__).parents[1])})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 rank(s)" in proc.stdout and proc.stdout.count("epoch") == 3  # rank 0 alone prints
+
+
+def test_an_allreduce_of_constant_gradients_still_runs_every_call():
+    """Effectful ops are never folded: not by the passes, not by the plan's constant folding."""
+    b = gb.param("b", np.ones(3, np.float32))
+    loss = gb.sum(b)  # its gradient is a constant
+    opt = gb.distributed.data_parallel(gb.optim.SGD(0.5), single_process())
+    for optimize in (False, True):
+        step = gb.compile([], [loss], updates=opt.updates(loss, [b]), optimize=optimize)
+        code = [line for line in step.source().splitlines() if not line.lstrip().startswith("#")]
+        assert any("allreduce_mean" in line for line in code), step.source()
+    step()
+    np.testing.assert_allclose(b.value, 0.5)

@@ -299,6 +299,8 @@ FOLD_MAX_SIZE = 4096
 
 def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType) -> Lowered | None:
     """``n`` computed now when every operand is a constant (leaf or folded), else None."""
+    if n.op.effectful:  # a collective runs on every call, on every rank
+        return None
     values = []
     for i in n.inputs:
         low = lows.get(i)
