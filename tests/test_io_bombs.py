@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import graphbp as gb
-from graphbp.io.bounded import FileRegion, read_exact, skip_exact
+from graphbp.io.bounded import FileRegion, read_exact, read_file, read_region, skip_exact
 
 import bombs
 
@@ -176,3 +176,19 @@ def test_file_region_is_a_seekable_window():
     region.seek(1)
     assert region.read(2) == b"34" and region.tell() == 3
     assert region.read(0) == b"" and region.seek(100) == 100 and region.read() == b""
+
+
+def test_plain_files_are_read_under_a_cap_and_regions_must_be_in_the_file(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(bytes(range(100)))
+    assert read_file(path, 100, "Limits.max_file_bytes") == bytes(range(100))
+    with pytest.raises(gb.GraphFormatError, match="100 bytes exceeds the limit of 99 .Limits.max_file_bytes"):
+        read_file(path, 99, "Limits.max_file_bytes")
+    out = np.empty(3, np.uint8)
+    read_region(path, 97, memoryview(out), "w.data")
+    assert out.tolist() == [97, 98, 99]
+    for offset in (98, -1):
+        with pytest.raises(gb.GraphFormatError, match=r"w.data: bytes \[.*\) are not in the file \(100 bytes\)"):
+            read_region(path, offset, memoryview(out), "w.data")
+    with pytest.raises(gb.GraphFormatError, match="cannot be read"):
+        read_file(tmp_path / "missing.bin", 10, "cap")

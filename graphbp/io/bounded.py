@@ -14,6 +14,9 @@ module implements once:
 - **One copy.** A region of a file is read through :class:`FileRegion` (no intermediate
   ``bytes`` of the whole region), so an array costs its own size and no more.
 
+:func:`read_file` (a whole file under a cap, e.g. a protobuf model) and :func:`read_region`
+(bytes at an offset, e.g. a tensor's external data) apply the rules to plain files.
+
 Every refusal is a :class:`~graphbp.errors.GraphFormatError` naming the file, the place in it
 and, when a cap was hit, the ``Limits`` field that sets it.
 """
@@ -160,3 +163,33 @@ def check_member(path: Any, where: str, info: zipfile.ZipInfo, *, cap: int, cap_
     if size > max_ratio * max(csize, 1):
         raise fail(path, where, f"inflates {csize} bytes to {size}, a ratio over the limit of {max_ratio:g} "
                                 "(Limits.max_compression_ratio; raise it for a trusted file)")
+
+
+def read_file(path: Any, cap: int, cap_name: str) -> bytearray:
+    """All of the file at ``path`` in one buffer, refused from its size alone when over ``cap``.
+
+    For formats parsed whole (a protobuf model): the size is checked before anything is
+    allocated, and a file that grows while being read stops at the first byte over.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > cap:
+                raise fail(path, "file", f"{size} bytes exceeds the limit of {cap} ({cap_name})")
+            return read_exact(f, size, path, "file")
+    except OSError as e:
+        raise fail(path, "file", f"cannot be read ({e.strerror or e})") from None
+
+
+def read_region(path: Any, offset: int, out: memoryview, where: str) -> None:
+    """Fill ``out`` from ``path`` at ``offset`` (a tensor's external data), refused if the file
+    does not hold that many bytes there; nothing is read before that check."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = memoryview(out).nbytes
+            if offset < 0 or offset + n > size:
+                raise fail(path, where, f"bytes [{offset}, {offset + n}) are not in the file ({size} bytes)")
+            read_into(FileRegion(f, offset, n), out, path, where)
+    except OSError as e:
+        raise fail(path, where, f"cannot be read ({e.strerror or e})") from None
