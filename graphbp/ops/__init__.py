@@ -38,6 +38,7 @@ from .nn import (
     dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
     softmax_cross_entropy,
 )
+from .control import Cond, TupleGet, cond, unpack
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input, Param, Constant,
@@ -52,6 +53,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Relu, LeakyRelu, Elu, Gelu, GeluTanhGrad, Erf, Sigmoid, Softplus,
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
+    TupleGet, Cond,
 )
 
 __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace
@@ -67,5 +69,5 @@ __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` nam
     "concatenate", "stack", "split", "getitem", "take", "one_hot",
     "full_like", "zeros_like", "ones_like", "reshape_like", "embed_slice", "scatter_add",
     "softmax", "log_softmax", "softmax_cross_entropy", "sigmoid_binary_cross_entropy",
-    "mse", "dropout",
+    "mse", "dropout", "cond",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DTypeError, GraphError, ShapeError
 from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
+from ..graph.subgraph import Subgraph
 from ..graph.source import user_location
 from ..graph.types import TensorType, format_shape
 
@@ -82,6 +83,10 @@ class Op:
     def vjp(self, node: Node, g: Node) -> Sequence[Node | None]:
         """Cotangents for each input given the output cotangent ``g``.
 
+        An op with several outputs (``infer`` returns a ``TupleType``) gets a tuple ``g``
+        instead, one entry per output, ``None`` for an output nothing reads (a symbolic
+        zero: no array of zeros is built).
+
         They may have the output's (broadcast) shape: the autodiff pass sums them back to
         each input's shape. ``None`` means no gradient flows to that input.
         """
@@ -94,12 +99,28 @@ class Op:
         to their output (contractions, reductions, convolutions) override it."""
         return Poly() if self.view else size_poly(out_type)
 
+    def subgraphs(self) -> tuple[Subgraph, ...]:
+        """The closed graphs this op holds (a branch, a loop body), in field order.
+
+        The one way passes, traversal, the runtime, rendering and the file format step into
+        bodies; empty for first-order ops."""
+        return tuple(v for v in self.params().values() if isinstance(v, Subgraph))
+
+    def replace_subgraphs(self, new: Sequence[Subgraph]) -> "Op":
+        """This op with its subgraphs replaced by ``new`` (same order as :meth:`subgraphs`)."""
+        fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
+        if len(new) != len(fields):
+            raise GraphError(f"{self.name} holds {len(fields)} subgraphs, got {len(new)}")
+        if all(getattr(self, k) is b for k, b in zip(fields, new)):
+            return self
+        return dataclasses.replace(self, **dict(zip(fields, new)))
+
     def params(self) -> dict[str, Any]:
         """The op's parameters by name (its dataclass fields)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __str__(self) -> str:
-        ps = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, np.ndarray))
+        ps = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, (np.ndarray, Subgraph)))
         return f"{self.name}({ps})" if ps else self.name
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..graph.node import Node
 from ..graph.types import TensorType
-from ..ops import creation, elementwise as ew, linalg, reduce, shape as sh
+from ..ops import control, creation, elementwise as ew, linalg, reduce, shape as sh
 from ..ops.leaves import Constant
 
 
@@ -220,6 +220,7 @@ LOWERINGS: dict[type, Lowerer] = {
     reduce.ReducedCount: _const, creation.Full: _const,
     sh.Transpose: _transpose, sh.BroadcastTo: _broadcast, sh.Reshape: _reshape_to,
     sh.ExpandDims: _reshape_to, sh.Squeeze: _reshape_to,
+    control.TupleGet: lambda node, types, out: _view(lambda a: f"{a}[{node.op.index}]", lambda x: x[node.op.index]),
 }
 
 

@@ -104,8 +104,7 @@ class Planned:
 
 
 def _nbytes(t: TensorType) -> int:
-    n = t.size()
-    return int(n or 0) * t.dtype.itemsize
+    return int(t.nbytes() or 0)  # a multi-output value's TupleType sums its items
 
 
 def make_plan(
