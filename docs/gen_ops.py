@@ -28,7 +28,7 @@ COMPOSITES = ("var", "mse", "stack", "split", "dropout", "zeros_like", "ones_lik
 SECTIONS = (
     ("elementwise", "Elementwise"), ("activations", "Activations"), ("linalg", "Linear algebra"),
     ("reduce", "Reductions"), ("shape", "Shape"), ("indexing", "Indexing"), ("creation", "Creation"),
-    ("nn", "Neural network"),
+    ("nn", "Neural network"), ("control", "Control flow and several outputs"),
 )
 
 

@@ -187,7 +187,7 @@ def _is_outside(n: Node) -> bool:
     return not isinstance(n.op, Constant)
 
 
-def _fresh_name(name: str, taken: set[str]) -> str:
+def fresh_name(name: str, taken: set[str]) -> str:
     """``name``, or ``name_1``, ``name_2``, ... : placeholder names are the body program's
     feed names, and two captured parameters may share a user name."""
     out, k = name, 0
@@ -272,7 +272,7 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
             return n  # a constant stays in the body
         hit = captured.get(n)
         if hit is None:
-            nm = _fresh_name(n.name or f"capture{len(captured)}", taken)
+            nm = fresh_name(n.name or f"capture{len(captured)}", taken)
             with stamp(provenance=()):
                 hit = captured[n] = Node(Input(nm, n.type), (), n.type, name=nm, origin=n.origin)
         return hit
@@ -301,7 +301,7 @@ def with_inputs(body: Subgraph, own: Sequence[Node], union: Sequence[Node], n_ar
     for k, n in enumerate(union):
         p = mine.get(n)
         if p is None:
-            nm = _fresh_name(n.name or f"capture{k}", taken)
+            nm = fresh_name(n.name or f"capture{k}", taken)
             with stamp(provenance=()):
                 p = Node(Input(nm, n.type), (), n.type, name=nm, origin=n.origin)
         ins.append(p)

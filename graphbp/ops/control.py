@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import GraphError, ShapeError
 from ..graph.cost import Poly
 from ..graph.node import Node
-from ..graph.subgraph import Subgraph, trace, with_inputs
+from ..graph.subgraph import Subgraph, fresh_name, trace, with_inputs
 from ..graph.source import user_location
 from ..graph.types import TensorType, TupleType
 from .base import Op, apply, as_node, dtype_error, shape_error
@@ -187,12 +187,7 @@ def _structure_mismatch(a: int | None, b: int | None) -> str:
 
 
 def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for nm in names:
-        k = seen.get(nm, 0)
-        seen[nm] = k + 1
-        out.append(nm if k == 0 else f"{nm}_{k}")
-    return out
+    taken: set[str] = set()
+    return [fresh_name(nm, taken) for nm in names]
 
 
