@@ -7,9 +7,9 @@ node the function reads (parameters, inputs, values computed earlier) becomes an
 placeholder, and the higher-order node takes the outside node as an explicit operand
 (closure conversion). Constants are the one exception: they are values, so they stay inside.
 
-Work in the function that does not depend on its arguments is left outside too (it is
-computed once, before the op runs): for a loop that is loop-invariant code motion, for a
-branch it only moves pure work that both outcomes may share.
+Work in the function computed from outside values only (``W.T`` of a captured ``W``) is
+left outside too: it runs once, before the op. For a loop that is loop-invariant code
+motion; for a branch it moves pure work that both outcomes may share.
 
 Subgraphs compare and hash by structure (ops, wiring, input types), not by node identity,
 so two higher-order nodes built from the same function merge under CSE. Everything that
@@ -77,7 +77,7 @@ class Subgraph:
             placeholders = set(self.inputs)
             hit = self._memo["nodes"] = list(self.inputs) + [n for n in body if n not in placeholders]
             for n in hit:
-                if not n.inputs and n not in placeholders and _is_outside(n):
+                if n not in placeholders and _is_outside(n):
                     raise GraphError(f"subgraph reaches {n.describe()} outside itself; trace it with gb.cond/trace")
         return hit
 
@@ -91,7 +91,7 @@ class Subgraph:
             for k, n in enumerate(order):
                 if k < len(self.inputs):
                     rows.append(("input", n.type))
-                elif not n.inputs:
+                elif _is_leaf(n):
                     rows.append(_leaf_key(n))
                 else:
                     rows.append((n.op, tuple(index[i] for i in n.inputs), bool(n.provenance)))
@@ -105,8 +105,8 @@ class Subgraph:
         return hash(self.key())
 
     def __repr__(self) -> str:
-        return (f"Subgraph({', '.join(str(t) for t in self.in_types)} -> "
-                f"{', '.join(str(t) for t in self.out_types)}; {len(self.nodes()) - len(self.inputs)} nodes)")
+        n_ops = len(self.nodes()) - len(self.inputs)
+        return f"Subgraph({len(self.inputs)} in, {len(self.outputs)} out, {n_ops} nodes)"
 
     def format(self, indent: str = "  ") -> str:
         """A readable listing, one equation per line (as a jaxpr prints)."""
@@ -157,7 +157,7 @@ class Subgraph:
             raise GraphError(f"subgraph takes {len(self.inputs)} operands, got {len(operands)}")
         env: dict[Node, Node] = dict(zip(self.inputs, operands))
         for n in self.nodes()[len(self.inputs):]:
-            if not n.inputs:
+            if _is_leaf(n):
                 env[n] = n
                 continue
             ins = tuple(env[i] for i in n.inputs)
@@ -180,11 +180,17 @@ class Subgraph:
         return tuple(np.array(o, copy=True) for o in outs)  # the program's buffers are reused next call
 
 
+def _is_leaf(n: Node) -> bool:
+    from ..ops.leaves import Leaf
+
+    return isinstance(n.op, Leaf)
+
+
 def _is_outside(n: Node) -> bool:
     """A leaf a body may not hold: anything but a constant (parameters are state)."""
     from ..ops.leaves import Constant
 
-    return not isinstance(n.op, Constant)
+    return _is_leaf(n) and not isinstance(n.op, Constant)
 
 
 def fresh_name(name: str, taken: set[str]) -> str:
@@ -240,8 +246,10 @@ def trace(fn: Callable[..., Any], args: Sequence[TensorType], names: Sequence[st
 def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tuple[Subgraph, list[Node]]:
     """Closure conversion: rebuild the body so every outside node it reads is a placeholder.
 
-    A node is inside when it depends on a placeholder; nodes made before ``start`` (the
-    first placeholder's creation serial) cannot, so the walk stops at them."""
+    Placeholders and constants are inside. A node made while tracing (creation serial from
+    ``start`` on) is inside when one of its inputs is; one computed from outside values
+    only stays outside (hoisted: computed once, before the op). Nodes made before the
+    trace are outside, so the walk stops at them."""
     from ..ops.leaves import Input
 
     ph = set(placeholders)
@@ -259,8 +267,15 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
         if n in ph:
             inside[n] = True
             continue
-        if start is None or n.serial < start or not n.inputs:
+        if _is_leaf(n):  # a constant is a value the body may hold; other leaves are outside
+            inside[n] = not _is_outside(n)
+            continue
+        if start is None or n.serial < start:
             inside[n] = False
+            continue
+        if not n.inputs:  # an op of no operands made while tracing (``full``)
+            inside[n] = True
+            order.append(n)
             continue
         stack.append((n, True))
         stack.extend((i, False) for i in reversed(n.inputs) if i not in inside)
@@ -268,7 +283,7 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
     taken = {p.op.input_name for p in placeholders}
 
     def capture(n: Node) -> Node:
-        if not n.inputs and not _is_outside(n):
+        if _is_leaf(n) and not _is_outside(n):
             return n  # a constant stays in the body
         hit = captured.get(n)
         if hit is None:
@@ -278,6 +293,7 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
         return hit
 
     env: dict[Node, Node] = {p: p for p in placeholders}
+    env.update((n, n) for n in inside if _is_leaf(n) and inside[n])  # constants stay as they are
     for n in order:
         if not inside[n]:
             continue
@@ -286,7 +302,7 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
             env[n] = n
         else:
             env[n] = Node(n.op, ins, n.type, name=n.name, origin=n.origin, scope=n.scope, provenance=n.provenance)
-    new_outs = [env[o] if inside.get(o) else capture(o) for o in outs]
+    new_outs = [env[o] if inside[o] else capture(o) for o in outs]
     return Subgraph(tuple(placeholders) + tuple(captured.values()), tuple(new_outs)), list(captured)
 
 
