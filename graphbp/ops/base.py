@@ -100,19 +100,21 @@ class Op:
         return Poly() if self.view else size_poly(out_type)
 
     def subgraphs(self) -> tuple[Subgraph, ...]:
-        """The closed graphs this op holds (a branch, a loop body), in field order.
+        """The closed graphs this op holds (a branch, a loop body), in a fixed order.
 
         The one way passes, traversal, the runtime, rendering and the file format step into
-        bodies; empty for first-order ops."""
-        return tuple(v for v in self.params().values() if isinstance(v, Subgraph))
+        bodies. Empty for first-order ops; higher-order ops return their body fields."""
+        return ()
 
     def replace_subgraphs(self, new: Sequence[Subgraph]) -> "Op":
-        """This op with its subgraphs replaced by ``new`` (same order as :meth:`subgraphs`)."""
-        fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
-        if len(new) != len(fields):
-            raise GraphError(f"{self.name} holds {len(fields)} subgraphs, got {len(new)}")
-        if all(getattr(self, k) is b for k, b in zip(fields, new)):
+        """This op with its subgraphs replaced by ``new`` (same order as :meth:`subgraphs`);
+        ``self`` when every body is the same object."""
+        old = self.subgraphs()
+        if len(new) != len(old):
+            raise GraphError(f"{self.name} holds {len(old)} subgraphs, got {len(new)}")
+        if all(a is b for a, b in zip(old, new)):
             return self
+        fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
         return dataclasses.replace(self, **dict(zip(fields, new)))
 
     def params(self) -> dict[str, Any]:

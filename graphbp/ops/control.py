@@ -102,6 +102,9 @@ class Cond(Op):
                 raise shape_error(f"the true branch returns {a}, the false branch {b}{where}")
         return TupleType(tuple(_join(a, b) for a, b in zip(yes, no)))
 
+    def subgraphs(self) -> tuple[Subgraph, Subgraph]:
+        return (self.true_body, self.false_body)
+
     def compute(self, pred: np.ndarray, *xs: np.ndarray) -> tuple[np.ndarray, ...]:
         return (self.true_body if bool(pred) else self.false_body).evaluate(xs)
 
