@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import graphbp as gb
-from graphbp.ops import OP_CLASSES
+from graphbp.ops import OP_CLASSES, AddN, MatMulBiasAct
 from graphbp.ops.base import apply
 
 
@@ -58,7 +58,9 @@ def build(seed: int = 0):
                + gb.logsumexp(sl) + gb.mean(gb.concatenate([sq, sq * 2.0], axis=0)) + gb.var(tk) + gb.sum(bt) * 1e-3 + gb.mse(sq, oh))
         c0, c1 = gb.cond(gb.greater(gb.sum(sq), 0.0), lambda a: (a * v, gb.tanh(a)),  # v is captured
                          lambda a: (a + 1.0, a * a), sq)
-        loss = ce + bce + red + gb.mean(c0 * c1)
+        # the ops passes make, as a rewritten program holds them
+        fused = apply(MatMulBiasAct("tanh", ("matmul", "add", "tanh")), x, W, b)
+        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5)) + gb.mean(c0 * c1)
     (gv,) = gb.grad(loss, [v])
     hvp = gb.grad(gb.sum(gv * gv), W)  # second order: differentiates gradient nodes
     opt = gb.optim.SGD(0.01, momentum=0.9)

@@ -73,6 +73,9 @@ class Op:
     view: ClassVar[bool] = False
     """True when the output is a re-view of input 0 (reshape, transpose, broadcast, ...):
     no arithmetic, no FLOPs, and the executor may alias the operand's buffer."""
+    leaf_kind: ClassVar[str | None] = None
+    """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
+    schedule (graph exports and diagrams read it without importing the op classes)."""
 
     def infer(self, *types: TensorType) -> TensorType:
         raise NotImplementedError
@@ -116,6 +119,11 @@ class Op:
             return self
         fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
         return dataclasses.replace(self, **dict(zip(fields, new)))
+
+    def parts(self) -> tuple[str, ...]:
+        """For an op a pass made from several (a fused op): the names of the ops it stands
+        for, in order (diagrams draw "fused: matmul, add, tanh"). Empty for the others."""
+        return ()
 
     def params(self) -> dict[str, Any]:
         """The op's parameters by name (its dataclass fields)."""
