@@ -206,6 +206,8 @@ def deferred_updates(lows: dict[Node, Lowered], outputs: Sequence[Node], updates
 
 def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType, max_size: int) -> Lowered | None:
     """``n`` computed now when every operand is a constant (leaf or folded), else None."""
+    if n.op.effectful:  # a collective runs on every call, on every rank
+        return None
     values = []
     for i in n.inputs:
         low = lows.get(i)
