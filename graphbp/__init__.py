@@ -21,6 +21,7 @@ from . import data, train  # noqa: E402 - after the ops: training builds graphs 
 from .train import clip_by_global_norm, init, optim
 from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoint  # noqa: E402
 from .check import GradCheckError, check_grad  # noqa: E402
+from .onnx import export_onnx, import_onnx  # noqa: E402 - needs the onnx extra only when called
 from . import render  # noqa: E402 - a callable package: gb.render(target, path) draws
 from .render import explain, to_dot  # noqa: E402
 
