@@ -83,3 +83,15 @@ def test_opdb_values_and_gradients_match_onnxruntime_and_round_trip(info: OpInfo
     again = gb.compile(back.inputs, back.outputs, optimize=False)(*s.args)
     for k, (g, w) in enumerate(zip(again, want)):
         assert_close(g, w, f"{info.name} {s!r} output {k} (imported)")
+
+
+def test_interop_doc_table_is_generated_from_the_backend_tables():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "gen_interop.py"
+    spec = importlib.util.spec_from_file_location("gen_interop", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    text = gen.OUT.read_text()
+    assert text == gen.generate(text), "docs/interop.md is stale: run python docs/gen_interop.py"

@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import ops
 from ..graph.node import Node
-from ..ops import activations as act, elementwise as ew, indexing as ix, nn, reduce as rd, shape as sh
+from ..errors import GraphError
+from ..ops import activations as act, collective, elementwise as ew, indexing as ix, nn, reduce as rd, shape as sh
 from .builder import INT64_MAX, INT64_MIN, OnnxBuilder, tensor_dtype
 
 Emitter = Callable[[OnnxBuilder, Node, list[str]], str]
@@ -401,3 +402,12 @@ def _sigmoid_bce(b, node, xs):
     z, t = _as(b, node, xs, node.dtype)
     soft = b.op("Log", [b.op("Add", [b.const(1, node.dtype), b.op("Exp", [b.op("Neg", [b.op("Abs", [z])])])])])
     return b.op("Add", [b.op("Sub", [b.op("Relu", [z]), b.op("Mul", [z, t])]), soft])
+
+
+@emits(collective.AllreduceMean)
+def _allreduce_mean(b, node, xs):
+    """The one-process group's mean is a copy; ONNX has no collectives across processes."""
+    if node.op.group != "self":
+        raise GraphError(f"export_onnx: allreduce_mean over group {node.op.group!r} cannot be exported: "
+                         f"ONNX has no collectives; export the single-process program\n  node: {node.describe()}")
+    return b.op("Identity", xs)
