@@ -90,15 +90,23 @@ class SoftmaxCrossEntropy(Op):
 
     Integer ``labels`` are class indices (shape of ``logits`` without ``axis``; the class
     count must be known statically); float ``labels`` are probabilities of ``logits``' shape.
+    ``gb.softmax_cross_entropy`` sends no gradient to labels (they are data); the stability
+    pass, rewriting a user's ``-sum(t * log_softmax(x))`` whose ``t`` may be computed, sets
+    ``target_grad`` so float targets get theirs, ``-g * log_softmax(x)``.
     """
 
     name: ClassVar[str] = "softmax_cross_entropy"
-    nondiff_inputs: ClassVar[tuple[int, ...]] = (1,)
     vjp_formula: ClassVar[str] = (
         "int labels: g * (softmax(x) - one_hot(labels)); "
-        "float labels p: g * (softmax(x) * sum(p, axis) - p); none to labels"
+        "float labels p: g * (softmax(x) * sum(p, axis) - p); "
+        "none to labels, or -g * log_softmax(x) to float labels with target_grad"
     )
     axis: int
+    target_grad: bool = False
+
+    @property
+    def nondiff_inputs(self) -> tuple[int, ...]:  # type: ignore[override]
+        return () if self.target_grad else (1,)
 
     def infer(self, x: TensorType, labels: TensorType) -> TensorType:
         dt = _float(x)
@@ -131,7 +139,9 @@ class SoftmaxCrossEntropy(Op):
         if labels.dtype.kind in "iu":
             picked = np.take_along_axis(lsm, np.expand_dims(labels, self.axis), axis=self.axis)
             return -np.squeeze(picked, self.axis)
-        return -np.sum(labels * lsm, axis=self.axis)
+        with np.errstate(invalid="ignore"):  # a 0 target on a -inf logit contributes 0
+            terms = np.where(labels == 0, 0, labels * lsm)
+        return -np.sum(terms, axis=self.axis, dtype=lsm.dtype)
 
     def vjp(self, node, g):
         x, labels = node.inputs
@@ -139,7 +149,8 @@ class SoftmaxCrossEntropy(Op):
         ge = expand_dims(g, self.axis)
         if labels.dtype.kind in "iu":
             return (p - one_hot(labels, x.shape[self.axis], p.dtype, self.axis)) * ge, None
-        return (p * reduce_sum(labels, axis=self.axis, keepdims=True) - labels) * ge, None
+        gx = (p * reduce_sum(labels, axis=self.axis, keepdims=True) - labels) * ge
+        return gx, -(log_softmax(x, self.axis) * ge) if self.target_grad else None
 
 
 @dataclasses.dataclass(frozen=True)
