@@ -18,7 +18,7 @@ import numpy as np
 from .. import ops
 from ..graph.node import Node
 from ..errors import GraphError
-from ..ops import activations as act, collective, elementwise as ew, indexing as ix, nn, reduce as rd, shape as sh
+from ..ops import activations as act, collective, elementwise as ew, fused, indexing as ix, nn, reduce as rd, shape as sh
 from .builder import INT64_MAX, INT64_MIN, OnnxBuilder, tensor_dtype
 
 Emitter = Callable[[OnnxBuilder, Node, list[str]], str]
@@ -187,12 +187,34 @@ def _gelu_tanh_grad(b, node, xs):
     return _composite(b, node, formula, _as(b, node, xs, node.dtype))
 
 
-def _composite(b: OnnxBuilder, node: Node, formula, xs: list[str]) -> str:
-    """Emit ``formula`` (graphbp builders over placeholder inputs) through this table."""
+def _composite(b: OnnxBuilder, node: Node, formula, xs: list[str], *, cast: bool = True) -> str:
+    """Emit ``formula`` (graphbp builders over placeholder inputs) through this table; the
+    placeholders have the node's dtype (``xs`` already cast) or, with ``cast=False``, the
+    operands' own dtypes."""
     from .export import emit_subgraph
 
-    holes = [ops.input(f"_{k}", i.shape, dtype=node.dtype) for k, i in enumerate(node.inputs)]
+    holes = [ops.input(f"_{k}", i.shape, dtype=node.dtype if cast else i.dtype) for k, i in enumerate(node.inputs)]
     return emit_subgraph(b, formula(*holes), dict(zip(holes, xs)))
+
+
+# ------------------------------------------------------------------- ops made by passes
+@emits(fused.AddN)
+def _add_n(b, node, xs):
+    return b.op("Sum", _as(b, node, xs, node.dtype)) if node.dtype.kind == "f" else \
+        _composite(b, node, lambda *ts: _sum_chain(ts), _as(b, node, xs, node.dtype))
+
+
+def _sum_chain(terms) -> Node:
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+@emits(fused.MatMulBiasAct)
+def _matmul_bias_act(b, node, xs):
+    """Back to its parts (MatMul, Add, the activation): ONNX runtimes fuse them themselves."""
+    return _composite(b, node, lambda *ts: node.op.emit(ts), xs, cast=False)
 
 
 # ---------------------------------------------------------------------------- linalg
