@@ -36,11 +36,15 @@ def run_ort(model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
+NO_KERNEL = ort.capi.onnxruntime_pybind11_state.NotImplemented
+"""ONNX Runtime's CPU provider has no float64 kernels for convolutions and pools."""
+
+
 def assert_close(got, want, what: str) -> None:
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} vs {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype} vs {want.dtype}"
-    tol = 1e-5 if want.dtype == np.float32 else 1e-9
+    tol = 2e-5 if want.dtype == np.float32 else 1e-9
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=what)
 
 
@@ -72,9 +76,18 @@ def test_opdb_values_and_gradients_match_onnxruntime_and_round_trip(info: OpInfo
     path = tmp_path / "m.onnx"
     model = gb.export_onnx(outs, path, inputs=inputs)
     onnx.checker.check_model(model, full_check=True)
-    got = run_ort(model, {f"a{k}": a for k, a in enumerate(s.args)})
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert_close(g, w, f"{info.name} {s!r} output {k} (ONNX Runtime)")
+    try:
+        got = run_ort(model, {f"a{k}": a for k, a in enumerate(s.args)})
+    except NO_KERNEL:  # the same sample in float32 runs there, at float32 tolerance
+        s32 = Sample(tuple(a.astype(np.float32) if a.dtype == np.float64 else a for a in s.args), s.kwargs, s.declared)
+        ins32, outs32 = _program(info, s32)
+        want32 = gb.compile(ins32, outs32, optimize=False)(*s32.args)
+        got = run_ort(gb.export_onnx(outs32, inputs=ins32), {f"a{k}": a for k, a in enumerate(s32.args)})
+        for k, (g, w) in enumerate(zip(got, want32)):
+            assert_close(g, w, f"{info.name} {s32!r} output {k} (ONNX Runtime, float32)")
+    else:
+        for k, (g, w) in enumerate(zip(got, want)):
+            assert_close(g, w, f"{info.name} {s!r} output {k} (ONNX Runtime)")
     # import: at the sample's static shapes (a model whose gradient slices or concatenates
     # along unknown dims computes indices from runtime shapes, which import does not take)
     inputs, outs = _program(info, s, concrete=True)

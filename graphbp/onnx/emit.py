@@ -18,7 +18,8 @@ import numpy as np
 from .. import ops
 from ..graph.node import Node
 from ..errors import GraphError
-from ..ops import activations as act, collective, elementwise as ew, fused, indexing as ix, nn, reduce as rd, shape as sh
+from ..ops import activations as act, collective, conv, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
+from ..ops import shape as sh
 from .builder import INT64_MAX, INT64_MIN, OnnxBuilder, tensor_dtype
 
 Emitter = Callable[[OnnxBuilder, Node, list[str]], str]
@@ -433,3 +434,129 @@ def _allreduce_mean(b, node, xs):
         raise GraphError(f"export_onnx: allreduce_mean over group {node.op.group!r} cannot be exported: "
                          f"ONNX has no collectives; export the single-process program\n  node: {node.describe()}")
     return b.op("Identity", xs)
+
+
+# --------------------------------------------------------------------- convolution, pooling
+def _onnx_pads(pads) -> list[int]:
+    """graphbp's ``((top, bottom), (left, right))`` as ONNX's ``[top, left, bottom, right]``."""
+    (top, bottom), (left, right) = pads
+    return [top, left, bottom, right]
+
+
+def _crop_then_pad(b: OnnxBuilder, x: str, pads) -> tuple[str, list[int]]:
+    """Negative padding (a convolution that is the adjoint of a cropping transposed one)
+    slices the input first; what is left are ONNX's non-negative pads."""
+    flat = _onnx_pads(pads)
+    top, left, bottom, right = (max(-p, 0) for p in flat)
+    if top or left or bottom or right:
+        ends = [-bottom if bottom else INT64_MAX, -right if right else INT64_MAX]
+        x = b.op("Slice", [x, b.ints([top, left]), b.ints(ends), b.ints([2, 3])])
+    return x, [max(p, 0) for p in flat]
+
+
+@emits(conv.Conv2D)
+def _conv2d(b, node, xs):
+    x, w = _as(b, node, xs, node.dtype)
+    op = node.op
+    x, pads = _crop_then_pad(b, x, op.padding)
+    return b.op("Conv", [x, w], strides=list(op.stride), pads=pads, dilations=list(op.dilation), group=op.groups)
+
+
+@emits(conv.ConvTranspose2D)
+def _conv_transpose2d(b, node, xs):
+    """ONNX pads crop the full output; graphbp's negative crops (rows the adjoint adds as
+    zeros) become a ``Pad`` after it."""
+    x, w = _as(b, node, xs, node.dtype)
+    op = node.op
+    crop = _onnx_pads(op.padding)
+    y = b.op("ConvTranspose", [x, w], strides=list(op.stride), pads=[max(p, 0) for p in crop],
+             dilations=list(op.dilation), group=op.groups)
+    extend = [max(-p, 0) for p in crop]
+    if any(extend):
+        top, left, bottom, right = extend
+        y = b.op("Pad", [y, b.ints([0, 0, top, left, 0, 0, bottom, right])])
+    return y
+
+
+@emits(conv.Conv2DWeightGrad)
+def _conv2d_weight_grad(b, node, xs):
+    """``dw[o, c] = sum_n x[n, c] * g[n, o]`` as a convolution of ``x`` with batch and channels
+    swapped, ``g`` as the kernel, stride and dilation exchanged; one per group."""
+    x, g = _as(b, node, xs, node.dtype)
+    op = node.op
+    x, pads = _crop_then_pad(b, x, op.padding)
+    cin, cout = node.inputs[0].shape[1], node.inputs[1].shape[1]
+    cg, og = cin // op.groups, cout // op.groups
+    kh, kw = op.kernel
+    parts = []
+    for k in range(op.groups):
+        xk = b.op("Slice", [x, b.ints([k * cg]), b.ints([(k + 1) * cg]), b.ints([1])]) if op.groups > 1 else x
+        gk = b.op("Slice", [g, b.ints([k * og]), b.ints([(k + 1) * og]), b.ints([1])]) if op.groups > 1 else g
+        full = b.op("Conv", [b.op("Transpose", [xk], perm=[1, 0, 2, 3]), b.op("Transpose", [gk], perm=[1, 0, 2, 3])],
+                    strides=list(op.dilation), dilations=list(op.stride), pads=pads)
+        cut = b.op("Slice", [full, b.ints([0, 0]), b.ints([kh, kw]), b.ints([2, 3])])
+        parts.append(b.op("Transpose", [cut], perm=[1, 0, 2, 3]))
+    return parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=0)
+
+
+def _pool_attrs(op) -> dict:
+    ph, pw = op.padding
+    return dict(kernel_shape=list(op.kernel), strides=list(op.stride), pads=[ph, pw, ph, pw])
+
+
+@emits(pool.MaxPool2D)
+def _max_pool2d(b, node, xs):
+    return b.op("MaxPool", xs, **_pool_attrs(node.op))
+
+
+def _argmax_positions(b: OnnxBuilder, node: Node, x: str) -> str:
+    """Flat positions (over all of ``x``) of each window's first maximum: ``MaxPool``'s indices."""
+    _, idx = b.op("MaxPool", [x], outputs=2, **_pool_attrs(node.op))
+    return b.op("Reshape", [idx, b.ints([-1])])
+
+
+@emits(pool.MaxPool2DGrad)
+def _max_pool2d_grad(b, node, xs):
+    """``g`` added at each window's first maximum: a scatter-add into zeros of ``x``'s size."""
+    x, _, g = xs
+    g = b.cast(g, node.inputs[2].dtype, node.dtype)
+    shape = b.shape(x)
+    zeros = b.op("ConstantOfShape", [b.op("ReduceProd", [shape], keepdims=1)],
+                 value=b.helper.make_tensor("value", tensor_dtype(b.helper, node.dtype), [1], [0]))
+    flat = b.op("ScatterElements", [zeros, _argmax_positions(b, node, x), b.op("Reshape", [g, b.ints([-1])])],
+                axis=0, reduction="add")
+    return b.op("Reshape", [flat, shape])
+
+
+@emits(pool.MaxPool2DGather)
+def _max_pool2d_gather(b, node, xs):
+    x, v = xs
+    pos = _argmax_positions(b, node, x)
+    picked = b.op("GatherElements", [b.op("Reshape", [v, b.ints([-1])]), pos], axis=0)
+    return b.op("Reshape", [picked, b.shape(b.op("MaxPool", [x], **_pool_attrs(node.op)))])
+
+
+@emits(pool.AvgPool2D)
+def _avg_pool2d(b, node, xs):
+    return b.op("AveragePool", xs, count_include_pad=1, **_pool_attrs(node.op))
+
+
+@emits(pool.AvgPool2DGrad)
+def _avg_pool2d_grad(b, node, xs):
+    """``g / (kH kW)`` spread over each window: a transposed convolution with a constant
+    kernel on ``(N * C, 1, Ho, Wo)``, cropped by the padding, with zeros for the trailing
+    rows floor mode never read."""
+    op = node.op
+    (g,) = xs
+    kh, kw = op.kernel
+    ph, pw = op.padding
+    ho, wo = node.inputs[0].shape[2:]
+    flat = b.op("Reshape", [g, b.ints([-1, 1, ho, wo])])
+    kernel = b.const(np.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=node.dtype))
+    y = b.op("ConvTranspose", [flat, kernel], strides=list(op.stride), pads=[ph, pw, ph, pw])
+    got = ((ho - 1) * op.stride[0] + kh - 2 * ph, (wo - 1) * op.stride[1] + kw - 2 * pw)
+    extra = [op.in_hw[0] - got[0], op.in_hw[1] - got[1]]
+    if any(extra):
+        y = b.op("Pad", [y, b.ints([0, 0, 0, 0, 0, 0, extra[0], extra[1]])])
+    nc = b.op("Shape", [g], start=0, end=2)
+    return b.op("Reshape", [y, b.op("Concat", [nc, b.ints(op.in_hw)], axis=0)])

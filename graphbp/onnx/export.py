@@ -20,7 +20,7 @@ from ..ops.leaves import Constant, Input, Param
 from ._deps import require_onnx
 from .builder import OnnxBuilder, tensor_dtype
 from .emit import EMITTERS, NOT_EXPORTED
-from .handlers import PARAM_DOC
+from .handlers import PARAM_DOC, STATE_DOC
 
 DEFAULT_OPSET = 20
 MIN_OPSET = 18  # reduce ops take their axes as an input from 18 on
@@ -70,7 +70,8 @@ def export_onnx(target: Any, path: str | os.PathLike | None = None, *, inputs: S
                          + ", ".join(repr(n.op.input_name) for n in stray))
     for n in order:
         if isinstance(n.op, Param) and n not in names:
-            names[n] = b.initializer(b.reserve(_unique_param_name(b, n.op.param_name)), n.op.value, PARAM_DOC)
+            names[n] = b.initializer(b.reserve(_unique_param_name(b, n.op.param_name)), n.op.value,
+                                     PARAM_DOC if n.op.trainable else STATE_DOC)
     emit_nodes(b, order, names)
     graph_outputs = []
     out_names = [_output_name(o, k) for k, o in enumerate(outs)] + [f"{p.op.param_name}.new" for p, _ in updates]

@@ -21,6 +21,7 @@ from ..io.container import Limits
 from ..ops.base import apply
 
 PARAM_DOC = "graphbp param"
+STATE_DOC = "graphbp state"  # a non-trainable parameter (optimiser state, running statistics)
 CONST_DOC = "graphbp constant"
 
 
@@ -67,8 +68,9 @@ class Ctx:
         where = f"node {k} ({n.name or n.op_type})" if n is not None else "graph output"
         raise GraphFormatError(f"{self.path}: {where} reads {name!r}, which no earlier node produces")
 
-    def node(self, v: Any) -> Node:
-        """``v`` as a graph node: initializers become parameters (float tensors) or constants."""
+    def node(self, v: Any, *, trainable: bool = True) -> Node:
+        """``v`` as a graph node: initializers become parameters (float tensors) or constants;
+        ``trainable=False`` (running statistics) or graphbp's own mark makes them state."""
         if isinstance(v, Node):
             return v
         if isinstance(v, ShapeOf):
@@ -78,10 +80,11 @@ class Ctx:
             raise self.fail("a required input is missing")
         if v.init is not None:
             arr, doc = self.initializers[v.init]
-            if arr.dtype.kind == "f" and arr.ndim >= 1 and doc != CONST_DOC:
+            if arr.dtype.kind == "f" and (arr.ndim >= 1 or doc in (PARAM_DOC, STATE_DOC)) and doc != CONST_DOC:
                 p = self.params.get(v.init)
                 if p is None:
-                    p = self.params[v.init] = ops.param(v.init, arr.copy())
+                    train = trainable and doc != STATE_DOC
+                    p = self.params[v.init] = ops.param(v.init, arr.copy(), trainable=train)
                 return p
         return ops.constant(v.value)
 
@@ -292,7 +295,9 @@ def _count(ctx: Ctx, shape: ShapeOf, axes) -> Node:
 # ------------------------------------------------------------------- shape and creation
 @handles("Shape")
 def _shape(ctx, n, args):
-    x = args[0]
+    from .handlers_image import PoolIndices
+
+    x = args[0].y if isinstance(args[0], PoolIndices) else args[0]
     rank = len(x.value.shape) if isinstance(x, Static) else ctx.node(x).ndim
     start, end = attr(n, "start", 0), attr(n, "end", rank)
     axes = tuple(range(rank))[slice(start, end)]
@@ -328,6 +333,10 @@ def _shape_target(ctx: Ctx, v: Any, what: str):
 
 @handles("Reshape")
 def _reshape(ctx, n, args):
+    from .handlers_image import PoolIndices
+
+    if isinstance(args[0], PoolIndices):
+        return args[0]  # flat positions, whatever shape they are viewed in
     x = ctx.node(args[0])
     target = _shape_target(ctx, args[1], "Reshape shape")
     if isinstance(target, Node):
@@ -456,7 +465,12 @@ def _gather(ctx, n, args):
 
 @handles("GatherElements")
 def _gather_elements(ctx, n, args):
-    """Only a size-1 gather along ``axis`` (picking one class per row): a one-hot sum."""
+    """A size-1 gather along ``axis`` (one class per row: a one-hot sum), or values read at
+    ``MaxPool``'s indices (``max_pool2d_gather``)."""
+    from .handlers_image import PoolIndices, gather_at_pool
+
+    if isinstance(args[1], PoolIndices):
+        return gather_at_pool(ctx, ctx.node(args[0]), args[1])
     x, idx = ctx.node(args[0]), ctx.node(args[1])
     ax = attr(n, "axis", 0) % x.ndim
     if idx.shape[ax] != 1 or x.shape[ax] is None:
@@ -477,8 +491,13 @@ def _one_hot(ctx, n, args):
 
 @handles("ScatterElements")
 def _scatter_elements(ctx, n, args):
-    """Writes into zeros (what transposed slicing exports): graphbp's ``scatter_add``."""
+    """Writes into zeros (what transposed slicing exports): graphbp's ``scatter_add``; adds at
+    ``MaxPool``'s indices: ``max_pool2d_grad``."""
+    from .handlers_image import PoolIndices, scatter_into_pool
+
     data = args[0]
+    if isinstance(args[1], PoolIndices) and _is_zeros(data):
+        return scatter_into_pool(ctx, data, args[1], ctx.node(args[2]), attr(n, "reduction", "none"))
     if not _is_zeros(data):
         raise ctx.fail("ScatterElements is supported into zeros only")
     idx, upd = ctx.node(args[1]), ctx.node(args[2])

@@ -26,6 +26,7 @@ from ..graph.node import Node
 from ..io.container import DEFAULT_LIMITS, Limits
 from ..ops.leaves import Constant
 from ._deps import require_onnx
+from . import handlers_image  # noqa: F401 - registers the image ops' handlers
 from .handlers import HANDLERS, Ctx, Static
 
 MAX_STATIC_ELEMENTS = 1 << 24
