@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import ops
 from ..graph.node import Node
+from ..ops.base import apply
 from ..errors import GraphError
 from ..ops import activations as act, collective, conv, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
 from ..ops import shape as sh
@@ -215,7 +216,12 @@ def _sum_chain(terms) -> Node:
 @emits(fused.MatMulBiasAct)
 def _matmul_bias_act(b, node, xs):
     """Back to its parts (MatMul, Add, the activation): ONNX runtimes fuse them themselves."""
-    return _composite(b, node, lambda *ts: node.op.emit(ts), xs, cast=False)
+    act_op = node.op.activation_op
+
+    def parts(a, w, bias):
+        z = ops.matmul(a, w) + bias
+        return z if act_op is None else apply(act_op, z)
+    return _composite(b, node, parts, xs, cast=False)
 
 
 # ---------------------------------------------------------------------------- linalg
