@@ -35,6 +35,14 @@ class OnnxBuilder:
         self.prefix = ""
         self.doc = ""
 
+    def child(self) -> "OnnxBuilder":
+        """A builder for a nested graph (an ``If`` branch): its own node list, the same value
+        names, constants and initializers (outer values are visible inside, as ONNX scopes)."""
+        sub = OnnxBuilder(self.onnx, self.opset)
+        sub._names, sub._consts, sub.initializers = self._names, self._consts, self.initializers
+        sub.prefix, sub.doc = self.prefix, self.doc
+        return sub
+
     # -- names ----------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
         """A value name not used before, readable (``hint``, ``hint_1``, ...)."""

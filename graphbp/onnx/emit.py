@@ -19,7 +19,7 @@ from .. import ops
 from ..graph.node import Node
 from ..ops.base import apply
 from ..errors import GraphError
-from ..ops import activations as act, collective, conv, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
+from ..ops import activations as act, collective, control, conv, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
 from ..ops import shape as sh
 from .builder import INT64_MAX, INT64_MIN, OnnxBuilder, tensor_dtype
 
@@ -566,3 +566,31 @@ def _avg_pool2d_grad(b, node, xs):
         y = b.op("Pad", [y, b.ints([0, 0, 0, 0, 0, 0, extra[0], extra[1]])])
     nc = b.op("Shape", [g], start=0, end=2)
     return b.op("Reshape", [y, b.op("Concat", [nc, b.ints(op.in_hw)], axis=0)])
+
+
+# --------------------------------------------------------------------------- control flow
+@emits(control.TupleGet)
+def _tuple_get(b, node, xs):
+    return xs[0][node.op.index]  # a multi-output node's ONNX names are a list
+
+
+@emits(control.Cond)
+def _cond(b, node, xs):
+    """ONNX ``If``: each branch body becomes a nested graph that reads the operands by name."""
+    from .export import emit_nodes, value_info
+
+    pred, *args = xs
+    branches = []
+    for body in node.op.subgraphs():
+        sub = b.child()
+        names: dict[Node, str] = dict(zip(body.inputs, args))
+        emit_nodes(sub, body.nodes(), names)
+        outs = []
+        for o, t in zip(body.outputs, node.type.items):
+            final = sub.fresh("branch_out")
+            sub.op("Identity", [names[o]], out=final)
+            outs.append(value_info(b.onnx, final, t))
+        branches.append(b.helper.make_graph(sub.nodes, sub.fresh("branch"), [], outs))
+    n_out = len(node.type.items)
+    out = b.op("If", [pred], outputs=n_out, then_branch=branches[0], else_branch=branches[1])
+    return [out] if n_out == 1 else out

@@ -61,7 +61,7 @@ def export_onnx(target: Any, path: str | os.PathLike | None = None, *, inputs: S
     graph_inputs = []
     for x in ins:
         names[x] = b.reserve(x.op.input_name)
-        graph_inputs.append(_value_info(onnx, names[x], x, symbolic=True))
+        graph_inputs.append(value_info(onnx, names[x], x, symbolic=True))
     roots = outs + [v for _, v in updates]
     order = toposort(roots)
     stray = [n for n in order if isinstance(n.op, Input) and n not in names]
@@ -79,7 +79,7 @@ def export_onnx(target: Any, path: str | os.PathLike | None = None, *, inputs: S
         final = b.fresh(want)
         b.prefix, b.doc = "", f"output {final}"
         b.op("Identity", [names[node]], out=final)
-        graph_outputs.append(_value_info(onnx, final, node, symbolic=False))
+        graph_outputs.append(value_info(onnx, final, node))
     graph = onnx.helper.make_graph(b.nodes, name, graph_inputs, graph_outputs, initializer=b.initializers,
                                    doc_string="exported by graphbp")
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
@@ -143,9 +143,10 @@ def _unpack(target: Any, inputs: Sequence[Node] | None):
     return ins, outs, []
 
 
-def _value_info(onnx: Any, name: str, node: Node, *, symbolic: bool):
-    dims = [d if d is not None else (f"{name}_dim{k}" if symbolic else None) for k, d in enumerate(node.shape)]
-    return onnx.helper.make_tensor_value_info(name, tensor_dtype(onnx.helper, node.dtype), dims)
+def value_info(onnx: Any, name: str, t: Any, *, symbolic: bool = False):
+    """A typed ONNX value (``t`` a node or a TensorType); unknown dims are named when ``symbolic``."""
+    dims = [d if d is not None else (f"{name}_dim{k}" if symbolic else None) for k, d in enumerate(t.shape)]
+    return onnx.helper.make_tensor_value_info(name, tensor_dtype(onnx.helper, t.dtype), dims)
 
 
 def _output_name(node: Node, k: int) -> str:

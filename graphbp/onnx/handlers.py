@@ -8,6 +8,7 @@ it cannot express (a data-dependent shape, an unsupported attribute) raises
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,19 @@ class Ctx:
         self.initializers: dict[str, tuple[np.ndarray, str]] = {}
         self.params: dict[str, Node] = {}
         self.where = ""
+        self._count = [0]  # nodes converted, nested graphs included (shared with children)
+
+    def count_node(self) -> None:
+        self._count[0] += 1
+        if self._count[0] > self.limits.max_nodes:
+            raise GraphFormatError(f"{self.path}: more than Limits.max_nodes={self.limits.max_nodes} nodes")
+
+    def child(self) -> "Ctx":
+        """The context of a nested graph: its own values, the outer ones visible beneath."""
+        sub = Ctx(self.onnx, self.path, self.opset, self.limits)
+        sub.values = collections.ChainMap({}, self.values)
+        sub.initializers, sub.params, sub._count = self.initializers, self.params, self._count
+        return sub
 
     def fail(self, what: str) -> GraphFormatError:
         return GraphFormatError(f"{self.path}: {self.where}: {what}")
@@ -114,6 +128,8 @@ def attr(n: Any, name: str, default: Any = None) -> Any:
                 return a.s.decode("utf-8", "replace")
             if kind == 4:
                 return a.t
+            if kind == 5:
+                return a.g
             if kind == 6:
                 return [float(x) for x in a.floats]
             if kind == 7:
@@ -536,3 +552,31 @@ def _softmax(ctx, n, args):
     if ctx.opset < 13 and ax % x.ndim != x.ndim - 1:
         raise ctx.fail("Softmax before opset 13 flattens its input; only the last axis is supported")
     return ops.softmax(x, ax) if n.op_type == "Softmax" else ops.log_softmax(x, ax)
+
+
+# ---------------------------------------------------------------------------- control flow
+@handles("If")
+def _if(ctx, n, args):
+    """``gb.cond``: each branch graph is converted inside the branch's trace, so the outer
+    values it reads become the cond's operands."""
+    from .importer import run_nodes
+
+    pred = ctx.node(args[0])
+    if pred.shape != ():
+        pred = ops.reshape(pred, ())
+
+    def branch(graph):
+        def fn():
+            if len(graph.initializer) or len(graph.input):
+                raise ctx.fail("If branches with their own inputs or initializers are not supported")
+            sub = ctx.child()
+            run_nodes(sub, graph.node)
+            outs = tuple(sub.node(sub.value(o.name, None, -1)) for o in graph.output)
+            return outs[0] if len(outs) == 1 else outs
+        return fn
+
+    then_g, else_g = attr(n, "then_branch"), attr(n, "else_branch")
+    if then_g is None or else_g is None:
+        raise ctx.fail("If needs both branches")
+    out = ops.cond(pred, branch(then_g), branch(else_g))
+    return list(out) if isinstance(out, tuple) else [out]

@@ -123,7 +123,6 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise GraphFormatError(f"{path}: the model imports no default-domain opset")
-    others = [o.domain for o in model.opset_import if o.domain not in ("", "ai.onnx")]
     if len(graph.node) > limits.max_nodes:
         raise GraphFormatError(f"{path}: {len(graph.node)} nodes, over Limits.max_nodes={limits.max_nodes}")
     ctx = Ctx(onnx, path, opset, limits)
@@ -147,10 +146,23 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
         node = make_input(vi.name, shape, dtype=dtype)
         ctx.values[vi.name] = node
         inputs.append(node)
-    for k, n in enumerate(graph.node):
+    run_nodes(ctx, graph.node)
+    outputs, names = [], []
+    for vi in graph.output:
+        if vi.name not in ctx.values and vi.name not in inits:
+            raise GraphFormatError(f"{path}: output {vi.name!r} is produced by no node")
+        outputs.append(ctx.node(ctx.value(vi.name, None, -1)))
+        names.append(vi.name)
+    return ImportedModel(inputs, list(ctx.params.values()), outputs, names)
+
+
+def run_nodes(ctx: Ctx, nodes: Any) -> None:
+    """Convert ONNX nodes in order into ``ctx.values`` (the main graph and ``If`` branches)."""
+    path = ctx.path
+    for k, n in enumerate(nodes):
+        ctx.count_node()
         if n.domain not in ("", "ai.onnx"):
-            raise GraphFormatError(f"{path}: node {k} ({n.name or n.op_type}) is in domain {n.domain!r}"
-                                   f"{'; the model imports ' + ', '.join(others) if others else ''}: unsupported")
+            raise GraphFormatError(f"{path}: node {k} ({n.name or n.op_type}) is in domain {n.domain!r}: unsupported")
         handler = HANDLERS.get(n.op_type)
         if handler is None:
             raise GraphFormatError(f"{path}: node {k} ({n.name or n.op_type}): ONNX op {n.op_type} is not supported "
@@ -165,13 +177,6 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
         for name, v in zip(produced, outs):
             if name:
                 ctx.values[name] = _fold(v)
-    outputs, names = [], []
-    for vi in graph.output:
-        if vi.name not in ctx.values and vi.name not in inits:
-            raise GraphFormatError(f"{path}: output {vi.name!r} is produced by no node")
-        outputs.append(ctx.node(ctx.value(vi.name, None, -1)))
-        names.append(vi.name)
-    return ImportedModel(inputs, list(ctx.params.values()), outputs, names)
 
 
 def _fold(v: Any) -> Any:
