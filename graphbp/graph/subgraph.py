@@ -150,6 +150,11 @@ class Subgraph:
             return self
         return Subgraph(self.inputs, new)
 
+    def keep(self, indices: Sequence[int]) -> "Subgraph":
+        """The body computing only outputs ``indices`` (in that order); the placeholders stay,
+        so the holding node's operands do not change."""
+        return Subgraph(self.inputs, tuple(self.outputs[k] for k in indices))
+
     def inline(self, operands: Sequence[Node]) -> list[Node]:
         """Copies of the body's outputs computed from ``operands`` instead of the placeholders
         (each node rebuilt with its own op, user line, scope and provenance)."""
