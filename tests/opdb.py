@@ -235,6 +235,15 @@ def _sce_samples(rng):
     ]
 
 
+def _sce_soft_samples(rng):
+    """Soft labels that need not sum to one (label smoothing, distillation targets)."""
+    return [
+        Sample((_n(rng, 3, 4), rng.uniform(0, 1, (3, 4))), {"axis": 0}),
+        Sample((_n(rng, 2, 3, 4) * 5, rng.uniform(0, 1, (2, 3, 4))), {"axis": 1}),
+        Sample((_n(rng, 5, 3), rng.uniform(0, 1, (5, 3))), declared=((None, 3), (None, 3))),
+    ]
+
+
 def _bce_samples(rng):
     return [
         Sample((_n(rng, 3, 4) * 3, rng.uniform(0, 1, (3, 4)))),
@@ -465,10 +474,13 @@ OPDB: list[OpInfo] = [
     OpInfo("softmax", (O.Softmax,), gb.softmax, lambda x, axis=-1: np.exp(_log_softmax_ref(x, axis)), _axis_samples,
            second_order=True),
     OpInfo("log_softmax", (O.LogSoftmax,), gb.log_softmax, _log_softmax_ref, _axis_samples, second_order=True),
+    # float labels and targets are differentiated too (soft labels); integer labels never are
     OpInfo("softmax_cross_entropy", (O.SoftmaxCrossEntropy,), gb.softmax_cross_entropy, _sce_ref, _sce_samples,
-           nondiff=(1,), second_order=True),
+           second_order=True),
+    OpInfo("softmax_cross_entropy_soft_labels", (O.SoftmaxCrossEntropy,), gb.softmax_cross_entropy, _sce_ref,
+           _sce_soft_samples, second_order=True),
     OpInfo("sigmoid_binary_cross_entropy", (O.SigmoidBinaryCrossEntropy,), gb.sigmoid_binary_cross_entropy,
-           _bce_ref, _bce_samples, nondiff=(1,), second_order=True),
+           _bce_ref, _bce_samples, second_order=True),
     OpInfo("mse", (), gb.mse, lambda p, t: np.mean((p - t) ** 2), _binary_samples()),
     OpInfo("dropout", (O.DropoutMask,), lambda x, key, rate: gb.dropout(x, rate, key), _dropout_ref,
            lambda rng: [Sample((_n(rng, 4, 5), np.array(7)), {"rate": 0.3}),
