@@ -37,6 +37,10 @@ class NumericsError(GraphbpError, FloatingPointError):
     """A value became non-finite while ``check_numerics=True``."""
 
 
+class UnusedParameterWarning(UserWarning):
+    """``gb.grad`` or an optimiser was given a parameter the loss does not depend on."""
+
+
 __all__ = [
     "GraphbpError",
     "GraphError",
@@ -45,4 +49,5 @@ __all__ = [
     "FeedError",
     "GraphFormatError",
     "NumericsError",
+    "UnusedParameterWarning",
 ]

@@ -85,10 +85,14 @@ def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResu
     order = toposort(roots)
     fwd_users: dict[Node, list[Node]] = {}
     vjp_nodes: dict[int, list[Node]] = {}
-    for n in order:
+    # the forward graph the gradient was derived from, even where only the gradient is
+    # compiled (gb.grad alone does not reach the where that masks it): provenance names it
+    fwd_roots = list(roots) + [p.forward for n in order for p in n.provenance]
+    for n in toposort(list(dict.fromkeys(fwd_roots))):
         if not n.provenance:
             for i in n.inputs:
                 fwd_users.setdefault(i, []).append(n)
+    for n in order:
         for p in n.provenance:
             if p.rule == "vjp":
                 vjp_nodes.setdefault(id(p.forward), []).append(n)

@@ -120,7 +120,8 @@ class Executor:
         planned = make_plan(prog.forward.nodes, prog.backward.nodes, prog.outputs, prog.updates, types, sig,
                             allow_deferred=not check, fold_constants=not check)
         title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
-        hook = _numerics_hook(prog.order) if check else None
+        hook = numerics.Checker(prog.order, list(prog.outputs) + [v for _, v in prog.updates],
+                                prog.rewrite_log) if check else None
         generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,
                              title=f"feeds {title}" if title else "")
         plan = CachedPlan(planned, generated, _line_nodes(generated.source, prog.order))
@@ -166,13 +167,6 @@ def _operand_names(line: str) -> list[str]:
     note = line.partition("  # ")[2]
     inner = note.partition("(")[2].partition(")")[0]
     return [a.strip() for a in inner.split(",") if a.strip()]
-
-
-def _numerics_hook(order: list[Node]):
-    def check(k: int, value: Any, operands: tuple = ()) -> None:
-        numerics.check_value(order[k], np.asarray(value), operands)
-
-    return check
 
 
 __all__ = ["Executor", "MAX_PLANS"]
