@@ -41,6 +41,11 @@ class UnusedParameterWarning(UserWarning):
     """``gb.grad`` or an optimiser was given a parameter the loss does not depend on."""
 
 
+class DTypePromotionWarning(UserWarning):
+    """An explicit NumPy array (not a Python scalar or list) widened a float tensor's dtype,
+    e.g. a float64 array turned a float32 model into float64."""
+
+
 __all__ = [
     "GraphbpError",
     "GraphError",
@@ -50,4 +55,5 @@ __all__ = [
     "GraphFormatError",
     "NumericsError",
     "UnusedParameterWarning",
+    "DTypePromotionWarning",
 ]

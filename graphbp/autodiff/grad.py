@@ -9,7 +9,6 @@ stamped with a :class:`~graphbp.graph.context.Provenance` naming the forward nod
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 from ..errors import DTypeError, GraphError, ShapeError, UnusedParameterWarning
 from ..graph.context import Provenance, provenance, scope_path
 from ..graph.node import Node
-from ..graph.source import _PACKAGE_DIR
+from ..graph.source import user_stacklevel
 from ..graph.traverse import depends_on, toposort
 from ..graph.types import TensorType, format_shape
 from ..ops import add, cast_to, constant, sum as reduce_sum
@@ -187,10 +186,7 @@ def _report_unused(params: list[Node], y: Node, unused: str) -> None:
            "is zero and an optimiser would never change them (pass unused='ignore' to allow this)")
     if unused == "raise":
         raise GraphError(msg)
-    level, frame = 1, sys._getframe(0)  # stacklevel 1 is this function
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        level, frame = level + 1, frame.f_back
-    warnings.warn(msg, UnusedParameterWarning, stacklevel=level)
+    warnings.warn(msg, UnusedParameterWarning, stacklevel=user_stacklevel())
 
 
 def _restamp(out: Node, stop: Node, record: Provenance) -> None:

@@ -40,8 +40,9 @@ def normalize_updates(updates: Updates) -> list[tuple[Node, Node]]:
         v = as_node(v, like=p)
         if len(v.shape) != len(p.shape) or any(a is not None and a != b for a, b in zip(v.shape, p.shape)):
             raise ShapeError(f"updates: new value for {p.name!r} has shape {format_shape(v.shape)}, parameter has {format_shape(p.shape)}")
-        if not np.can_cast(v.dtype, p.dtype, "same_kind"):
-            raise DTypeError(f"updates: new value for {p.name!r} is {v.dtype.name}, parameter is {p.dtype.name}")
+        if not np.can_cast(v.dtype, p.dtype, "safe"):  # the feed rule: only lossless casts
+            raise DTypeError(f"updates: new value for {p.name!r} is {v.dtype.name}, parameter is {p.dtype.name} "
+                             f"(only lossless casts are automatic; cast it with gb.cast(..., {p.dtype.name!r}))")
         out.append((p, v))
     return out
 
