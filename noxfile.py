@@ -14,7 +14,7 @@ ROOT = Path(__file__).parent
 @nox.session
 def tests(session: nox.Session) -> None:
     """The README's test command in a fresh environment."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,mpi]")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 

@@ -28,7 +28,7 @@ COMPOSITES = ("var", "mse", "stack", "split", "dropout", "zeros_like", "ones_lik
 SECTIONS = (
     ("elementwise", "Elementwise"), ("activations", "Activations"), ("linalg", "Linear algebra"),
     ("reduce", "Reductions"), ("shape", "Shape"), ("indexing", "Indexing"), ("creation", "Creation"),
-    ("nn", "Neural network"),
+    ("nn", "Neural network"), ("collective", "Collectives (gb.distributed)"),
 )
 
 
@@ -57,6 +57,9 @@ BUILDER_OF = {"full": "full_like"}  # op name -> public builder, where they diff
 def _signature(name: str) -> str:
     name = BUILDER_OF.get(name, name)
     builder = getattr(gb, name, None)
+    if builder is None and name in gb.distributed.__all__:  # collectives: gb.distributed.<name>
+        params = ", ".join(inspect.signature(getattr(gb.distributed, name)).parameters)
+        return f"`gb.distributed.{name}({params})`"
     if builder is None or not callable(builder):
         return f"`{name}` (internal, built by VJP rules)"
     params = [

@@ -60,7 +60,8 @@ def build(seed: int = 0):
     (gv,) = gb.grad(loss, [v])
     hvp = gb.grad(gb.sum(gv * gv), W)  # second order: differentiates gradient nodes
     opt = gb.optim.SGD(0.01, momentum=0.9)
-    ups = opt.updates(loss + 1e-3 * gb.sum(hvp * hvp), [W, b, v])
+    dp = gb.distributed.data_parallel(opt, gb.distributed.single_process())
+    ups = dp.updates(loss + 1e-3 * gb.sum(hvp * hvp), [W, b, v])
     full = gb.zeros_like(x) + gb.full_like(W, 2.0).sum()
     step = gb.compile([x, t, key], [loss, gv, hvp, full], updates=ups, optimize=False)
     feeds = (rng.normal(size=(5, 4)).astype(np.float32), rng.integers(0, 3, size=5), np.int64(7))

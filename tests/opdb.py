@@ -479,6 +479,9 @@ OPDB: list[OpInfo] = [
     OpInfo("dropout", (O.DropoutMask,), lambda x, key, rate: gb.dropout(x, rate, key), _dropout_ref,
            lambda rng: [Sample((_n(rng, 4, 5), np.array(7)), {"rate": 0.3}),
                         Sample((_n(rng, 6, 3), np.array(123)), {"rate": 0.5}, declared=((None, 3), None))]),
+    # ---------------------------------------------------------------------- collectives
+    OpInfo("allreduce_mean", (O.AllreduceMean,), lambda x: gb.distributed.allreduce_mean(x, gb.distributed.single_process()),
+           lambda x: x, _unary_samples(), second_order=True),  # one process: the mean of one value
 ]
 """Every op entry. Keep names unique: they are the test ids."""
 

@@ -28,6 +28,7 @@ def batches(
     shuffle: bool = False,
     seed: int | None = None,
     drop_last: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield aligned mini-batches ``(a[idx], b[idx], ...)`` covering each sample once.
 
@@ -47,6 +48,13 @@ def batches(
         Seed of the shuffle (``None`` draws fresh entropy: not reproducible).
     drop_last : bool, default False
         Skip a final partial batch (keeps every step's batch shape identical).
+    shard : (rank, size), optional
+        Data parallelism: yield only rank ``rank``'s contiguous ``1/size`` of each global
+        batch (call with the same ``seed`` on every rank, so all ranks cut the same global
+        batches). ``batch_size`` is the global batch and must divide by ``size``; a final
+        partial batch is cut to a multiple of ``size`` (at most ``size - 1`` samples left
+        out), so shards are always equal and the mean of the ranks' mean gradients is the
+        global batch's mean gradient.
 
     Yields
     ------
@@ -57,10 +65,16 @@ def batches(
         raise ValueError(f"batches: batch_size must be a positive integer, got {batch_size!r}")
     arrs = _check_aligned(arrays)
     n = len(arrs[0])
+    rank, size = _check_shard(shard, batch_size)
     order = np.random.default_rng(seed).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         end = min(start + batch_size, n)
+        if size > 1:
+            per = (end - start) // size
+            if per == 0:
+                return
+            start, end = start + rank * per, start + (rank + 1) * per
         if order is None:  # contiguous views, no copy
             yield tuple(a[start:end] for a in arrs)
         else:
@@ -68,9 +82,29 @@ def batches(
             yield tuple(a[idx] for a in arrs)
 
 
-def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+def num_batches(n: int, batch_size: int, drop_last: bool = False, shard: tuple[int, int] | None = None) -> int:
     """How many batches :func:`batches` yields for ``n`` samples (for progress bars)."""
-    return n // batch_size if drop_last else -(-n // batch_size)
+    _, size = _check_shard(shard, batch_size)
+    if drop_last or n % batch_size < size:  # a final batch smaller than the rank count is skipped
+        return n // batch_size
+    return -(-n // batch_size)
+
+
+def _check_shard(shard: tuple[int, int] | None, batch_size: int) -> tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    try:
+        rank, size = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"batches: shard must be (rank, size), got {shard!r}") from None
+    if size < 1 or not 0 <= rank < size:
+        raise ValueError(f"batches: shard needs 0 <= rank < size, got rank {rank}, size {size}")
+    if batch_size % size:
+        raise ValueError(
+            f"batches: the global batch_size {batch_size} does not divide into {size} equal shards; "
+            f"use a multiple of {size}"
+        )
+    return rank, size
 
 
 def train_test_split(

@@ -33,6 +33,7 @@ from .indexing import (
     ConcatSlice, Concatenate, EmbedSlice, GetItem, OneHot, ScatterAdd, Take,
     concatenate, embed_slice, getitem, one_hot, scatter_add, split, stack, take,
 )
+from .collective import AllreduceMean
 from .nn import (
     DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
     dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
@@ -52,6 +53,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Relu, LeakyRelu, Elu, Gelu, GeluTanhGrad, Erf, Sigmoid, Softplus,
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
+    AllreduceMean,
 )
 
 __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace

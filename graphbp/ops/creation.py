@@ -17,6 +17,7 @@ class Full(Op):
     """``np.full(shape, value, dtype)``; with a ``like`` input its runtime shape is used."""
 
     name: ClassVar[str] = "full"
+    shape_only_inputs: ClassVar[tuple[int, ...]] = (0,)
     differentiable: ClassVar[bool] = False
     shape: Shape
     value: float

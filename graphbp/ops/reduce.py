@@ -97,6 +97,7 @@ class ReducedCount(Op):
     """The number of elements along ``axis`` of the input's runtime shape, as a scalar."""
 
     name: ClassVar[str] = "reduced_count"
+    shape_only_inputs: ClassVar[tuple[int, ...]] = (0,)
     differentiable: ClassVar[bool] = False
     axis: tuple[int, ...]
 

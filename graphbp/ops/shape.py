@@ -29,6 +29,8 @@ class Reshape(Op):
     """``np.reshape``; ``shape`` may hold one ``-1``. With a ``like`` input, its shape is used."""
 
     name: ClassVar[str] = "reshape"
+    view: ClassVar[bool] = True
+    shape_only_inputs: ClassVar[tuple[int, ...]] = (1,)
     vjp_formula: ClassVar[str] = "reshape(g, x.shape)"
     shape: tuple[int, ...]
 
@@ -69,6 +71,8 @@ class BroadcastTo(Op):
     """``np.broadcast_to``; unknown target dims come from the ``like`` input's runtime shape."""
 
     name: ClassVar[str] = "broadcast_to"
+    view: ClassVar[bool] = True
+    shape_only_inputs: ClassVar[tuple[int, ...]] = (1,)
     vjp_formula: ClassVar[str] = "g summed over the broadcast axes (by autodiff)"
     shape: Shape
 
@@ -100,6 +104,7 @@ class BroadcastTo(Op):
 @dataclasses.dataclass(frozen=True)
 class Transpose(Op):
     name: ClassVar[str] = "transpose"
+    view: ClassVar[bool] = True
     vjp_formula: ClassVar[str] = "transpose(g, argsort(axes))"
     axes: tuple[int, ...]
 
@@ -118,6 +123,7 @@ class Transpose(Op):
 @dataclasses.dataclass(frozen=True)
 class ExpandDims(Op):
     name: ClassVar[str] = "expand_dims"
+    view: ClassVar[bool] = True
     vjp_formula: ClassVar[str] = "squeeze(g, axis)"
     axis: int
 
@@ -138,6 +144,7 @@ class ExpandDims(Op):
 @dataclasses.dataclass(frozen=True)
 class Squeeze(Op):
     name: ClassVar[str] = "squeeze"
+    view: ClassVar[bool] = True
     vjp_formula: ClassVar[str] = "reshape(g, x.shape)"
     axis: tuple[int, ...]
 

@@ -1,6 +1,7 @@
 """Compiling graphs into schedules and running them over NumPy buffers."""
 
 from .program import Program, compile
-from .schedule import Schedule
+from .reference import evaluate
+from .schedule import Partition, Schedule, partition
 
-__all__ = ["Program", "Schedule", "compile"]
+__all__ = ["Partition", "Program", "Schedule", "compile", "evaluate", "partition"]

@@ -17,7 +17,7 @@ from .feeds import bind_feeds
 from .executor import Executor
 from .gcpause import without_gc
 from .plan import MemoryPlan
-from .schedule import split_schedules
+from .schedule import Partition, partition
 
 Updates = Mapping[Node, Node] | Sequence[tuple[Node, Node]] | None
 
@@ -58,8 +58,10 @@ class Program:
     inputs, outputs : list[Node]
         As given to :func:`compile` (``outputs`` may be rewritten by optimisation; the
         originals are in ``user_outputs``).
+    partition : Partition
+        The forward/backward split and the values saved across it (built once, as data).
     forward, backward : Schedule
-        The two schedules; ``backward.saved`` are the activations kept for it.
+        The two schedules of ``partition``; ``backward.saved`` are the activations kept for it.
     """
 
     @without_gc  # deep graphs: the cyclic GC would rescan every node per allocation burst
@@ -110,7 +112,8 @@ class Program:
             self.order = toposort(result.roots)
             self.rewrite_log, self.pass_timings = result.log, result.timings
             self.hazards, self.pass_snapshots = result.hazards, result.snapshots
-        self.forward, self.backward = split_schedules(self.order)
+        self.partition: Partition = partition(self.order)
+        self.forward, self.backward = self.partition.schedules()
         self._executor = Executor(self)  # memory plan + generated code per shape signature
 
     # -- calling --------------------------------------------------------------------

@@ -1,0 +1,179 @@
+"""Data-parallel training: N ranks equal one process on the global batch; failures end the job.
+
+The MPI cases start ``mpiexec -n N python tests/mpi_worker.py`` (N = 3 oversubscribes this
+2-core machine) and compare rank 0's final parameters with single-process training run
+here on the same model, data and batch order. CI installs the ``mpi`` extra, so they run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphbp as gb
+import mpi_worker
+from graphbp.distributed import DistributedError, single_process
+from graphbp.ops.collective import AllreduceMean
+
+WORKER = Path(__file__).with_name("mpi_worker.py")
+STEPS = 10  # crosses an epoch boundary (8 global batches per epoch)
+
+
+def _mpiexec() -> str | None:
+    beside = Path(sys.executable).with_name("mpiexec")  # pip's mpich installs it next to python
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _have_mpi() -> bool:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return _mpiexec() is not None
+
+
+needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra: pip install 'graphbp[mpi]'")
+
+
+def _run(n: int, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(gb.__file__).parents[1]),
+                                                                       os.environ.get("PYTHONPATH")]))}
+    cmd = [_mpiexec(), "-n", str(n), sys.executable, str(WORKER), *args]  # MPICH oversubscribes as needed
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return proc, time.monotonic() - t0
+
+
+def _assert_params_close(got, want, prefix=""):
+    for name, value in want.items():
+        np.testing.assert_allclose(got[prefix + name], value, rtol=1e-10, atol=1e-12, err_msg=prefix + name)
+
+
+# -- no MPI needed ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_single_process_communicator_equals_no_communicator(kind):
+    want = mpi_worker.train(kind, STEPS)
+    got = mpi_worker.train(kind, STEPS, single_process())
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_buckets_group_gradients_last_first_by_size_and_dtype():
+    grads = [gb.input("a", (100,)), gb.input("b", (100,)), gb.input("c", (10,), dtype="float64"),
+             gb.input("d", (None, 3)), gb.input("e", (50,))]
+    # last-first: e | d (unknown dim: alone) | c (float64) | b, a (400 B each, close at >= 800)
+    assert gb.distributed.buckets(grads, 800) == [[4], [3], [2], [1, 0]]
+    assert gb.distributed.buckets(grads, 300) == [[4], [3], [2], [1], [0]]
+
+
+def test_allreduce_is_one_node_per_bucket_and_keeps_shapes():
+    W = gb.param("W", np.ones((3, 4), np.float32))
+    b = gb.param("b", np.ones(4, np.float32))
+    loss = gb.sum(gb.relu(gb.constant(np.ones((2, 3), np.float32)) @ W + b))
+    gW, gb_ = gb.grad(loss, [W, b])
+    avg = gb.distributed.allreduce_mean([gW, gb_], single_process())
+    assert [a.shape for a in avg] == [(3, 4), (4,)]
+    reductions = [n for n in gb.toposort(avg) if isinstance(n.op, AllreduceMean)]
+    assert len(reductions) == 1 and reductions[0].shape == (16,)
+    assert AllreduceMean.effectful
+    f = gb.compile([], [gW, gb_, *avg])
+    a, c, a2, c2 = f()
+    np.testing.assert_array_equal(a, a2)
+    np.testing.assert_array_equal(c, c2)
+
+
+def test_allreduce_of_integers_is_a_dtype_error():
+    with pytest.raises(gb.DTypeError, match="allreduce_mean"):
+        gb.distributed.allreduce_mean(gb.input("k", (3,), dtype="int64"), single_process())
+
+
+def test_world_without_mpi4py_names_the_install_command(monkeypatch):
+    import graphbp.distributed.comm as comm
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'graphbp\[mpi\]'"):
+        comm._import_mpi()
+
+
+def test_batches_shard_splits_each_global_batch_equally():
+    X = np.arange(10)
+    shards = [list(gb.data.batches(X, batch_size=4, shard=(r, 2))) for r in range(2)]
+    assert [b[0].tolist() for b in shards[0]] == [[0, 1], [4, 5], [8]]
+    assert [b[0].tolist() for b in shards[1]] == [[2, 3], [6, 7], [9]]
+    threes = [list(gb.data.batches(X, batch_size=3, shard=(r, 3))) for r in range(3)]
+    assert sorted(v for s in threes for (b,) in s for v in b.tolist()) == list(range(9))  # 1 sample left out
+    assert gb.data.num_batches(10, 3, shard=(0, 3)) == 3
+    with pytest.raises(ValueError, match="does not divide into 3 equal shards"):
+        next(gb.data.batches(X, batch_size=4, shard=(0, 3)))
+    with pytest.raises(ValueError, match="0 <= rank < size"):
+        next(gb.data.batches(X, batch_size=4, shard=(2, 2)))
+
+
+# -- under mpiexec ---------------------------------------------------------------------------
+@needs_mpi
+@pytest.mark.parametrize("n", [2, 3])
+def test_n_ranks_equal_one_process_on_the_global_batch(tmp_path, n):
+    out = tmp_path / "final.npz"
+    proc, _ = _run(n, "train", str(STEPS), str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(out)
+    for kind in ("sgd", "adam"):
+        _assert_params_close(got, mpi_worker.train(kind, STEPS), prefix=f"{kind}/")
+
+
+@needs_mpi
+def test_killed_rank_ends_the_job_and_a_rerun_resumes_to_the_same_params(tmp_path):
+    out, ckpt = tmp_path / "final.npz", tmp_path / "run.gbc"
+    proc, took = _run(2, "kill", str(STEPS), str(out), str(ckpt))
+    assert proc.returncode != 0 and took < 60
+    assert not out.exists()
+    x, t, params, loss = mpi_worker.model()
+    step, _ = gb.load_checkpoint(ckpt, params, gb.optim.Adam(0.01))
+    assert 1 <= step <= mpi_worker.KILL_AFTER  # the run stopped part way
+    proc, _ = _run(2, "resume", str(STEPS), str(out), str(ckpt))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_params_close(np.load(out), mpi_worker.train("adam", STEPS))
+
+
+@needs_mpi
+def test_hung_rank_is_named_and_the_others_exit_within_the_timeout(tmp_path):
+    """A stopped (hung) rank is one the launcher cannot see die: the collective's timeout
+    and roll call must find it and end the job."""
+    out = tmp_path / "final.npz"
+    try:
+        proc, took = _run(2, "stop", str(STEPS), str(out), str(tmp_path / "run.gbc"), timeout=90)
+    finally:
+        for pidfile in tmp_path.glob("final.npz.pid*"):  # never leave a stopped process behind
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    assert proc.returncode != 0 and took < 60
+    assert "lost rank 1 of 2" in proc.stderr, proc.stderr[-3000:]
+
+
+@needs_mpi
+def test_mismatched_shapes_raise_on_every_rank_instead_of_deadlocking(tmp_path):
+    proc, took = _run(2, "mismatch", "0", str(tmp_path / "x.npz"))
+    assert proc.returncode != 0 and took < 60
+    assert "rank 0: allreduce_mean float64[2, 4]; rank 1: allreduce_mean float64[3, 4]" in proc.stderr
+
+
+@needs_mpi
+def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
+    proc, took = _run(2, "raise", "0", str(tmp_path / "x.npz"))
+    assert proc.returncode != 0 and took < 60
+    assert "rank 1 of 2 failed; aborting all ranks" in proc.stderr
+    assert "boom on purpose" in proc.stderr
+
+
+def test_distributed_error_is_a_graphbp_error():
+    assert issubclass(DistributedError, gb.GraphbpError)
