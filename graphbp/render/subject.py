@@ -32,7 +32,7 @@ class Subject:
         Non-leaf nodes of each schedule, in run order.
     saved : list[Node]
         Forward activations the backward schedule reads for their data (see
-        :func:`activations`: optimiser arithmetic and shape-only reads are not activations).
+        :func:`activations`: optimiser arithmetic is not an activation).
     update_owner : dict[Node, Node | None]
         Each node that only serves parameter updates (optimiser arithmetic: no gradient
         provenance, needed by no output and by no gradient), mapped to the trainable
@@ -64,7 +64,7 @@ class Subject:
             self.step[n] = f"B{i}"
         self.backward_set = set(self.backward)
         self.update_owner = update_owners(self.order, self.outputs, self.updates)
-        self.saved = activations(self.saved, self.backward_set, self.update_owner)
+        self.saved = activations(self.saved, self.update_owner)
         self.saved_set = set(self.saved)
         self.output_index = {}
         for i, o in enumerate(self.outputs):
@@ -94,18 +94,11 @@ def update_owners(order: Sequence[Node], outputs: Sequence[Node],
     return {n: (next(iter(ps)) if len(ps) == 1 else None) for n, ps in owners.items()}
 
 
-def activations(saved: Sequence[Node], backward: set[Node], update_owner: dict[Node, Node | None]) -> list[Node]:
-    """The saved values that are activations: not optimiser arithmetic, and read by the
-    backward schedule for their data, not only for their shape (a ``like=`` operand,
-    declared by ``Op.shape_only_inputs``: the final loss a mean's count is taken from)."""
-    from .classify import shape_only_input
-
-    data_read: set[Node] = set()
-    for n in backward:
-        for k, x in enumerate(n.inputs):
-            if not shape_only_input(n, k):
-                data_read.add(x)
-    return [n for n in saved if n not in update_owner and n in data_read]
+def activations(saved: Sequence[Node], update_owner: dict[Node, Node | None]) -> list[Node]:
+    """The saved values that are activations: the schedule's saved set (which already
+    leaves out values read only for their shape, ``Op.shape_only_inputs``) without the
+    optimiser's arithmetic, which the backward reads but no forward pass keeps for it."""
+    return [n for n in saved if n not in update_owner]
 
 
 def _program_types():
