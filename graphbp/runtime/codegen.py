@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS
