@@ -26,8 +26,11 @@ from .errors import GraphbpError, GraphError
 from .graph.node import Node
 from .graph.traverse import toposort
 from .graph.types import TensorType
-from .ops.base import OpError
+from .autodiff import grad, vjp
+from .ops import constant, input as input_, sum as sum_
+from .ops.base import OpError, apply
 from .ops.leaves import Constant, Input, Leaf, Param
+from .runtime.program import compile as compile_
 
 F64 = np.dtype(np.float64)
 
@@ -135,8 +138,6 @@ def check_grad(
     ws = [new[w] for w in wrt_nodes] if wrt_nodes else _default_wrt(toposort([y]))
     if not ws:
         raise GraphError("check_grad: nothing to differentiate (no float inputs or trainable float params)")
-    from . import compile as compile_, grad
-
     shape = y.shape if y.type.is_concrete else compile_(input_nodes, [y], optimize=False)(*feed_values)[0].shape
     loss = _scalarize(y, shape, rng)
 
@@ -176,8 +177,6 @@ def bisect(y: Node, inputs: Sequence[Node], feeds: Sequence[np.ndarray], *, eps:
            rtol: float = 1e-5, atol: float = 1e-8, seed: int = 0) -> list[OpFailure]:
     """Check every float-valued op under ``y`` on its own, on the values it actually sees,
     for every float input (including the ones its rule declares non-differentiable)."""
-    from . import compile as compile_
-
     order = [n for n in toposort([y]) if not isinstance(n.op, Leaf)]
     values = dict(zip(order, compile_(list(inputs), order, optimize=False)(*feeds))) if order else {}
     for n in toposort([y]):
@@ -192,11 +191,7 @@ def bisect(y: Node, inputs: Sequence[Node], feeds: Sequence[np.ndarray], *, eps:
 
 
 def _check_op(node: Node, args: list[np.ndarray], rng, eps, rtol, atol) -> list[OpFailure]:
-    from . import compile as compile_, input as input_, vjp
-
     locals_ = [input_(f"operand{k}", a.shape, a.dtype) for k, a in enumerate(args)]
-    from .ops.base import apply
-
     local_out = apply(node.op, *locals_)
     idx = [k for k, a in enumerate(args) if a.dtype.kind == "f"]  # gb.vjp gives zeros where none flows
     if not idx:
@@ -237,8 +232,6 @@ def _resolve(f: Any, inputs: Any, wrt: Sequence[Node] | None) -> tuple[Node, dic
         ins = [n for n in toposort([out]) if isinstance(n.op, Input)]
         feeds = _bind(ins, inputs)
     elif callable(f):
-        from . import input as input_
-
         if isinstance(inputs, Mapping):
             nodes = {k: input_(k, np.shape(v), _float64(v)) for k, v in inputs.items()}
             out = f(**nodes)
@@ -320,8 +313,6 @@ def _scalarize(y: Node, shape: tuple, rng) -> Node:
         raise GraphError(f"check_grad: the output {y.describe()} is not a float value")
     if y.shape == ():
         return y
-    from . import constant, sum as sum_
-
     return sum_(y * constant(rng.standard_normal(shape)))
 
 

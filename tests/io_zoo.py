@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import graphbp as gb
-from graphbp.ops import OP_CLASSES
+from graphbp.ops import OP_CLASSES, AddN, MatMulBiasAct
 from graphbp.ops.base import apply
 
 
@@ -56,7 +56,9 @@ def build(seed: int = 0):
         bce = gb.mean(gb.sigmoid_binary_cross_entropy(sq, oh))
         red = (gb.mean(gb.max(sq, axis=1)) + gb.mean(gb.min(sq, axis=0)) + gb.mean(gb.prod(gb.tanh(sq), axis=1))
                + gb.logsumexp(sl) + gb.mean(gb.concatenate([sq, sq * 2.0], axis=0)) + gb.var(tk) + gb.sum(bt) * 1e-3 + gb.mse(sq, oh))
-        loss = ce + bce + red
+        # the ops passes make, as a rewritten program holds them
+        fused = apply(MatMulBiasAct("tanh", ("matmul", "add", "tanh")), x, W, b)
+        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5))
     (gv,) = gb.grad(loss, [v])
     hvp = gb.grad(gb.sum(gv * gv), W)  # second order: differentiates gradient nodes
     opt = gb.optim.SGD(0.01, momentum=0.9)

@@ -479,6 +479,20 @@ OPDB: list[OpInfo] = [
     OpInfo("dropout", (O.DropoutMask,), lambda x, key, rate: gb.dropout(x, rate, key), _dropout_ref,
            lambda rng: [Sample((_n(rng, 4, 5), np.array(7)), {"rate": 0.3}),
                         Sample((_n(rng, 6, 3), np.array(123)), {"rate": 0.5}, declared=((None, 3), None))]),
+    # ----------------------------------------------------------- ops the passes make
+    OpInfo("add_n", (O.AddN,), lambda *xs: O.base.apply(O.AddN(len(xs)), *xs), lambda *xs: sum(xs),
+           lambda rng: [Sample((_n(rng, 3, 4), _n(rng, 3, 4), _n(rng, 4))),
+                        Sample((_n(rng, 2, 3), _n(rng, 2, 3)), declared=((None, 3), (None, 3)))],
+           second_order=True),
+    OpInfo("matmul_bias_act", (O.MatMulBiasAct,),
+           lambda a, w, b, act=None: O.base.apply(O.MatMulBiasAct(act, ("matmul", "add") + ((act,) if act else ())), a, w, b),
+           lambda a, w, b, act=None: {None: lambda z: z, "tanh": np.tanh, "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+                                      "relu": lambda z: np.maximum(z, 0)}[act](a @ w + b),
+           lambda rng: [Sample((_n(rng, 3, 4), _n(rng, 4, 2), _n(rng, 2))),
+                        Sample((_n(rng, 3, 4), _n(rng, 4, 2), _n(rng, 2)), {"act": "tanh"}),
+                        Sample((_n(rng, 5, 4), _n(rng, 4, 3), _n(rng, 1, 3)), {"act": "sigmoid"},
+                               declared=((None, 4), None, None))],
+           second_order=True),
     # ---------------------------------------------------------------------- collectives
     OpInfo("allreduce_mean", (O.AllreduceMean,), lambda x: gb.distributed.allreduce_mean(x, gb.distributed.single_process()),
            lambda x: x, _unary_samples(), second_order=True),  # one process: the mean of one value

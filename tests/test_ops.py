@@ -157,7 +157,9 @@ def test_every_op_class_has_an_opdb_entry():
 
 def test_builders_exist_under_gb_and_node_methods_route_to_them():
     for info in OPDB:
-        if info.name not in ("embed_slice", "gelu_tanh_grad", "allreduce_mean"):  # no gb builder (vjp, gb.distributed)
+        # no gb builder: emitted by a VJP rule or a pass, or built through gb.distributed
+        if info.name not in ("embed_slice", "gelu_tanh_grad",
+                             "add_n", "matmul_bias_act", "allreduce_mean"):
             assert callable(getattr(gb, info.name)), info.name
     x = gb.input("x", (None, 3, 4), dtype="float64")
     assert x[0].op.name == "getitem" and x.T.op.name == "transpose" and x.astype("float32").op.name == "cast"

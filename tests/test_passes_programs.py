@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import graphbp as gb
-from graphbp.passes import PASS_NAMES, FusedElementwise, MatMulBiasAct, optimize, verify
-from graphbp.passes.fused import SoftmaxCrossEntropy
+from graphbp.ops import MatMulBiasAct, SoftmaxCrossEntropy
+from graphbp.passes import PASS_NAMES, optimize, verify
 
 from opdb import OPDB
 
@@ -152,7 +152,7 @@ def test_random_graphs_agree_with_all_passes_and_each_pass_alone(steps, only):
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, 8)), rng.normal(size=8)
     switches = {p: True for p in PASS_NAMES} if only is None else {p: p == only for p in PASS_NAMES}
-    res = optimize([loss, gx, gy], switches, debug=True, min_fuse_size=1)
+    res = optimize([loss, gx, gy], switches, debug=True)
     ref = gb.compile([x, y], [loss, gx, gy], optimize=False)(X, Y)
     with np.errstate(all="ignore"):
         opt = gb.compile([x, y], res.roots, optimize=False)(X, Y)
@@ -160,62 +160,6 @@ def test_random_graphs_agree_with_all_passes_and_each_pass_alone(steps, only):
 
 
 # ------------------------------------------------------------------ fusion
-def test_elementwise_chain_fuses_with_provenance_and_unfusing_vjp():
-    x = gb.input("x", (1000, 70), dtype="float64")
-    a = gb.param("a", np.full(70, 1.5))
-    y = gb.sum(gb.tanh(x * a + 0.5) * 2.0)
-    g = gb.grad(y, a)
-    res = optimize([y, g], {"fuse_elementwise": True}, debug=True)
-    fused = [n for n in gb.toposort(res.roots) if isinstance(n.op, FusedElementwise)]
-    assert fused, "expected a fused kernel"
-    fwd = [n for n in fused if not n.provenance]
-    bwd = [n for n in fused if n.provenance]
-    assert any("tanh" in n.op.absorbed for n in fwd) and fwd[0].op.describe_fused().startswith("fused: ")
-    assert bwd and {p.rule for n in bwd for p in n.provenance} >= {"vjp"}
-    assert {p.forward.op.name for n in bwd for p in n.provenance} >= {"tanh", "multiply"}
-    # the fused op is a well-formed op: its VJP un-fuses and differentiates
-    node = fwd[0]
-    ins = [gb.input(f"i{k}", i.shape, dtype=i.dtype) for k, i in enumerate(node.inputs)]
-    refnode = node.op.emit(ins)
-    from graphbp.ops.base import apply
-
-    fnode = apply(node.op, *ins)
-    float_ins = [i for i in ins if i.dtype.kind == "f"]
-    g1 = gb.grad(gb.sum(fnode) if fnode.ndim else fnode, float_ins)
-    g2 = gb.grad(gb.sum(refnode) if refnode.ndim else refnode, float_ins)
-    rng = np.random.default_rng(0)
-    vals = [rng.normal(size=[d for d in i.shape]) if i.dtype.kind == "f" else np.ones(i.shape, i.dtype) for i in ins]
-    r1 = gb.compile(ins, g1, optimize=False)(*vals)
-    r2 = gb.compile(ins, g2, optimize=False)(*vals)
-    assert_agree(r2, r1)
-
-
-def test_fused_kernel_chunks_match_numpy_on_odd_sizes():
-    x = gb.input("x", (None, 3), dtype="float32")
-    b = gb.param("b", np.array([0.1, 0.2, 0.3], np.float32))
-    y = gb.exp(-gb.square(x + b)) * 3.0 - x
-    res = optimize([y], {"fuse_elementwise": True}, min_fuse_size=1)
-    assert isinstance(res.roots[0].op, FusedElementwise)
-    X = np.random.default_rng(0).normal(size=(70001, 3)).astype(np.float32)
-    got = gb.compile([x], res.roots, optimize=False)(X)[0]
-    want = gb.compile([x], [y], optimize=False)(X)[0]
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-
-
-def test_forward_and_backward_are_never_fused_together():
-    x = gb.input("x", (100, 400), dtype="float64")
-    w = gb.param("w", np.ones(400))
-    y = gb.sum(gb.sin(x * w) * 2.0)
-    g = gb.grad(y, w)
-    res = optimize([y, g], {"fuse_elementwise": True})
-    for n in gb.toposort(res.roots):
-        if isinstance(n.op, FusedElementwise):
-            root_side = bool(n.provenance)
-            other = [m for m in n.op.absorbed_nodes if bool(m.provenance) != root_side]
-            # only cheap ops cross sides, and only as recomputed copies (never moved)
-            assert all(m.op.name in ("add", "subtract", "multiply", "negative", "broadcast_to") for m in other)
-
-
 def test_matmul_bias_tanh_fuses_and_keeps_gradients():
     rng = np.random.default_rng(0)
     x = gb.input("x", (None, 5), dtype="float64")
@@ -250,11 +194,6 @@ def test_switches_log_timings_snapshots():
         gb.compile([x], [y], passes={"nope": False})
     plain = gb.compile([x], [y], optimize=False)
     assert plain.rewrite_log == [] and plain.outputs[0] is y
-    big = gb.input("big", (512, 512), dtype="float64")
-    chain = gb.exp(gb.sin(big) * 2.0)
-    assert "fuse_elementwise" not in gb.compile([big], [chain]).pass_timings  # off by default
-    on = gb.compile([big], [chain], passes={"fuse_elementwise": True})
-    assert isinstance(on.outputs[0].op, FusedElementwise)
 
 
 def test_verify_rejects_a_corrupted_graph():

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DTypeError, GraphError, ShapeError, UnusedParameterWarning
 from ..graph.context import Provenance, provenance, scope_path
 from ..graph.node import Node
+from ..graph.rewrite import restamp
 from ..graph.source import user_stacklevel
 from ..graph.traverse import depends_on, toposort
 from ..graph.types import TensorType, format_shape
@@ -160,10 +161,11 @@ def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node], unused: str = "i
             raise GraphError(
                 f"vjp rule of {node.op.name} returned {len(rule_out)} cotangents for {len(node.inputs)} inputs"
             )
+        narrowed: dict[Node, Node] = {}
         for i, (inp, gi) in enumerate(zip(node.inputs, rule_out)):
             if gi is None or inp not in relevant or not _is_float(inp) or i in node.op.nondiff_inputs:
                 continue
-            _restamp(gi, g, Provenance(node, "vjp", i))
+            gi = _restamp(gi, node, i, narrowed)
             with provenance(Provenance(node, "unbroadcast", i)), scope_path(node.scope):
                 gi = unbroadcast(gi, inp.type)
             partials.setdefault(inp, []).append(gi)
@@ -189,20 +191,15 @@ def _report_unused(params: list[Node], y: Node, unused: str) -> None:
     warnings.warn(msg, UnusedParameterWarning, stacklevel=user_stacklevel())
 
 
-def _restamp(out: Node, stop: Node, record: Provenance) -> None:
-    """Give the nodes a VJP rule built for input i the input index in their provenance.
+def _restamp(gi: Node, node: Node, i: int, narrowed: dict[Node, Node]) -> Node:
+    """Cotangent ``gi`` with the input index in the provenance of the nodes made for it.
 
-    The rule ran once for all inputs under ``Provenance(node, "vjp")``; here each new node
-    that feeds cotangent i (up to the already-existing cotangent ``stop``) is narrowed.
+    The rule ran once for all inputs under ``Provenance(node, "vjp")``; the new nodes that
+    feed cotangent ``i`` are rebuilt (never edited) with ``Provenance(node, "vjp", i)``.
+    A node feeding several cotangents keeps the first index (``narrowed`` is shared).
     """
-    stack = [out]
-    seen = set()
-    while stack:
-        n = stack.pop()
-        if n in seen or n is stop or not n.provenance:
-            continue
-        seen.add(n)
-        p = n.provenance[0]
-        if p.forward is record.forward and p.rule == "vjp" and p.input_index is None:
-            n.provenance = (record,)
-            stack.extend(n.inputs)
+    def fresh(n: Node) -> bool:
+        p = n.provenance
+        return bool(p) and p[0].forward is node and p[0].rule == "vjp" and p[0].input_index is None
+
+    return restamp(gi, fresh, (Provenance(node, "vjp", i),), narrowed)

@@ -81,25 +81,28 @@ def scope_path(path: tuple[str, ...]) -> Iterator[None]:
         _SCOPE.reset(token)
 
 
-@contextlib.contextmanager
-def stamp(*, origin: "SourceLocation | None" = None, scope: tuple[str, ...] | None = None,
-          provenance: tuple[Provenance, ...] | None = None) -> Iterator[None]:
+class stamp:  # noqa: N801 - used like the function-style context managers beside it
     """Build nodes as if at ``origin`` in ``scope`` with ``provenance`` (``None`` leaves each as is).
 
     Passes and autodiff use it so the nodes they make carry the user's line, scope and
-    provenance from construction on: nodes are never edited after they are built."""
-    tokens = []
-    if origin is not None:
-        tokens.append((_ORIGIN, _ORIGIN.set(origin)))
-    if scope is not None:
-        tokens.append((_SCOPE, _SCOPE.set(tuple(scope))))
-    if provenance is not None:
-        tokens.append((_PROVENANCE, _PROVENANCE.set(tuple(provenance))))
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
+    provenance from construction on: nodes are never edited after they are built. A class
+    rather than a generator: the rewrite engine enters one per node it tries rules on."""
+
+    __slots__ = ("_values", "_tokens")
+
+    def __init__(self, *, origin: "SourceLocation | None" = None, scope: tuple[str, ...] | None = None,
+                 provenance: tuple[Provenance, ...] | None = None) -> None:
+        self._values = ((_ORIGIN, origin), (_SCOPE, None if scope is None else tuple(scope)),
+                        (_PROVENANCE, None if provenance is None else tuple(provenance)))
+        self._tokens: list = []
+
+    def __enter__(self) -> None:
+        self._tokens = [(var, var.set(value)) for var, value in self._values if value is not None]
+
+    def __exit__(self, *exc: object) -> None:
+        for var, token in reversed(self._tokens):
             var.reset(token)
+        self._tokens = []
 
 
 def current_origin() -> "SourceLocation | None":

@@ -3,6 +3,10 @@
 A graph is exactly what its output nodes reach; there is no graph object holding state.
 Nodes are immutable after construction and compare by identity (``==`` is not overloaded,
 so nodes can be dict keys and list members; use ``gb.equal`` for elementwise equality).
+This package sits below render and does not import it: a notebook shows a node's diagram
+through ``gb.to_dot(node)`` (a ``graphviz.Digraph``, which Jupyter draws) and a compiled
+program through the program itself. (The NumPy-style operators build through the public
+op builders, imported when first used.)
 """
 
 from __future__ import annotations
@@ -98,9 +102,7 @@ class Node:
 
     @value.setter
     def value(self, new: Any) -> None:
-        from ..ops.leaves import Param
-
-        if not isinstance(self.op, Param):
+        if self.op.leaf_kind != "param":
             raise AttributeError(f"only parameters can be assigned; {self.label()} is a {self.op.name}")
         self.op.assign(new)
 
@@ -113,17 +115,6 @@ class Node:
         """One line for error messages: op, type, and where the user built it."""
         where = f" (built at {self.origin})" if self.origin else ""
         return f"{self.label()}{where}"
-
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        """Jupyter shows a node as the diagram of the graph it reaches (graphbp.render)."""
-        from ..render import repr_mimebundle
-
-        return repr_mimebundle(self, "joint" if self.provenance else "forward")
-
-    def _repr_svg_(self) -> str | None:
-        from ..render import repr_svg
-
-        return repr_svg(self, "joint" if self.provenance else "forward")
 
     def __repr__(self) -> str:
         args = ", ".join(i.name or i.op.name for i in self.inputs)

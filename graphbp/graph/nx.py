@@ -33,20 +33,11 @@ def to_networkx(target: Node | Sequence[Node] | Any) -> "nx.MultiDiGraph":
     """
     import networkx as nx
 
-    from ..ops.leaves import Constant, Input, Param
-
     order = toposort(_roots(target))
     ids = {n: f"n{i}" for i, n in enumerate(order)}
     g = nx.MultiDiGraph()
     for n in order:
-        if isinstance(n.op, Input):
-            kind = "input"
-        elif isinstance(n.op, Param):
-            kind = "param"
-        elif isinstance(n.op, Constant):
-            kind = "constant"
-        else:
-            kind = "gradient" if n.provenance else "forward"
+        kind = n.op.leaf_kind or ("gradient" if n.provenance else "forward")
         params = {k: v for k, v in n.op.params().items() if kind not in ("param", "constant")}
         g.add_node(
             ids[n], op=n.op.name, params=params, shape=n.shape, dtype=n.dtype.name, name=n.name,

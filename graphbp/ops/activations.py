@@ -26,6 +26,26 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
 
 
+# The tanh-approximate gelu, written once. The functions take NumPy arrays (with
+# ``tanh=np.tanh``; Python-float constants keep the array's dtype) or nodes (with the
+# ``tanh`` builder), so the kernels, the VJP and the ``share_gelu`` pass use one formula.
+def gelu_tanh_q(x, tanh_fn):
+    """``q = 1 + tanh(k (x + c x^3))``, the argument written ``(k c x^2 + k) x``."""
+    return tanh_fn((x * x * (_SQRT_2_OVER_PI * _GELU_C) + _SQRT_2_OVER_PI) * x) + 1.0
+
+
+def gelu_tanh_from_q(x, q):
+    """``gelu_tanh(x) = 0.5 x (1 + t) = 0.5 x q``."""
+    return q * x * 0.5
+
+
+def gelu_tanh_grad_from_q(x, q):
+    """``gelu_tanh'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)``; with
+    ``1 - t^2 = q (2 - q)`` it is ``0.5 q (1 + (3 k c x^2 + k) x (2 - q))``."""
+    xd = (x * x * (3 * _SQRT_2_OVER_PI * _GELU_C) + _SQRT_2_OVER_PI) * x
+    return q * (xd * (2.0 - q) + 1.0) * 0.5
+
+
 class _FloatUnary(Elementwise):
     """An elementwise op on float data: integers are promoted as ``np.exp`` would."""
 
@@ -234,8 +254,7 @@ class Gelu(_FloatUnary):
         x = x if x.dtype.kind == "f" else x.astype(self.result_dtype(x.dtype))
         t = x.dtype.type
         if self.approximate == "tanh":
-            inner = t(_SQRT_2_OVER_PI) * (x + t(_GELU_C) * x * x * x)
-            return t(0.5) * x * (1 + np.tanh(inner))
+            return gelu_tanh_from_q(x, gelu_tanh_q(x, np.tanh))
         return t(0.5) * x * (1 + erf_kernel(x / t(math.sqrt(2.0))))
 
     def vjp(self, node, g):
@@ -262,14 +281,11 @@ class GeluTanhGrad(_FloatUnary):
 
     def compute(self, x):
         x = x if x.dtype.kind == "f" else x.astype(self.result_dtype(x.dtype))
-        t = x.dtype.type
-        th = np.tanh(t(_SQRT_2_OVER_PI) * (x + t(_GELU_C) * x * x * x))
-        d = t(_SQRT_2_OVER_PI) * (1 + t(3 * _GELU_C) * x * x)
-        return t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * d
+        return gelu_tanh_grad_from_q(x, gelu_tanh_q(x, np.tanh))
 
     def vjp(self, node, g):
         x = node.inputs[0]
-        th = tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        th = gelu_tanh_q(x, tanh) - 1.0
         d = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * square(x))
         inner = d - x * th * square(d) + (3 * _GELU_C * _SQRT_2_OVER_PI) * square(x)
         return (g * (1 - square(th)) * inner,)

@@ -72,6 +72,9 @@ class Op:
     view: ClassVar[bool] = False
     """True when the output is a re-view of input 0 (reshape, transpose, broadcast, ...):
     no arithmetic, no FLOPs, and the executor may alias the operand's buffer."""
+    leaf_kind: ClassVar[str | None] = None
+    """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
+    schedule (graph exports and diagrams read it without importing the op classes)."""
 
     def infer(self, *types: TensorType) -> TensorType:
         raise NotImplementedError
@@ -93,6 +96,11 @@ class Op:
         Default: one per output element, none for views. Ops whose work is not proportional
         to their output (contractions, reductions, convolutions) override it."""
         return Poly() if self.view else size_poly(out_type)
+
+    def parts(self) -> tuple[str, ...]:
+        """For an op a pass made from several (a fused op): the names of the ops it stands
+        for, in order (diagrams draw "fused: matmul, add, tanh"). Empty for the others."""
+        return ()
 
     def params(self) -> dict[str, Any]:
         """The op's parameters by name (its dataclass fields)."""

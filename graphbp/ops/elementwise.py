@@ -88,6 +88,7 @@ class Multiply(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Divide(Elementwise):
     name: ClassVar[str] = "divide"
+    singular_inputs: ClassVar[tuple[int, ...]] = (1,)
     vjp_formula: ClassVar[str] = "g / y, -g * (x / y) / y"
 
     def compute(self, x, y):
@@ -102,6 +103,7 @@ class Divide(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Power(Elementwise):
     name: ClassVar[str] = "power"
+    singular_inputs: ClassVar[tuple[int, ...]] = (0,)
     vjp_formula: ClassVar[str] = "g * y * x**(y - 1), g * x**y * log(x) (0 where x <= 0)"
 
     def compute(self, x, y):
@@ -210,6 +212,7 @@ class Exp(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Log(Elementwise):
     name: ClassVar[str] = "log"
+    singular_inputs: ClassVar[tuple[int, ...]] = (0,)
     vjp_formula: ClassVar[str] = "g / x"
 
     def compute(self, x):
@@ -222,6 +225,7 @@ class Log(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Log1p(Elementwise):
     name: ClassVar[str] = "log1p"
+    singular_inputs: ClassVar[tuple[int, ...]] = (0,)
     vjp_formula: ClassVar[str] = "g / (1 + x)"
 
     def compute(self, x):
@@ -234,6 +238,7 @@ class Log1p(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Sqrt(Elementwise):
     name: ClassVar[str] = "sqrt"
+    singular_inputs: ClassVar[tuple[int, ...]] = (0,)
     vjp_formula: ClassVar[str] = "g * 0.5 / y"
 
     def compute(self, x):
@@ -281,6 +286,7 @@ class Sign(Elementwise):
 @dataclasses.dataclass(frozen=True)
 class Reciprocal(Elementwise):
     name: ClassVar[str] = "reciprocal"
+    singular_inputs: ClassVar[tuple[int, ...]] = (0,)
     vjp_formula: ClassVar[str] = "-g * y**2"
 
     def compute(self, x):

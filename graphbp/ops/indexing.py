@@ -103,6 +103,7 @@ class EmbedSlice(Op):
     ``index``: the transpose of :class:`GetItem`."""
 
     name: ClassVar[str] = "embed_slice"
+    shape_only_inputs: ClassVar[tuple[int, ...]] = (1,)
     nondiff_inputs: ClassVar[tuple[int, ...]] = (1,)
     vjp_formula: ClassVar[str] = "getitem(g, index)"
     index: tuple[IndexItem, ...]
@@ -298,6 +299,7 @@ class ScatterAdd(Op):
     (``np.add.at``, so repeated indices accumulate): the transpose of :class:`Take`."""
 
     name: ClassVar[str] = "scatter_add"
+    shape_only_inputs: ClassVar[tuple[int, ...]] = (2,)
     nondiff_inputs: ClassVar[tuple[int, ...]] = (1, 2)
     vjp_formula: ClassVar[str] = "take(g, indices, axis)"
     axis: int

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError
+from ..graph.cost import Poly
 from ..graph.node import Node
 from ..graph.source import user_location
 from ..graph.types import TensorType, format_shape
@@ -20,12 +21,17 @@ class Leaf(Op):
     def infer(self, *types: TensorType) -> TensorType:  # pragma: no cover - leaves are typed at creation
         raise GraphError(f"{self.name} nodes are typed when created")
 
+    def flops(self, in_types, out_type):
+        """Nothing is computed: the value is fed or held."""
+        return Poly()
+
 
 @dataclasses.dataclass(frozen=True)
 class Input(Leaf):
     """A value fed at call time. Its shape may have unknown (``None``) dims."""
 
     name: ClassVar[str] = "input"
+    leaf_kind: ClassVar[str | None] = "input"
     input_name: str
     type: TensorType
 
@@ -41,6 +47,7 @@ class Param(Leaf):
     """
 
     name: ClassVar[str] = "param"
+    leaf_kind: ClassVar[str | None] = "param"
     param_name: str
     value: np.ndarray
     trainable: bool = True
@@ -75,6 +82,7 @@ class Constant(Leaf):
     """A fixed array baked into the graph (read-only)."""
 
     name: ClassVar[str] = "constant"
+    leaf_kind: ClassVar[str | None] = "constant"
     value: np.ndarray
 
     def vjp(self, node, g):

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.types import TensorType, broadcast_shapes, format_shape
 from .base import Op, apply, as_nodes, dtype_error, shape_error
@@ -45,6 +46,11 @@ class MatMul(Op):
     def compute(self, a, b):
         return np.matmul(a, b)
 
+    def flops(self, in_types, out_type):
+        """``2 K`` per output element (a multiply and an add per contracted pair); an
+        unknown ``K`` counts as one more row factor."""
+        return contraction_flops(in_types[0], out_type)
+
     def vjp(self, node: Node, g: Node):
         from .shape import expand_dims, squeeze, swapaxes
 
@@ -64,6 +70,13 @@ class MatMul(Op):
         if b.ndim == 1:
             gb = squeeze(gb, -1)
         return ga, gb
+
+
+def contraction_flops(a: TensorType, out: TensorType) -> Poly:
+    """FLOPs of a matmul of ``a`` (contracted over its last dim) producing ``out``."""
+    k = a.shape[-1]
+    size = size_poly(out)
+    return size.shift().scale(2) if k is None else size.scale(2 * k)
 
 
 def matmul(a, b) -> Node:

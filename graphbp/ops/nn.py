@@ -92,6 +92,9 @@ class SoftmaxCrossEntropy(Op):
 
     Integer ``labels`` are class indices (shape of ``logits`` without ``axis``; the class
     count must be known statically); float ``labels`` are probabilities of ``logits``' shape.
+    Float labels get their true gradient, ``-g * log_softmax(x)`` (soft labels, distillation,
+    and the stability pass's rewrite of a user's ``-sum(t * log_softmax(x))`` with a computed
+    ``t``); integer labels are not differentiable.
     """
 
     name: ClassVar[str] = "softmax_cross_entropy"
@@ -132,7 +135,9 @@ class SoftmaxCrossEntropy(Op):
         if labels.dtype.kind in "iu":
             picked = np.take_along_axis(lsm, np.expand_dims(labels, self.axis), axis=self.axis)
             return -np.squeeze(picked, self.axis)
-        return -np.sum(labels * lsm, axis=self.axis)
+        with np.errstate(invalid="ignore"):  # a 0 target on a -inf logit contributes 0
+            terms = np.where(labels == 0, 0, labels * lsm)
+        return -np.sum(terms, axis=self.axis, dtype=lsm.dtype)
 
     def vjp(self, node, g):
         x, labels = node.inputs
@@ -140,7 +145,8 @@ class SoftmaxCrossEntropy(Op):
         ge = expand_dims(g, self.axis)
         if labels.dtype.kind in "iu":
             return (p - one_hot(labels, x.shape[self.axis], p.dtype, self.axis)) * ge, None
-        return (p * reduce_sum(labels, axis=self.axis, keepdims=True) - labels) * ge, -log_softmax(x, self.axis) * ge
+        gx = (p * reduce_sum(labels, axis=self.axis, keepdims=True) - labels) * ge
+        return gx, -(log_softmax(x, self.axis) * ge)
 
 
 @dataclasses.dataclass(frozen=True)

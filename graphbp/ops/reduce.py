@@ -9,6 +9,7 @@ import numpy as np
 
 from ..graph.node import Node
 from ..graph.types import TensorType, normalize_axes
+from ..graph.cost import size_poly
 from .base import Op, apply, as_node, shape_error
 from .shape import broadcast_to, reshape
 
@@ -32,6 +33,10 @@ class Reduction(Op):
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
         return dtype
+
+    def flops(self, in_types, out_type):
+        """One per element read: the work is proportional to the input, not the output."""
+        return size_poly(in_types[0])
 
     def kept_shape(self, x: TensorType) -> tuple:
         return tuple(1 if i in self.axis else d for i, d in enumerate(x.shape))

@@ -2,8 +2,12 @@
 
 Graphs are immutable, so a pass never edits a node: it walks the graph once in topological
 order, keeps a memo ``old -> new`` and rebuilds a node only when one of its inputs was
-rebuilt or a rule replaced it. Leaves (inputs, parameters) are never replaced: a parameter
-*is* its state. A phase runs its rules in sweeps until a sweep changes nothing (bounded).
+rebuilt or a rule replaced it (:func:`graphbp.graph.rewrite.rewrite`, the one walk every pass
+uses). Leaves (inputs, parameters) are never replaced: a parameter *is* its state. A phase
+runs its rules in sweeps until a sweep changes nothing (bounded). A rule builds its nodes
+inside :func:`graphbp.graph.context.stamp`, so they carry the matched node's user line,
+scope and provenance from construction. Effectful nodes (``op.effectful``) are never
+matched, merged, absorbed or dropped by a rule.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError
-from ..graph.context import Provenance
-from ..graph.node import Node, _serials
+from ..graph.context import Provenance, stamp
+from ..graph.node import Node
+from ..graph.rewrite import rebuild, restamp, rewrite  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..ops.base import OpError
 from ..ops.leaves import Constant, Input, Leaf, Param
@@ -95,12 +100,6 @@ def is_const_scalar(node: Node, value: float) -> bool:
     return bool((v == value).all())
 
 
-def rebuild(node: Node, inputs: tuple[Node, ...]) -> Node:
-    """A copy of ``node`` over new ``inputs`` (same op, type, name, scope, origin, provenance)."""
-    return Node(node.op, inputs, node.type, name=node.name, origin=node.origin,
-                scope=node.scope, provenance=node.provenance)
-
-
 def union_provenance(nodes: Iterable[Node]) -> tuple[Provenance, ...]:
     """Provenance of a node standing for ``nodes``: empty (forward) if any absorbed node is
     a forward value, else every record once, in order."""
@@ -114,22 +113,6 @@ def union_provenance(nodes: Iterable[Node]) -> tuple[Provenance, ...]:
                 seen.add(id(p))
                 out.append(p)
     return tuple(out)
-
-
-def stamp_fresh(out: Node, watermark: int, like: Node, prov: tuple[Provenance, ...]) -> None:
-    """Give nodes a rule just built (serial > watermark) the matched node's scope, user line
-    and the union provenance. They are new and unshared, so setting fields is safe."""
-    stack = [out]
-    seen: set[int] = set()
-    while stack:
-        n = stack.pop()
-        if n.serial <= watermark or id(n) in seen or isinstance(n.op, Leaf) and not isinstance(n.op, Constant):
-            continue
-        seen.add(id(n))
-        n.origin = like.origin
-        n.scope = like.scope
-        n.provenance = prov
-        stack.extend(n.inputs)
 
 
 class RuleTable:
@@ -160,22 +143,22 @@ def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: 
     """Apply ``rules`` (and hash-consing when ``cse``) in sweeps until nothing changes."""
     table = RuleTable(rules)
     log: list[LogEntry] = []
-    seen_below = -1
+    tried: set[Node] = set()
     for _ in range(max_sweeps):
-        start = next(_serials)
-        roots, changed = _sweep(roots, table, pass_name, log, cse, max_local, seen_below)
+        roots, changed, tried = _sweep(roots, table, pass_name, log, cse, max_local, tried)
         if not changed:
             break
-        seen_below = start
     return PassResult(roots, log)
 
 
-def _sweep(roots, table, pass_name, log, cse, max_local, seen_below):
-    """One pass over the topological order. Rules run on nodes that are new or rebuilt
-    since the previous sweep began (``serial >= seen_below``): an unchanged node has the
-    same inputs all the way down, so the rules already said no to it. Returns whether a
-    rule fired (CSE merges converge within the sweep: users come later in the order)."""
+def _sweep(roots, table, pass_name, log, cse, max_local, tried):
+    """One pass over the topological order. Rules run on nodes the previous sweep did not
+    see (``tried`` holds its graph): an unchanged node has the same inputs all the way down,
+    so the rules already said no to it. Returns the new roots, whether a rule fired (CSE
+    merges converge within the sweep: users come later in the order) and this sweep's nodes."""
     order = toposort(roots)
+    seen = set(order)
+    existing = set(seen)  # grows with every node made: what a rule's fresh nodes are not
     uses = count_uses(order)
     for r in roots:  # a root is read by the caller
         uses[r] = uses.get(r, 0) + 1
@@ -198,18 +181,20 @@ def _sweep(roots, table, pass_name, log, cse, max_local, seen_below):
         if ins != node.inputs:  # Node equality is identity
             cur = rebuild(node, ins)
             ctx.original[cur] = node
+            existing.add(cur)
         else:
             cur = node
-        for _ in range(max_local if cur is not node or node.serial >= seen_below else 0):
-            if isinstance(cur.op, Leaf):
+        for _ in range(max_local if cur is not node or node not in tried else 0):
+            if isinstance(cur.op, Leaf) or cur.op.effectful:
                 break
-            nxt = _try_rules(cur, table, ctx, pass_name, log)
+            nxt = _try_rules(cur, table, ctx, pass_name, log, existing)
             if nxt is None:
                 break
             cur = nxt
             ctx.original[cur] = node
+            existing.add(cur)
             changed = True
-        if cse and not isinstance(cur.op, Leaf):
+        if cse and not isinstance(cur.op, Leaf) and not cur.op.effectful:
             try:
                 k = (cur.op, tuple(id(i) for i in cur.inputs), bool(cur.provenance))
                 hash(k)
@@ -225,25 +210,59 @@ def _sweep(roots, table, pass_name, log, cse, max_local, seen_below):
             if k is not None:
                 cur = keys.setdefault(k, cur)
         new[node] = cur
-    return [new[r] for r in roots], changed
+    return [new[r] for r in roots], changed, seen
 
 
-def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list) -> Node | None:
-    for r in table.for_op(type(cur.op)):
-        watermark = next(_serials)
-        out = r.fn(cur, ctx)
-        if out is None:
-            continue
-        absorbed: tuple[Node, ...] = ()
-        if isinstance(out, tuple):
-            out, absorbed = out[0], tuple(out[1])
-        if out is cur or out.type != cur.type:
-            continue  # a rule must keep shape and dtype exactly; otherwise it does not apply
-        before = (cur, *absorbed)
-        stamp_fresh(out, watermark, cur, union_provenance(before))
-        log.append(LogEntry(pass_name, r.name, before, out))
-        return out
+def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,
+               existing: set[Node]) -> Node | None:
+    """The first rule's replacement for ``cur``, its fresh nodes stamped with ``cur``'s user
+    line and scope and the union provenance of the nodes it stands for."""
+    def fresh(n: Node) -> bool:
+        return n not in existing
+
+    rules = table.for_op(type(cur.op))
+    if not rules:
+        return None
+    with stamp(origin=cur.origin, scope=cur.scope, provenance=cur.provenance):
+        for r in rules:
+            out = r.fn(cur, ctx)
+            if out is None:
+                continue
+            absorbed: tuple[Node, ...] = ()
+            if isinstance(out, tuple):
+                out, absorbed = out[0], tuple(out[1])
+            if out is cur or out.type != cur.type:
+                continue  # a rule must keep shape and dtype exactly; otherwise it does not apply
+            before = (cur, *absorbed)
+            if not keeps_effects(out, before, fresh):
+                continue
+            prov = union_provenance(before)
+            if prov != cur.provenance:  # the rule absorbed nodes of other records
+                out = restamp(out, fresh, prov, {})
+            log.append(LogEntry(pass_name, r.name, before, out))
+            return out
     return None
+
+
+def keeps_effects(out: Node, before: Sequence[Node], fresh: Callable[[Node], bool]) -> bool:
+    """False when replacing ``before[0]`` by ``out`` would absorb an effectful node or lose
+    one the replaced nodes read (conservatively: it must be ``out``, or read by ``out``'s
+    fresh nodes, directly)."""
+    if any(b.op.effectful for b in before):
+        return False
+    needed = {i for b in before for i in b.inputs if i.op.effectful}
+    if not needed:
+        return True
+    reached: set[Node] = set()
+    stack = [out]
+    while stack:
+        n = stack.pop()
+        if n in reached:
+            continue
+        reached.add(n)
+        if fresh(n):
+            stack.extend(n.inputs)
+    return needed <= reached
 
 
 def _const_key(node: Node):

@@ -1,19 +1,23 @@
 """``optimize``: the pass pipeline, its switches, timings, hazards and snapshots.
 
-Phases, in order (PyTensor's names): *stabilize* (``stability`` rules, then gradients
-re-derived from the stabilised loss; ``nan_guard``) runs first, on the graph as ``gb.grad``
-built it, because both read gradient provenance, which names the forward nodes it came
-from; *canonicalize* (``algebraic``, ``constant_fold``, ``cse``: one engine run to a fixed
-point); *specialize* (``accumulate``, ``share_gelu``, ``fuse_matmul``, ``fuse_elementwise``). Dead code is never carried: a pass returns only
-what the roots reach, so unrequested gradients and replaced nodes simply disappear.
+The pipeline is data: :data:`PIPELINE` is an ordered tuple of :class:`PassSpec` steps, each
+naming the switches that enable it and the steps it depends on (which must come earlier;
+:func:`check_pipeline` enforces it). Phases, in order (PyTensor's names): *stabilize*
+(``stability`` rules, then gradients re-derived from the stabilised loss; ``nan_guard``)
+runs first, on the graph as ``gb.grad`` built it, because both read gradient provenance,
+which names the forward nodes it came from; *canonicalize* (``algebraic``,
+``constant_fold``, ``cse``: one engine run to a fixed point); *specialize* (``accumulate``,
+``share_gelu``, ``fuse_matmul``). Dead code is never carried: a pass returns only what the
+roots reach, so unrequested gradients and replaced nodes simply disappear.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ..errors import GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from . import canonicalize, specialize, stability
@@ -21,9 +25,97 @@ from .core import LogEntry, PassResult, Rule, run_rules, verify
 from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
 
-PASS_NAMES = ("nan_guard", "algebraic", "constant_fold", "cse", "stability", "accumulate",
-              "share_gelu", "fuse_matmul", "fuse_elementwise")
+
+@dataclasses.dataclass
+class PassContext:
+    """What a step may read: the switches that are on and what earlier steps did."""
+
+    on: frozenset[str]
+    log: list[LogEntry]
+    hazards: list[Hazard]
+
+    def rules(self, rules: Iterable[Rule]) -> list[Rule]:
+        return [r for r in rules if r.group in self.on]
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSpec:
+    """One step of the pipeline.
+
+    ``name`` keys its timing and snapshot; it runs when any of ``switches`` is on, and
+    ``run(roots, ctx)`` returns its result, or ``None`` when it has nothing to do.
+    ``after`` states the steps it depends on (they must come earlier) and ``why`` says why.
+    """
+
+    name: str
+    switches: tuple[str, ...]
+    run: Callable[[list[Node], PassContext], PassResult | None]
+    after: tuple[str, ...] = ()
+    why: str = ""
+
+
+def _stabilize(roots: list[Node], ctx: PassContext) -> PassResult:
+    """Stability rules; when one fired, gradients are re-derived from the stable forward.
+
+    Runs first, on the graph exactly as ``gb.grad`` built it, so the gradient exits can be
+    checked against a fresh ``gb.grad`` of the original loss (see :mod:`.rederive`)."""
+    rules = list(stability.RULES)
+    res = run_rules(roots, rules, "stabilize")
+    if not res.log:
+        return res
+    again = rederive(roots, res.roots, lambda rs: run_rules(rs, rules, "stabilize").roots)
+    return PassResult(again.roots, res.log + again.log)
+
+
+def _nan_guard(roots: list[Node], ctx: PassContext) -> PassResult:
+    res, found = nan_guard(roots)
+    ctx.hazards.extend(found)
+    return res
+
+
+def _canonicalize(name: str) -> Callable[[list[Node], PassContext], PassResult | None]:
+    def run(roots: list[Node], ctx: PassContext) -> PassResult | None:
+        if name == "recanonicalize" and not any(e.pass_name == "share_gelu" for e in ctx.log):
+            return None
+        return run_rules(roots, ctx.rules(canonicalize.RULES), name, cse="cse" in ctx.on)
+    return run
+
+
+_CANON = ("algebraic", "constant_fold", "cse")
+
+PIPELINE: tuple[PassSpec, ...] = (
+    PassSpec("stabilize", ("stability",), _stabilize),
+    PassSpec("nan_guard", ("nan_guard",), _nan_guard, after=("stabilize",),
+             why="guards the gradients stabilize re-derived; reads provenance before any rebuild"),
+    PassSpec("canonicalize", _CANON, _canonicalize("canonicalize"), after=("stabilize", "nan_guard"),
+             why="merges and folds nodes, after the passes that match on gradient provenance"),
+    PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs),
+             after=("canonicalize",), why="flattens the add chains that remain after simplification"),
+    PassSpec("share_gelu", ("share_gelu",), lambda rs, ctx: specialize.share_gelu(rs),
+             after=("canonicalize",), why="matches gelu and gelu_tanh_grad on one operand after CSE merged it"),
+    PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("share_gelu",),
+             why="the shared gelu form's scalar factors (0.5, k) meet the user's: gather and fold them"),
+    PassSpec("fuse_matmul", ("fuse_matmul",), lambda rs, ctx: specialize.fuse_matmul(rs),
+             after=("canonicalize", "accumulate"),
+             why="needs use counts of the final graph: a fused product must have one reader"),
+)
+"""The pipeline ``gb.compile`` runs, in order."""
+
+PASS_NAMES: tuple[str, ...] = tuple(dict.fromkeys(s for spec in PIPELINE for s in spec.switches))
 """Every switch ``gb.compile(passes={...})`` accepts."""
+
+
+def check_pipeline(pipeline: Sequence[PassSpec]) -> None:
+    """Raise :class:`GraphError` unless every stated dependency comes earlier."""
+    seen: set[str] = set()
+    for spec in pipeline:
+        missing = [d for d in spec.after if d not in seen]
+        if missing:
+            raise GraphError(f"pass {spec.name!r} must run after {', '.join(missing)}")
+        seen.add(spec.name)
+
+
+check_pipeline(PIPELINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,28 +138,14 @@ class OptimizeResult:
         return len(toposort(before)) - len(toposort(self.roots))
 
 
-DEFAULT_OFF = frozenset({"fuse_elementwise"})
-"""Passes that run only when switched on (``passes={"fuse_elementwise": True}``).
-
-Measured on the W4 chain with a static shape (4M float32, value and gradient, this 2-core
-machine, 2026-11-29): without the pass, the executor's cache blocking runs the forward and
-backward chains in one blocked loop in 18.5 ms (hand-written NumPy: 37.1 ms); with it, the
-two fused kernels take 50.3 ms, because each kernel runs whole-array and recomputes shared
-values, and the executor cannot block or merge inside a kernel. (With an unknown batch
-dim the pass does not fire: its size guard needs static sizes.) Fusion stays available,
-tested, and drawn as one box per kernel, for inspection."""
-
-
 def enabled_passes(passes: Mapping[str, bool] | None = None, disable: Iterable[str] = ()) -> set[str]:
-    """Resolve switches: every pass but :data:`DEFAULT_OFF` runs unless ``passes[name]`` is
-    False or ``name`` is in ``disable``; ``passes[name] = True`` switches one on."""
-    on = set(PASS_NAMES) - DEFAULT_OFF
+    """Resolve switches: every pass runs unless ``passes[name]`` is False or ``name`` is in
+    ``disable``."""
+    on = set(PASS_NAMES)
     for name, flag in (passes or {}).items():
         if name not in PASS_NAMES:
             raise ValueError(f"unknown pass {name!r}; passes are: {', '.join(PASS_NAMES)}")
-        if flag:
-            on.add(name)
-        else:
+        if not flag:
             on.discard(name)
     for name in disable:
         if name not in PASS_NAMES:
@@ -76,9 +154,14 @@ def enabled_passes(passes: Mapping[str, bool] | None = None, disable: Iterable[s
     return on
 
 
+def effect_order(roots: Sequence[Node]) -> list:
+    """The effectful ops the roots reach, in schedule order (passes must keep it)."""
+    return [n.op for n in toposort(roots) if n.op.effectful]
+
+
 def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *, disable: Iterable[str] = (),
-             debug: bool = False, min_fuse_size: int = 32768) -> OptimizeResult:
-    """Run the enabled passes over the graph the ``roots`` reach.
+             debug: bool = False) -> OptimizeResult:
+    """Run the enabled steps of :data:`PIPELINE` over the graph the ``roots`` reach.
 
     Parameters
     ----------
@@ -87,66 +170,27 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
     passes, disable
         Switches by pass name (see :data:`PASS_NAMES`).
     debug : bool
-        Verify the graph after every pass (types re-inferred, acyclic, no dangling inputs).
-    min_fuse_size : int
-        Elementwise groups with fewer (static) elements are not fused.
+        After every pass, verify the graph (types re-inferred, acyclic, no dangling inputs)
+        and check that its effectful nodes are all there, in the same order.
     """
-    on = enabled_passes(passes, disable)
+    ctx = PassContext(frozenset(enabled_passes(passes, disable)), [], [])
     roots = list(roots)
-    log: list[LogEntry] = []
     timings: dict[str, float] = {}
     snapshots: dict[str, list[Node]] = {"input": roots}
-    hazards: list[Hazard] = []
-
-    def record(name: str, fn) -> None:
-        nonlocal roots
+    effects = effect_order(roots) if debug else []
+    for spec in PIPELINE:
+        if not ctx.on.intersection(spec.switches):
+            continue
         t0 = time.perf_counter()
-        res: PassResult = fn(roots)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        res = spec.run(roots, ctx)
+        if res is None:
+            continue
+        timings[spec.name] = timings.get(spec.name, 0.0) + time.perf_counter() - t0
         roots = res.roots
-        log.extend(res.log)
-        snapshots[name] = roots
+        ctx.log.extend(res.log)
+        snapshots[spec.name] = roots
         if debug:
-            verify(roots, name)
-
-    if "stability" in on:
-        stab = list(stability.RULES)
-        record("stabilize", lambda rs: _stabilize(rs, stab))
-    if "nan_guard" in on:
-        def guard(rs):
-            res, found = nan_guard(rs)
-            hazards.extend(found)
-            return res
-        record("nan_guard", guard)
-    canon = _rules(canonicalize.RULES, on)
-    if canon or "cse" in on:
-        record("canonicalize", lambda rs: run_rules(rs, canon, "canonicalize", cse="cse" in on))
-    if "accumulate" in on:
-        record("accumulate", specialize.flatten_adds)
-    if "share_gelu" in on:
-        record("share_gelu", specialize.share_gelu)
-        if (canon or "cse" in on) and any(e.pass_name == "share_gelu" for e in log):
-            # the shared form's scalar factors (0.5, k) meet the user's: gather and fold them
-            record("recanonicalize", lambda rs: run_rules(rs, canon, "recanonicalize", cse="cse" in on))
-    if "fuse_matmul" in on:
-        record("fuse_matmul", specialize.fuse_matmul)
-    if "fuse_elementwise" in on:
-        record("fuse_elementwise", lambda rs: specialize.fuse_elementwise(rs, min_size=min_fuse_size))
-    return OptimizeResult(roots, log, timings, hazards, snapshots)
-
-
-def _stabilize(roots: list[Node], rules: list[Rule]) -> PassResult:
-    """Stability rules; when one fired, gradients are re-derived from the stable forward.
-
-    Runs first, on the graph exactly as ``gb.grad`` built it, so the gradient exits can be
-    checked against a fresh ``gb.grad`` of the original loss (see :mod:`.rederive`)."""
-    res = run_rules(roots, rules, "stabilize")
-    if not res.log:
-        return res
-    again = rederive(roots, res.roots, lambda rs: run_rules(rs, rules, "stabilize").roots)
-    return PassResult(again.roots, res.log + again.log)
-
-
-
-def _rules(rules: Iterable[Rule], on: set[str]) -> list[Rule]:
-    return [r for r in rules if r.group in on]
+            verify(roots, spec.name)
+            if effect_order(roots) != effects:
+                raise GraphError(f"pass {spec.name!r} dropped or reordered effectful nodes")
+    return OptimizeResult(roots, ctx.log, timings, ctx.hazards, snapshots)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from ..ops.leaves import Constant, Leaf
-from .core import LogEntry, PassResult, rebuild
+from .core import LogEntry, PassResult, rewrite
 
 
 def _wrt_of(g: Node) -> Node | None:
@@ -110,12 +110,5 @@ def rederive(before: list[Node], after: list[Node], stabilize: Callable[[list[No
             log.append(LogEntry(pass_name, "rederive_gradient", (g, y), fresh[w]))
     if not replace:
         return PassResult(after, log)
-    new: dict[Node, Node] = {}
-    for n in order:
-        if n in replace:
-            new[n] = replace[n]
-            continue
-        ins = tuple(new[i] for i in n.inputs)
-        new[n] = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
-    roots = [new[r] for r in before]
+    roots = rewrite(before, lambda n, ins, new: replace.get(n), order=order)
     return PassResult(stabilize(roots), log)

@@ -3,7 +3,8 @@
 ``log(1 + x) -> log1p(x)``, ``log1p(exp(z)) -> softplus(z)``, ``log(sigmoid(x)) ->
 -softplus(-x)``, ``log(sum(exp(x))) -> logsumexp(x)``, ``log(exp(x) / sum(exp(x))) -> x -
 logsumexp(x)`` (log-softmax), ``log(softmax(x))`` likewise, and ``-sum(t * log_softmax(x))``
-into one fused softmax cross-entropy whose gradient is ``softmax * sum(t) - t``.
+into one softmax cross-entropy (the op ``gb.softmax_cross_entropy`` builds, with gradients
+to computed targets switched on) whose gradient is ``softmax * sum(t) - t``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from ..ops import elementwise as ew
 from ..ops.base import apply
 from ..ops.reduce import Sum
 from .core import Context, is_const_scalar, rule
-from ..ops.leaves import Constant, Input
-from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy as LabelSoftmaxCE
+from ..ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
 from ..ops.reduce import LogSumExp
-from .fused import SoftmaxCrossEntropy
 
 
 def neg(x: Node) -> Node:
@@ -106,7 +105,7 @@ def _log_softmax_source(n: Node):
 
 @rule("stability", ew.Negative)
 def softmax_cross_entropy(node: Node, ctx: Context):
-    """``-sum(t * log_softmax(x), axis)`` becomes one fused op whose gradient is
+    """``-sum(t * log_softmax(x), axis)`` (float ``t``) becomes one op whose gradient is
     ``softmax(x) * sum(t) - t`` (softmax minus one-hot)."""
     (s,) = node.inputs
     if not (isinstance(s.op, Sum) and len(s.op.axis) == 1 and not s.op.keepdims):
@@ -116,11 +115,8 @@ def softmax_cross_entropy(node: Node, ctx: Context):
         return None
     for t, l in (m.inputs, m.inputs[::-1]):
         src = _log_softmax_source(l)
-        if src is not None and src[1] == s.op.axis[0] and t.shape == l.shape:
+        if src is not None and src[1] == s.op.axis[0] and t.shape == l.shape and t.dtype.kind == "f":
             x, axis = src
-            if isinstance(t.op, (Input, Constant)) and t.dtype == x.dtype:
-                # targets are data: the op set's fused op (gradient softmax - one_hot)
-                return apply(LabelSoftmaxCE(axis), x, t), (s, m, l)
             return apply(SoftmaxCrossEntropy(axis), x, t), (s, m, l)
     return None
 

@@ -1,27 +1,15 @@
 """What a node is, for drawing: leaf kind, pure shape op, shape-only operands, fused contents.
 
-Every question is answered from op classes and op attributes, never from op-name strings
-of user nodes, so renaming an op's display name does not change how it is drawn. Passes
-written later (fusion) are read through ``getattr`` with fallbacks: a fused op may expose
-what it absorbed as ``absorbed``, ``ops`` or ``names``.
+Every question is answered from the facts each op declares on its class (``view``,
+``shape_only_inputs``, ``parts()``), never from op names or class lists, so a new op is
+drawn right without touching this module.
 """
 
 from __future__ import annotations
 
 from ..graph.context import Provenance
 from ..graph.node import Node
-from ..ops.leaves import Constant, Input, Leaf, Param
-from ..ops import shape as _shape_ops
-
-# Ops that only re-view their input's elements (no arithmetic): hidden on request.
-_PURE_SHAPE = tuple(
-    cls
-    for cls in (
-        getattr(_shape_ops, name, None)
-        for name in ("Reshape", "Transpose", "ExpandDims", "Squeeze", "BroadcastTo", "SwapAxes")
-    )
-    if cls is not None
-)
+from ..ops.leaves import Constant, Leaf
 
 
 def is_leaf_node(node: Node) -> bool:
@@ -30,37 +18,17 @@ def is_leaf_node(node: Node) -> bool:
 
 def leaf_kind(node: Node) -> str | None:
     """``"input"``, ``"param"``, ``"constant"`` or ``None`` for computed nodes."""
-    op = node.op
-    if isinstance(op, Input):
-        return "input"
-    if isinstance(op, Param):
-        return "param"
-    if isinstance(op, Constant):
-        return "constant"
-    if isinstance(op, Leaf):
-        return "constant"
-    return None
+    return node.op.leaf_kind
 
 
 def is_shape_op(node: Node) -> bool:
-    """True for reshape/transpose/expand_dims/squeeze/broadcast_to: pure re-views."""
-    flag = getattr(type(node.op), "pure_shape", None)
-    if flag is not None:
-        return bool(flag)
-    return isinstance(node.op, _PURE_SHAPE)
+    """True for ops that only re-view their input (``op.view``): hidden on request."""
+    return node.op.view
 
 
 def shape_only_input(node: Node, index: int) -> bool:
     """True when input ``index`` is read only for its runtime shape (a ``like`` operand)."""
-    declared = getattr(type(node.op), "shape_only_inputs", None)
-    if declared is not None:
-        return index in declared
-    op_name = node.op.name
-    if op_name in ("reshape", "broadcast_to"):
-        return index >= 1
-    if op_name in ("full", "reduced_count"):
-        return True
-    return False
+    return index in node.op.shape_only_inputs
 
 
 def is_scalar_constant(node: Node) -> bool:
@@ -83,25 +51,7 @@ def constant_text(node: Node) -> str:
 
 def absorbed_ops(node: Node) -> list[str]:
     """Display names of the ops a fused node absorbed (empty for ordinary nodes)."""
-    op = node.op
-    for attr in ("absorbed", "ops", "names", "body", "chain", "steps"):
-        seq = getattr(op, attr, None)
-        if isinstance(seq, (tuple, list)) and seq:
-            return [_op_text(item) for item in seq]
-    return []
-
-
-def _op_text(item: object) -> str:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, Node):
-        return item.op.name
-    name = getattr(item, "name", None)
-    if isinstance(name, str):
-        return name
-    if isinstance(item, (tuple, list)) and item:
-        return _op_text(item[0])
-    return type(item).__name__
+    return list(node.op.parts())
 
 
 def grad_origin(node: Node) -> Node | None:
@@ -148,7 +98,7 @@ def op_detail(node: Node) -> str:
             continue
         if key == "keepdims" and value is False:
             continue
-        if value is None or key in ("absorbed", "absorbed_nodes", "program", "n_inputs", "n"):
+        if value is None or key in ("absorbed", "n"):
             continue
         text = repr(value)
         if len(text) > 28:

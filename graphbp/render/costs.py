@@ -20,24 +20,8 @@ REFERENCE_ROWS = 64
 
 
 def flops(node: Node) -> Poly:
-    """A rough FLOP count: 2*M*N*K for matmul, one per element read by reductions and one
-    per element written by everything else; zero for leaves and pure shape/copy ops."""
-    from .classify import absorbed_ops, is_leaf_node, is_shape_op
-
-    if is_leaf_node(node) or is_shape_op(node):
-        return Poly()
-    op_name = node.op.name
-    absorbed = absorbed_ops(node)
-    out = size_poly(node.type)
-    if (op_name == "matmul" or "matmul" in absorbed) and len(node.inputs) >= 2:
-        k = node.inputs[0].shape[-1]
-        total = out.shift().scale(2) if k is None else out.scale(2 * k)  # unknown K: per row
-        return total + out.scale(max(0, len(absorbed) - 1))
-    if absorbed:
-        return out.scale(len(absorbed))
-    if node.inputs and op_name in {"sum", "mean", "max", "min", "prod", "logsumexp", "var"}:
-        return size_poly(node.inputs[0].type)
-    return size_poly(node.type)
+    """A rough FLOP count, as the op prices itself (:meth:`graphbp.ops.base.Op.flops`)."""
+    return node.op.flops(tuple(i.type for i in node.inputs), node.type)
 
 
 def total_flops(nodes: Iterable[Node]) -> Poly:

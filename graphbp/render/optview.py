@@ -95,11 +95,10 @@ def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edg
         names = absorbed_ops(n)
         if not names:
             continue
-        inner = set(getattr(n.op, "absorbed_nodes", None) or ())
         for r in removed:
-            if r in inner or (r.origin is not None and r.origin == n.origin and r.op.name in names
-                              and bool(r.provenance) == bool(n.provenance) and r.type == n.type
-                              and (r not in fate or fate[r][1] not in a_set)):
+            if (r.origin is not None and r.origin == n.origin and r.op.name in names
+                    and bool(r.provenance) == bool(n.provenance) and r.type == n.type
+                    and (r not in fate or fate[r][1] not in a_set)):
                 fate[r] = ("fused", n, fate[r][2] if r in fate else "fusion")
     rebuilt = _rebuilt(removed, new, fate)
     removed = [n for n in removed if n not in rebuilt]

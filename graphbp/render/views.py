@@ -195,9 +195,6 @@ def resolve_forward(fwd: Node, candidates: list[Node]) -> Node | None:
     same op, preferring one of the same type."""
     if fwd in set(candidates):
         return fwd
-    for c in candidates:
-        if fwd in (getattr(c.op, "absorbed_nodes", None) or ()):
-            return c
     same_line = [c for c in candidates if c.origin is not None and c.origin == fwd.origin
                  and (c.op.name == fwd.op.name or fwd.op.name in absorbed_ops(c))]
     typed = [c for c in same_line if c.type == fwd.type]

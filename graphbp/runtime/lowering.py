@@ -19,7 +19,7 @@ decides what that line is. Each entry of :data:`LOWERINGS` (keyed by op class) r
 ``"call"``
     Fallback: ``op.compute(*operands)`` returns a fresh array (which may alias its operands).
 
-Ops whose ``compute`` accepts ``out=`` (the fused ops of :mod:`graphbp.passes.fused`) are
+Ops whose ``compute`` accepts ``out=`` (the fused ops of :mod:`graphbp.ops.fused`) are
 lowered to ``"out"`` automatically. Small-array overhead matters (a 32-layer MLP at batch 16
 spends most of its time in call overhead), hence ``np.dot`` for 2-D matmul (0.8 us where
 ``np.matmul`` costs 1.2 us), ``np.add.reduce`` for ``sum`` (1.1 us vs 2.3 us for ``np.sum``)
@@ -273,7 +273,7 @@ def _register_optional() -> None:
     except ImportError:  # pragma: no cover
         pass
     try:
-        from ..passes.fused import AddN, FusedElementwise, MatMulBiasAct
+        from ..ops.fused import AddN, MatMulBiasAct
 
         def add_n(node, types, out):
             def emit(a, o):
@@ -287,7 +287,7 @@ def _register_optional() -> None:
 
         def matmul_bias_act(node, types, out):
             a, w, b = types
-            act = node.op.activation
+            act = node.op.activation_op
             if not (a.ndim == w.ndim == 2 and a.dtype == w.dtype == b.dtype == out.dtype):
                 return None
             act_low = LOWERINGS.get(type(act)) if act is not None else None
@@ -304,18 +304,8 @@ def _register_optional() -> None:
 
             return Lowered("out", emit)
 
-        def fused(node, types, out):
-            low = _expand_fused(node, types, out) if (out.size() or 0) <= EXPAND_FUSED_MAX else None
-            if low is not None:
-                return low
-            low = _with_out(node, types, out)
-            if low is not None and not node.op.reduce_sum:
-                low.inplace = _inplace_ok(types, out, range(len(types)))
-            return low
-
         LOWERINGS[AddN] = add_n
         LOWERINGS[MatMulBiasAct] = matmul_bias_act
-        LOWERINGS[FusedElementwise] = fused
     except ImportError:  # pragma: no cover
         pass
 
@@ -367,84 +357,6 @@ def _register_nn() -> None:
     LOWERINGS[Softmax] = softmax
     LOWERINGS[SoftmaxCrossEntropy] = cross_entropy
     LOWERINGS[OneHot] = one_hot
-
-#: Fused elementwise nodes up to this many elements run as whole-array NumPy calls into
-#: planned scratch buffers: at cache-resident sizes a Python loop over blocks only adds
-#: overhead. Larger ones use the fused op's own block-by-block kernel.
-EXPAND_FUSED_MAX = 1 << 20
-
-
-class _Stub:
-    """Stands in for a node when lowering one instruction of a fused program."""
-
-    def __init__(self, op=None, inputs=()):
-        self.op, self.inputs = op, inputs
-
-
-def _expand_fused(node: Node, types: list[TensorType], out: TensorType) -> Lowered | None:
-    """A fused elementwise program as one statement of ufunc calls, intermediates in temps."""
-    from ..graph.types import broadcast_shapes
-
-    op = node.op
-    n = op.n_inputs
-    slot_types = list(types)
-    stubs: list[Any] = list(node.inputs)
-    emits = []
-    temps: list[TensorType] = []
-    sub_names: dict[str, Any] = {out.dtype.name: out.dtype.type}
-    for k, ins in enumerate(op.program):
-        fn = LOWERINGS.get(type(ins.op))
-        shape = broadcast_shapes(*(slot_types[a].shape for a in ins.args))
-        t = TensorType(shape, np.dtype(ins.dtype))
-        stub = _Stub(ins.op, tuple(stubs[a] for a in ins.args))
-        low = fn(stub, [slot_types[a] for a in ins.args], t) if fn is not None else None
-        final = k == len(op.program) - 1 and not op.reduce_sum
-        if final and t != out:
-            return None
-        if low is not None and low.kind == "view":
-            # ufuncs broadcast by themselves; other views are inlined as expressions
-            alias = isinstance(ins.op, sh.BroadcastTo)
-            emits.append(("alias" if alias else "view", low.emit, ins.args, final))
-            slot_types.append(t)
-            stubs.append(_Stub())
-            continue
-        if low is None or low.kind != "out":
-            return None
-        sub_names.update(low.names)
-        own = list(range(len(temps), len(temps) + len(low.temps)))
-        temps.extend(low.temps)
-        emits.append((low.emit, ins.args, None if final else len(temps), own))
-        if not final:
-            temps.append(t)
-        slot_types.append(t)
-        stubs.append(_Stub())
-    if op.reduce_sum:
-        if out.shape != ():
-            return None
-
-    def emit(a: list[str], o: str) -> str:
-        names = list(a[:n])
-        tnames = a[n:]
-        parts = []
-        for item in emits:
-            if item[0] in ("alias", "view"):
-                _, e, args, final = item
-                expr = names[args[0]] if item[0] == "alias" else e([names[j] for j in args], "")
-                if final:
-                    parts.append(f"copyto({o}, {expr}, 'unsafe')")
-                names.append(expr)
-                continue
-            e, args, ti, own = item
-            dst = o if ti is None else tnames[ti]
-            parts.append(e([names[j] for j in args] + [tnames[j] for j in own], dst))
-            names.append(dst)
-        if op.reduce_sum:
-            parts.append(f"add_reduce({names[-1]}, None, {out.dtype.name}, {o})")
-        return "; ".join(parts)
-
-    inplace = () if op.reduce_sum else _inplace_ok(types, out, range(len(types)))
-    return Lowered("out", emit, inplace=inplace, temps=temps, names=sub_names)
-
 
 def _with_out(node: Node, types, out) -> Lowered | None:
     """Ops whose ``compute`` takes ``out=`` write into the planned buffer (no in-place)."""
