@@ -25,8 +25,16 @@ def test_python_scalars_and_lists_adopt_the_tensor_dtype(weak):
     x = _x()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for y in (x + weak, weak * x, gb.maximum(x, weak), gb.where(x > 0, x, weak)):
+        for y in (x + weak, weak * x, gb.maximum(x, weak), gb.where(x > 0, x, weak), gb.clip(x, weak, 9)):
             assert y.dtype == np.float32, y
+
+
+def test_lists_in_sequences_adopt_the_first_tensors_dtype():
+    x = _x()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gb.concatenate([x, [1.0, 2.0]]).dtype == np.float32
+        assert gb.stack([x, [1, 2, 3, 4]]).dtype == np.float32
 
 
 def test_weak_floats_meeting_integers_become_float_as_in_numpy():
