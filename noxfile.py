@@ -35,8 +35,9 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (``benchmarks/run.py``) with the bench extra installed."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,mpi]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/distributed.py")  # W2 over 2 MPI ranks (docs/distributed.md)
 
 
 @nox.session

@@ -16,7 +16,7 @@ from .graph import Node, Provenance, TensorType, scope, toposort
 from .graph.nx import to_networkx
 from .ops import *  # noqa: F401,F403 - every op builder is public as gb.<name>
 from .ops import Op
-from .runtime import Program, Schedule, compile, evaluate
+from .runtime import Program, RuntimeOptions, Schedule, compile, evaluate
 from . import passes  # noqa: E402 - the rewrite passes gb.compile runs (gb.passes.PASS_NAMES)
 from . import data, train  # noqa: E402 - after the ops: training builds graphs with them
 from . import distributed  # noqa: E402 - imports without mpi4py; gb.distributed.world() needs it

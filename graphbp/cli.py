@@ -25,6 +25,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=3e-2, help="decoupled weight decay (default 3e-2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles")
     p.add_argument("--out", default="graphbp-demo", help="directory for the diagrams (default ./graphbp-demo)")
+    p.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over MPI ranks (prints the mpiexec command when not under MPI)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always draw the progress bar (default: only on a terminal)")
@@ -33,6 +35,10 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.distributed:
+        from .distributed.demo import run
+
+        return run(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     from .train.demo import run_demo as demo
 
     result = demo(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,

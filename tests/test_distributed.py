@@ -177,3 +177,34 @@ def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
 
 def test_distributed_error_is_a_graphbp_error():
     assert issubclass(DistributedError, gb.GraphbpError)
+
+
+def test_demo_distributed_without_mpi_prints_the_mpiexec_command(capsys, monkeypatch):
+    from graphbp.cli import main
+
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["demo", "--distributed"]) == 0
+    assert "mpiexec -n 2" in capsys.readouterr().out and "graphbp demo --distributed" in gb.distributed.demo.command()
+
+
+@needs_mpi
+def test_digits_demo_trains_on_two_ranks():
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "graphbp", "demo", "--distributed", "--epochs", "3"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(gb.__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 rank(s)" in proc.stdout and proc.stdout.count("epoch") == 3  # rank 0 alone prints
+
+
+def test_an_allreduce_of_constant_gradients_still_runs_every_call():
+    """Effectful ops are never folded: not by the passes, not by the plan's constant folding."""
+    b = gb.param("b", np.ones(3, np.float32))
+    loss = gb.sum(b)  # its gradient is a constant
+    opt = gb.distributed.data_parallel(gb.optim.SGD(0.5), single_process())
+    for optimize in (False, True):
+        step = gb.compile([], [loss], updates=opt.updates(loss, [b]), optimize=optimize)
+        code = [line for line in step.source().splitlines() if not line.lstrip().startswith("#")]
+        assert any("allreduce_mean" in line for line in code), step.source()
+    step()
+    np.testing.assert_allclose(b.value, 0.5)

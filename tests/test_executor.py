@@ -10,20 +10,16 @@ import numpy as np
 import pytest
 
 import graphbp as gb
-from graphbp.ops.leaves import Constant, Param
 from graphbp.runtime.feeds import bind_feeds
 
 
 def interpret(prog: gb.Program, *args):
-    """The reference: evaluate every scheduled node with its op's own kernel, no buffers."""
-    feeds = bind_feeds(prog.inputs, args, {})
-    env = dict(zip(prog.inputs, feeds))
-    for n in prog.order:
-        if isinstance(n.op, (Param, Constant)):
-            env[n] = n.op.value
-    for n in prog.forward.nodes + prog.backward.nodes:
-        env[n] = np.asarray(n.op.compute(*(env[i] for i in n.inputs)))
-    return [np.array(env[o]) for o in prog.outputs], [np.array(env[v]) for _, v in prog.updates]
+    """The reference interpreter (``gb.evaluate``) on the program's (rewritten) outputs and
+    update values: its outputs and the new parameter values, nothing updated."""
+    feeds = dict(zip(prog.inputs, bind_feeds(prog.inputs, args, {})))
+    values = gb.evaluate(list(prog.outputs) + [v for _, v in prog.updates], feeds)
+    k = len(prog.outputs)
+    return values[:k], values[k:]
 
 
 def mlp(seed=0, sizes=(6, 8, 8, 3), act=gb.tanh, dtype="float64"):
@@ -42,10 +38,11 @@ def mlp(seed=0, sizes=(6, 8, 8, 3), act=gb.tanh, dtype="float64"):
     return x, t, params, loss
 
 
-def sgd_program(lr=0.1, **kw):
+def sgd_program(lr=0.1, runtime=None, **kw):
     x, t, params, loss = mlp(**kw)
     grads = gb.grad(loss, params)
-    prog = gb.compile([x, t], [loss, *grads], updates={p: p - lr * g for p, g in zip(params, grads)})
+    prog = gb.compile([x, t], [loss, *grads], updates={p: p - lr * g for p, g in zip(params, grads)},
+                      runtime=runtime)
     return prog, params
 
 
@@ -277,12 +274,8 @@ def test_softmax_cross_entropy_lowering_agrees_with_the_kernels():
     assert "maximum_reduce(" in prog.source()
 
 
-def test_very_long_schedules_run_as_module_level_chunks(monkeypatch):
-    from graphbp.runtime import codegen
-
-    monkeypatch.setattr(codegen, "HUGE_STEPS", 10)
-    monkeypatch.setattr(codegen, "CHUNK_LINES", 7)
-    prog, params = sgd_program(lr=0.0)
+def test_very_long_schedules_run_as_module_level_chunks():
+    prog, params = sgd_program(lr=0.0, runtime=gb.RuntimeOptions(huge_steps=10, chunk_lines=7))
     X, T = feeds()
     got = prog(X, T)
     for a, b in zip(got, interpret(prog, X, T)[0]):

@@ -3,7 +3,9 @@
 Three mutators, each with an explicit example count (the profile must not cut them):
 raw bytes of the file (mostly caught by the ZIP layer), bytes of one member re-zipped with
 a valid CRC (reaches the JSON and .npy parsers), and structural JSON edits (reaches the
-graph validator: references, ops, parameters, types).
+graph validator: references, ops, parameters, types). Every case runs with the process's
+address space capped at 1 GiB above its size (``bombs.memory_cap``): a mutation that made the
+loader allocate more would fail with ``MemoryError`` instead of exhausting the machine.
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ from hypothesis import strategies as st
 
 import graphbp as gb
 
+from bombs import memory_cap
+
 BYTES_CASES = 1200
 MEMBER_CASES = 1000
 JSON_CASES = 1500
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+MEMORY_CAP = 2**30
+
+
+@pytest.fixture(autouse=True)
+def _capped_memory():
+    with memory_cap(MEMORY_CAP):
+        yield
 
 
 def _valid_file() -> bytes:

@@ -178,5 +178,23 @@ def test_one_gelu_formula_serves_kernel_vjp_and_pass():
                                rtol=1e-13)
 
 
-def test_tensor_type_of_op_facts_example():
+def test_default_flops_is_one_per_output_element():
     assert Op.flops(gb.ops.Exp(), [TensorType((2, 3), np.float64)], TensorType((2, 3), np.float64)).at(1) == 6
+
+
+def test_every_op_database_entry_prices_itself():
+    from graphbp.graph.cost import Poly
+
+    from opdb import OPDB
+
+    rng = np.random.default_rng(0)
+    for info in OPDB:
+        sample = info.samples(rng)[0]
+        shapes = sample.shapes()
+        nodes = [gb.input(f"a{k}", s, dtype=a.dtype) for k, (a, s) in enumerate(zip(sample.args, shapes))]
+        out = info.build(*nodes, **sample.kwargs)
+        for n in gb.toposort([out]):
+            cost = flops(n)
+            assert isinstance(cost, Poly) and all(c >= 0 for _, c in cost.terms), (info.name, n)
+            if n.op.view:
+                assert cost.is_zero, (info.name, n)

@@ -110,25 +110,18 @@ def test_random_graph_programs_agree_with_the_reference_interpreter(graph):
 
 
 @given(graphs())
-def test_random_graph_blocked_and_merged_loops_agree_with_unoptimized(graph):
+def test_random_graph_blocked_and_merged_loops_agree_with_the_reference(graph):
     """Cache blocking forced onto these small arrays (blocks of 2 rows), so chains, the
     merged forward/backward loop and the steps moved around it all run on random graphs."""
-    import pytest
-
-    from graphbp.runtime import blocking
-
     steps, outs, seed = graph
     xs, loss, rng = _build(steps, outs, seed)
     grads = gb.grad(loss, xs)
     args = [rng.uniform(-1, 1, size=SHAPE) for _ in xs]
-    ref = gb.compile(xs, [loss, *grads], optimize=False)(*args)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(blocking, "MIN_BYTES", 1)
-        mp.setattr(blocking, "BLOCK_ELEMENTS", 8)
-        mp.setattr(blocking, "MERGED_BLOCK_ELEMENTS", 8)
-        prog = gb.compile(xs, [loss, *grads])
-        got = prog(*args)
-        again = prog(*args)
+    ref = gb.evaluate([loss, *grads], dict(zip(xs, args)))
+    forced = gb.RuntimeOptions(block_min_bytes=1, block_elements=8, merged_block_elements=8)
+    prog = gb.compile(xs, [loss, *grads], runtime=forced)
+    got = prog(*args)
+    again = prog(*args)
     for r, g, h in zip(ref, got, again):
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(g, h)

@@ -8,7 +8,6 @@ import graphbp as gb
 from graphbp.ops.activations import GeluTanhGrad
 from graphbp.passes import canonicalize, verify
 from graphbp.passes.core import run_rules
-from graphbp.runtime import blocking
 
 
 def _gelu_grad_ref(x):
@@ -57,12 +56,10 @@ def _w4_graph():
     return x, y, gx
 
 
-def test_w4_gradient_blocked_matches_unoptimised(monkeypatch):
-    monkeypatch.setattr(blocking, "MIN_BYTES", 1024)
-    monkeypatch.setattr(blocking, "BLOCK_ELEMENTS", 1000)
+def test_w4_gradient_blocked_matches_unoptimised():
     x, y, gx = _w4_graph()
     xv = np.random.default_rng(0).standard_normal(4321).astype(np.float32) * 3
-    fast = gb.compile([x], [y, gx])
+    fast = gb.compile([x], [y, gx], runtime=gb.RuntimeOptions(block_min_bytes=1024, block_elements=1000))
     assert "_b_" in fast.source((4321,))  # the chain ran in blocks, slices bound once per block
     want = gb.compile([x], [y, gx], optimize=False)(xv)
     got = fast(xv)
@@ -99,19 +96,16 @@ def test_share_gelu_one_tanh_and_provenance():
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-14)
 
 
-def _force_blocking(mp, elements=8):
-    mp.setattr(blocking, "MIN_BYTES", 1)
-    mp.setattr(blocking, "BLOCK_ELEMENTS", elements)
-    mp.setattr(blocking, "MERGED_BLOCK_ELEMENTS", elements)
+def _force_blocking(elements=8):
+    return gb.RuntimeOptions(block_min_bytes=1, block_elements=elements, merged_block_elements=elements)
 
 
-def test_forward_and_backward_regions_run_as_one_loop(monkeypatch):
+def test_forward_and_backward_regions_run_as_one_loop():
     """W4's shape: the step runs the blocked forward and backward chains in one loop, so the
     saved activations never reach memory; the separate forward()/backward() stay correct."""
-    _force_blocking(monkeypatch, 1000)
     x, y, gx = _w4_graph()
     xv = np.random.default_rng(1).standard_normal(4321).astype(np.float32) * 3
-    fast = gb.compile([x], [y, gx])
+    fast = gb.compile([x], [y, gx], runtime=_force_blocking(1000))
     src = fast.source((4321,))
     step_src = src[src.index("def step("):]
     assert step_src.count("for i in range(") == 1 and "= forward(" not in step_src
@@ -126,10 +120,9 @@ def test_forward_and_backward_regions_run_as_one_loop(monkeypatch):
     np.testing.assert_allclose(split[1], want[1], rtol=1e-5, atol=1e-6)
 
 
-def test_merged_loop_keeps_values_a_later_forward_step_reads(monkeypatch):
+def test_merged_loop_keeps_values_a_later_forward_step_reads():
     """A forward reduction over an axis after the chain is moved past the loop; the chain
     value it reads is written to its buffer instead of living in scratch."""
-    _force_blocking(monkeypatch)
     x = gb.input("x", (None, 4), dtype="float64")
     w = gb.param("w", np.linspace(0.5, 1.5, 4))
     u = gb.tanh(x * w) * 2.0
@@ -138,6 +131,6 @@ def test_merged_loop_keeps_values_a_later_forward_step_reads(monkeypatch):
     (gx, gw) = gb.grad(y, [x, w])
     xv = np.random.default_rng(2).standard_normal((37, 4))
     want = gb.compile([x], [y, m, gx, gw], optimize=False)(xv)
-    got = gb.compile([x], [y, m, gx, gw])(xv)
+    got = gb.compile([x], [y, m, gx, gw], runtime=_force_blocking())(xv)
     for r, g in zip(want, got):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)

@@ -15,6 +15,7 @@ from .comm import (
     DEFAULT_TIMEOUT, Communicator, DistributedError, MpiCommunicator, SingleProcess,
     communicator, single_process, under_mpi, world,
 )
+from . import demo
 from .parallel import DEFAULT_BUCKET_BYTES, DataParallel, allreduce_mean, broadcast_params, buckets, data_parallel
 
 __all__ = [

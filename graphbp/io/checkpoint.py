@@ -23,7 +23,7 @@ from ..graph.types import format_shape
 from ..ops.leaves import Param
 from .atomic import atomic_write
 from .codec import ArrayStore, Decoder, encode
-from .container import DEFAULT_LIMITS, Limits, decode_npz, dump_json, encode_npz, fail, parse_json, read_members, write_zip
+from .container import DEFAULT_LIMITS, Limits, dump_json, encode_npz, fail, read_container, write_zip
 
 FORMAT_NAME = "graphbp.checkpoint"
 FORMAT_VERSION = 1
@@ -128,13 +128,8 @@ def load_checkpoint(path: str | os.PathLike, params: Any, optimizer: Any = None,
         Parameter names, shapes or dtypes (or the optimizer state) differ from what is
         being restored into. Nothing is changed in either case.
     """
-    raw = read_members(path, {"checkpoint.json": limits.max_json_bytes,
-                              "arrays.npz": limits.max_array_bytes + 2**20, "SHA256": 64}, limits)
-    digest = hashlib.sha256(raw["checkpoint.json"] + b"\0" + raw["arrays.npz"]).hexdigest().encode("ascii")
-    if digest != raw["SHA256"]:
-        raise fail(path, "SHA256", "checksum mismatch: the checkpoint is corrupt")
-    doc = parse_json(path, "checkpoint.json", raw["checkpoint.json"])
-    arrays = decode_npz(path, raw["arrays.npz"], limits)
+    contents = read_container(path, "checkpoint.json", limits, small={"SHA256": 64}, checksum="SHA256")
+    doc, arrays = contents.doc, contents.arrays
     dec = Decoder(path, arrays, limits)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise fail(path, "checkpoint.json.format", f"not a {FORMAT_NAME} document")

@@ -30,7 +30,7 @@ from ..ops.base import OpError
 from ..ops.leaves import Constant, Input, Leaf, Param
 from .atomic import atomic_write
 from .codec import ArrayStore, Decoder, encode
-from .container import DEFAULT_LIMITS, Limits, decode_npz, dump_json, encode_npz, fail, parse_json, read_members, write_zip
+from .container import DEFAULT_LIMITS, Limits, dump_json, encode_npz, fail, read_container, write_zip
 
 FORMAT_NAME = "graphbp.graph"
 FORMAT_VERSION = 1
@@ -205,10 +205,8 @@ def load(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS):
         For any file that is not a complete, consistent graph file of a supported version,
         naming the file, where in it, and what is wrong. Nothing in the file is executed.
     """
-    raw = read_members(path, {"graph.json": limits.max_json_bytes, "arrays.npz": limits.max_array_bytes + 2**20}, limits)
-    doc = parse_json(path, "graph.json", raw["graph.json"])
-    arrays = decode_npz(path, raw["arrays.npz"], limits)
-    return from_document(doc, arrays, path=path, limits=limits)
+    contents = read_container(path, "graph.json", limits)
+    return from_document(contents.doc, contents.arrays, path=path, limits=limits)
 
 
 def from_document(doc: Any, arrays: dict[str, np.ndarray], *, path: Any = None, limits: Limits = DEFAULT_LIMITS):

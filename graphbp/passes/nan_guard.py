@@ -143,7 +143,7 @@ def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResu
             if p.rule == "vjp":
                 vjp_nodes.setdefault(p.forward, []).append(n)
     read_by: dict[Node, list[Node]] = {}  # node -> its users in the program, once needed
-    rootset = set(roots)
+    rootset, program = set(roots), set(order)
     hazards: list[Hazard] = []
     replace: dict[Node, Node] = {}
     log: list[LogEntry] = []
@@ -154,6 +154,8 @@ def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResu
         if g is None:
             continue
         group = vjp_nodes.get(n, [])
+        if not group and n not in program:
+            continue  # only the loss's graph holds it and no gradient here reads it
         gset = set(group)
         if group and not read_by:
             for m in order:

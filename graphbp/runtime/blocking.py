@@ -13,7 +13,6 @@ running them block by block computes exactly what running them one after the oth
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,14 +21,9 @@ from ..graph.node import Node
 from ..graph.types import TensorType
 from ..ops.reduce import Sum
 from .plan import Planned, Step
+from .schedule import data_inputs
 
-#: Chains on arrays smaller than this many bytes run whole-array (they fit in cache anyway).
-MIN_BYTES = 4 << 20
-#: Elements per block (1 MiB of float32): large enough to amortise ~1-2 us per NumPy call
-#: and per slice, small enough that a handful of scratch blocks stay in L3. Measured on W4
-#: (4M float32, ~23 calls per block, this 2-core EPYC): 8K 16.4 ms, 16K 14.0, 32K 12.6,
-#: 64K 12.3, 128K 12.5, 256K 11.2, 512K 11.3.
-BLOCK_ELEMENTS = 1 << 18
+# The thresholds (chain size, block sizes) are RuntimeOptions fields, read from plan.options.
 
 
 def _eligible(st: Step, plan: Planned) -> TensorType | None:
@@ -37,7 +31,7 @@ def _eligible(st: Step, plan: Planned) -> TensorType | None:
     if low.kind != "out" or st.deferred or not getattr(n.op, "elementwise", False):
         return None
     t = plan.types[n]
-    if t.ndim == 0 or (t.size() or 0) * t.dtype.itemsize < MIN_BYTES:
+    if t.ndim == 0 or (t.size() or 0) * t.dtype.itemsize < plan.options.block_min_bytes:
         return None
     for i in n.inputs:
         it = plan.types[i]
@@ -135,8 +129,9 @@ def emit_region(
     names: dict[Node, str],
     index: dict[Node, int],
     ns: dict,
+    operands: Callable[[Node], list[str]],
     emit_stmt: Callable[[Step, list[str], str, list[str]], str],
-    comment: Callable[[Step], str],
+    annotate: Callable[[Step, str], str],
     *,
     tag: str | None = None,
     merged: bool = False,
@@ -158,7 +153,8 @@ def emit_region(
     internal = _internal(items, plan, keep) - sums
     rows = plan.types[nodes[0]].shape[0]
     row_elems = int(np.prod(plan.types[nodes[0]].shape[1:], dtype=np.int64))
-    block = max(1, (MERGED_BLOCK_ELEMENTS if merged else BLOCK_ELEMENTS) // max(row_elems, 1))
+    opts = plan.options
+    block = max(1, (opts.merged_block_elements if merged else opts.block_elements) // max(row_elems, 1))
     tail = rows % block
     tag = tag or f"r{index[nodes[0]]}"
     # scratch slots: internal values and temps, reused after their last use in the region
@@ -211,7 +207,7 @@ def emit_region(
         ns[f"{tag}_s{k}"] = buf
         ns[f"{tag}_s{k}_tail"] = buf[:tail]
 
-    def body(tail_block: bool) -> list[str]:
+    def body(tail_block: bool, indent: str) -> list[str]:
         # each full-size array is sliced once per block (a slice costs ~0.3 us; a lowered
         # kernel such as gelu's reads its operand up to 8 times)
         out = []
@@ -220,22 +216,21 @@ def emit_region(
         block_name = {nm: f"{tag}_b_{nm}" for nm in full}
         subst = {nm: f"{tag}_s{slot_of[nm]}{suffix}" for nm in slot_of}
 
-        def rename(m: re.Match) -> str:
-            w = m.group(0)
-            if w in block_name:
-                used[w] = None
-                return block_name[w]
-            return subst.get(w, w)
+        def rename(nm: str) -> str:
+            """A value's name inside the loop: its block slice or its scratch slot."""
+            if nm in block_name:
+                used[nm] = None
+                return block_name[nm]
+            return subst.get(nm, nm)
 
         for st, temp_names in plans:
             n = st.node
             if temp_names is None:
-                stmt = f"{names[n]}_acc += add_reduce({names[n.inputs[0]]}, None, float64)"
+                stmt = f"{names[n]}_acc += add_reduce({rename(names[n.inputs[0]])}, None, float64)"
             else:
-                stmt = emit_stmt(st, [names[i] for i in n.inputs], names[n], temp_names)
-            stmt = re.sub(r"\b[A-Za-z_]\w*\b(?!\s*\()", rename, stmt)
-            out.append(f"        {stmt}" + comment(st))
-        return [f"        {block_name[nm]} = {nm}[i:j]" for nm in used] + out
+                stmt = emit_stmt(st, [rename(a) for a in operands(n)], rename(names[n]), [rename(t) for t in temp_names])
+            out.append(annotate(st, f"{indent}{stmt}"))
+        return [f"{indent}{block_name[nm]} = {nm}[i:j]" for nm in used] + out
 
     lines = [f"    # steps v{index[nodes[0]]}..v{index[nodes[-1]]}: elementwise over {rows} rows, run in blocks of "
              f"{block} rows so intermediates stay in cache"]
@@ -255,21 +250,14 @@ def emit_region(
     if rows - tail:
         lines.append(f"    for i in range(0, {rows - tail}, {block}):")
         lines.append(f"        j = i + {block}")
-        lines += body(False)
+        lines += body(False, "        ")
     if tail:
         lines.append(f"    i, j = {rows - tail}, {rows}")
-        lines += [ln[4:] for ln in body(True)]
+        lines += body(True, "    ")
     for _, st in items:
         if st.node in sums:
             lines.append(f"    {names[st.node]}[...] = {names[st.node]}_acc")
     return lines
-
-
-#: Elements per block when a forward region and a backward region run as one loop: the
-#: merged loop keeps more scratch blocks live, so smaller blocks stay in L2. Measured on W4
-#: (4M float32, one loop of ~19 calls, 2-core Xeon, 2026-11-29): 16K-256K all within the
-#: noise (0.54-0.67 of hand-written NumPy); the same loop written by hand was fastest at 64K.
-MERGED_BLOCK_ELEMENTS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,7 +338,9 @@ def _order_safe(order: list[int], plan: Planned, loop: set[int], keep: frozenset
     end = len(order)
     last_new: dict[Node, int] = {}
     for p, st in enumerate(plan.steps):
-        for i in st.node.inputs:
+        if st.low.kind == "const":
+            continue  # reads nothing per call (as in the plan's liveness)
+        for i in data_inputs(st.node):
             last_new[i] = max(last_new.get(i, -1), when[p])
     for v, p in plan.last.items():
         if p >= len(plan.steps):  # outputs and update values live to the end

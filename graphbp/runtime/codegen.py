@@ -21,17 +21,42 @@ from typing import Any
 
 import numpy as np
 
+
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param
-from .lowering import KERNEL_GLOBALS
+from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
 from .blocking import Merge, emit_region, find_regions, plan_merge
-from .plan import Planned, materialize
+from .plan import Planned, Step, materialize
 
 _counter = itertools.count(1)
-#: Schedules longer than this run as module-level chunks of CHUNK_LINES lines (see generate).
-HUGE_STEPS = 20_000
-CHUNK_LINES = 500  # CPython compiles short code objects faster per line (53k lines: 0.41 s vs 0.47 s at 2,000)
+
+
+class _Line(str):
+    """A generated line that computes ``node`` from operands named ``args``: the executor
+    maps a traceback's line back to the node without reading the source text."""
+
+    node: Node
+    args: tuple[str, ...]
+
+
+def _tagged(text: str, node: Node, args: Sequence[str]) -> _Line:
+    line = _Line(text)
+    line.node, line.args = node, tuple(args)
+    return line
+
+
+def slot_names(operands: Sequence[str], out: str, temps: Sequence[str]) -> Callable[[Slot], str]:
+    """The slot naming of one step: operand ``k`` -> ``operands[k]``, and so on."""
+
+    def slot(s: Slot) -> str:
+        if isinstance(s, Operand):
+            return operands[s.index]
+        if isinstance(s, Temp):
+            return temps[s.index]
+        return out
+
+    return slot
 
 
 def _ident(text: str, taken: set[str]) -> str:
@@ -50,11 +75,14 @@ def _ident(text: str, taken: set[str]) -> str:
 class Generated:
     """The compiled module of one shape signature: ``step(*feeds) -> list of arrays``."""
 
-    def __init__(self, source: str, filename: str, namespace: dict[str, Any]) -> None:
+    def __init__(self, source: str, filename: str, namespace: dict[str, Any],
+                 line_nodes: dict[int, tuple[Node, tuple[str, ...]]]) -> None:
         self.source = source
         self.filename = filename
         self.namespace = namespace
         self.step: Callable[..., list] = namespace["step"]
+        #: line number -> (node the line computes, names of its operands)
+        self.line_nodes = line_nodes
 
 
 def generate(
@@ -101,7 +129,7 @@ def generate(
     ns["errstate"] = np.errstate
     quiet = '    with errstate(divide="ignore", invalid="ignore", over="ignore"): '
 
-    def overwrites_operand(st) -> bool:
+    def overwrites_operand(st: Step) -> bool:
         """The step writes into a buffer an operand lives in (its range must be read first)."""
         n = st.node
         if st.low.kind != "out":
@@ -125,15 +153,42 @@ def generate(
             tt = type_text[t] = str(t)
         return f"  # {what}: {tt}{' ' + label if label else ''}{where}"
 
-    def out_stmt(st, args: list[str], me: str, temp_names: list[str]) -> str:
+    def kernel(st: Step) -> str:
+        """The global name of the step's own kernel (``op.compute``), bound when a call uses it."""
         n = st.node
+        if not any(c.fn is None for c in st.low.calls):
+            return ""
         kname = f"{n.op.name}_{index[n]}"
         ns[kname] = n.op.compute
-        return st.low.emit(args + temp_names, me).replace("{kernel}", kname)
+        return kname
 
-    def step_comment(st) -> str:
+    standins: dict[Node, str] = {}
+
+    def operands(n: Node) -> list[str]:
+        """Operand names of ``n``; a shape-only operand is a stand-in of its planned type (its
+        data is never read, so it need not be alive: see :mod:`.liveness`)."""
+        skip = type(n.op).shape_only_inputs
+        if not skip:
+            return [names[i] for i in n.inputs]
+        out = []
+        for k, i in enumerate(n.inputs):
+            if k in skip:
+                nm = standins.get(i)
+                if nm is None:
+                    nm = standins[i] = _ident(f"shape_of_{names[i]}", taken)
+                    ns[nm] = stand_in(plan.types[i])
+                out.append(nm)
+            else:
+                out.append(names[i])
+        return out
+
+    def out_stmt(st: Step, args: list[str], me: str, temp_names: list[str]) -> str:
+        return st.low.statement(slot_names(args, me, temp_names), kernel(st))
+
+    def annotate(st: Step, text: str) -> _Line:
         n = st.node
-        return comment(n, f"v{index[n]} = {n.op.name}({', '.join(names[i] for i in n.inputs)})")
+        args = [names[i] for i in n.inputs]
+        return _tagged(text + comment(n, f"v{index[n]} = {n.op.name}({', '.join(args)})"), n, args)
 
     def region_dels(items) -> list[str]:
         """``del`` of the per-call values whose last reader is one of the region's steps."""
@@ -153,39 +208,36 @@ def generate(
                 continue
             if k in regions:
                 stop = regions[k]
-                lines += emit_region(list(enumerate(steps[k:stop], start=s)), plan, names, index, ns, out_stmt,
-                                     step_comment)
+                lines += emit_region(list(enumerate(steps[k:stop], start=s)), plan, names, index, ns, operands,
+                                     out_stmt, annotate)
                 skip_to = stop
                 lines += region_dels(list(enumerate(steps[k:stop], start=s)))
                 continue
             n, low = st.node, st.low
-            args = [names[i] for i in n.inputs]
+            args = operands(n)
             me = names[n]
-            desc = f"v{index[n]} = {n.op.name}({', '.join(args)})"
-            kname = None
-            if low.kind in ("call", "out") and low.emit is not None:
-                kname = f"{n.op.name}_{index[n]}"
-                ns[kname] = n.op.compute
+            desc = f"v{index[n]} = {n.op.name}({', '.join(names[i] for i in n.inputs)})"
+            slot = slot_names(args, me, [f"{me}_t{j}" for j in range(len(low.temps))])
             checked = check is not None and low.kind in ("out", "call")
             pre = checked and overwrites_operand(st)
             if pre:
                 lines.append(f"    r{index[n]} = check.ranges(({''.join(a + ', ' for a in args)}))")
             lead = quiet if n in masked else "    "
             if low.kind == "out":
-                stmt = low.emit(args + [f"{me}_t{j}" for j in range(len(low.temps))], me).replace("{kernel}", kname or "")
+                stmt = low.statement(slot, kernel(st))
                 if n in plan.fresh_outputs:
                     t = plan.types[n]
                     ns.setdefault(t.dtype.name, t.dtype.type)
                     stmt = f"{me} = empty({t.shape!r}, {t.dtype.name}); {stmt}"
-                lines.append(f"{lead}{stmt}" + comment(n, desc + (f" into {me} in place" if st.deferred else "")))
+                text = f"{lead}{stmt}" + comment(n, desc + (f" into {me} in place" if st.deferred else ""))
+                lines.append(_tagged(text, n, args))
             elif low.kind == "call":
-                expr = low.emit(args, me).replace("{kernel}", kname or "")
-                lines.append(f"{lead}{me} = {expr}" + comment(n, desc))
+                lines.append(_tagged(f"{lead}{me} = {low.statement(slot, kernel(st))}" + comment(n, desc), n, args))
             elif low.kind == "view":
                 if plan.static[n]:
-                    lines.append(f"    # {me} = {low.emit(args, me)} (a view bound at plan time)" + comment(n, n.op.name)[3:])
+                    lines.append(f"    # {me} = {low.statement(slot)} (a view bound at plan time)" + comment(n, n.op.name)[3:])
                 else:
-                    lines.append(f"    {me} = {low.emit(args, me)}" + comment(n, desc))
+                    lines.append(_tagged(f"    {me} = {low.statement(slot)}" + comment(n, desc), n, args))
             else:
                 lines.append(f"    # {me} = {n.op.name}(...) computed at plan time" + comment(n, "const")[3:])
             if checked:
@@ -208,7 +260,7 @@ def generate(
         lines += body(fwd[:m.head], 0)
         for p in m.hoisted:
             lines += body([plan.steps[p]], p)
-        lines += emit_region(items, plan, names, index, ns, out_stmt, step_comment, keep=m.keep,
+        lines += emit_region(items, plan, names, index, ns, operands, out_stmt, annotate, keep=m.keep,
                              tag=f"m{index[fwd[m.head].node]}", merged=True)
         lines += region_dels(items)
         for p in m.sunk:
@@ -264,7 +316,8 @@ def generate(
     src += tail
     src += ["", f"def step({sig}):"]
     merge = None
-    if check is None and len(plan.steps) <= HUGE_STEPS:
+    opts = plan.options
+    if check is None and len(plan.steps) <= opts.huge_steps:
         merge = plan_merge(fwd, plain, plan, lambda v: is_local(v) and bool(v.inputs))
     if merge is None:
         src.append(f"    {', '.join(hand)}{',' if len(hand) == 1 else ''} = forward({sig})" if hand
@@ -274,12 +327,13 @@ def generate(
         src += fused_step(merge, fwd, plain)
         src += tail
     source = "\n".join(src) + "\n"
+    line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)}
     filename = f"<graphbp program {next(_counter)}>"
     lines = source.splitlines(keepends=True)
     linecache.cache[filename] = (len(source), None, lines, filename)
-    if len(plan.steps) <= HUGE_STEPS:
+    if len(plan.steps) <= opts.huge_steps:
         exec(compile(source, filename, "exec"), ns)
-        return Generated(source, filename, ns)
+        return Generated(source, filename, ns, line_nodes)
     # CPython compiles one huge function slowly and with a lot of memory: run the same
     # statements as module-level chunks over the namespace instead (values become globals).
     start = src.index(f"def backward({', '.join(feeds + hand)}):")
@@ -288,7 +342,7 @@ def generate(
              and " = forward(" not in ln]
     chunks, cur = [], []
     for ln in flat:
-        if len(cur) >= CHUNK_LINES and not ln.startswith(" "):
+        if len(cur) >= opts.chunk_lines and not ln.startswith(" "):
             chunks.append(cur)
             cur = []
         cur.append(ln)
@@ -308,4 +362,4 @@ def generate(
         return ns.pop("result")
 
     ns["step"] = step
-    return Generated(source, filename, ns)
+    return Generated(source, filename, ns, {})  # chunks are separate code objects: no line map

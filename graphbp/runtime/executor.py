@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import FeedError, GraphbpError
-from ..graph.node import Node
 from ..ops.leaves import Param
 from . import numerics
 from .codegen import Generated, generate
@@ -27,15 +26,10 @@ from .plan import Planned, make_plan
 if TYPE_CHECKING:
     from .program import Program
 
-#: Plans kept per program; the least recently used is dropped beyond this (each holds buffers).
-MAX_PLANS = 8
-
-
 @dataclasses.dataclass
 class CachedPlan:
     planned: Planned
     generated: Generated
-    line_nodes: dict[int, Node]
 
 
 class Executor:
@@ -118,15 +112,15 @@ class Executor:
         types = prog._check_shapes(feeds)  # FeedError before any work
         check = prog.check_numerics
         planned = make_plan(prog.forward.nodes, prog.backward.nodes, prog.outputs, prog.updates, types, sig,
-                            allow_deferred=not check, fold_constants=not check)
+                            allow_deferred=not check, fold_constants=not check, options=prog.runtime_options)
         title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
         hook = numerics.Checker(prog.order, list(prog.outputs) + [v for _, v in prog.updates],
                                 prog.rewrite_log) if check else None
         generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,
                              title=f"feeds {title}" if title else "")
-        plan = CachedPlan(planned, generated, _line_nodes(generated.source, prog.order))
+        plan = CachedPlan(planned, generated)
         self.plans[sig] = plan
-        while len(self.plans) > MAX_PLANS:
+        while len(self.plans) > prog.runtime_options.max_plans:
             self.plans.popitem(last=False)
         return plan
 
@@ -141,32 +135,13 @@ class Executor:
         if frame_line is None:
             return None
         frame, lineno = frame_line
-        node = plan.line_nodes.get(lineno)
-        if node is None:
+        hit = plan.generated.line_nodes.get(lineno)
+        if hit is None:
             return None
-        names = _operand_names(plan.generated.source.splitlines()[lineno - 1])
+        node, names = hit
         scope = {**frame.f_globals, **frame.f_locals}
         operands = [scope.get(n, np.zeros(0)) for n in names][: len(node.inputs)]
         return numerics.compute_error(node, operands, exc)
 
 
-def _line_nodes(source: str, order: list[Node]) -> dict[int, Node]:
-    """Map generated line numbers to the node the line computes (``# v12 = ...`` comments)."""
-    out: dict[int, Node] = {}
-    for k, line in enumerate(source.splitlines(), start=1):
-        head, sep, note = line.partition("  # v")
-        if not sep or head.lstrip().startswith("#"):
-            continue
-        idx = note.split(" ", 1)[0]
-        if idx.isdigit() and int(idx) < len(order):
-            out[k] = order[int(idx)]
-    return out
-
-
-def _operand_names(line: str) -> list[str]:
-    note = line.partition("  # ")[2]
-    inner = note.partition("(")[2].partition(")")[0]
-    return [a.strip() for a in inner.split(",") if a.strip()]
-
-
-__all__ = ["Executor", "MAX_PLANS"]
+__all__ = ["Executor"]

@@ -1,16 +1,15 @@
-"""The static memory plan of one shape signature: liveness, buffer reuse, in-place updates.
+"""The static memory plan of one shape signature: lowering, liveness, allocation.
 
 Planning walks the step list (forward schedule, then backward, then the parameter updates
 that can be written in place) once per feed-shape signature:
 
-1. every node is lowered (:mod:`.lowering`) to an ``out``/``view``/``const``/``call`` kind;
-2. each value records the *storage roots* it keeps alive: itself, or for a view the roots of
-   its operand, or for a fallback ``call`` (which may return a view) itself plus its operands';
-3. a root dies at the last step that reads any value holding it (outputs and update values
-   live to the end; activations the backward reads live into the backward schedule);
-4. a greedy scan gives each ``out`` value a buffer: the buffer of an operand that dies right
-   here when the op is elementwise over equal shapes (in place), else the best-fitting free
-   buffer, else a new one. Buffers return to the pool after their root's last use.
+1. every node is lowered (:mod:`.lowering`) to an ``out``/``view``/``const``/``call`` kind
+   (:func:`lower_all`; small ops on constants fold to plan-time constants);
+2. update values that can be written straight into their parameter are deferred to the end
+   (:func:`deferred_updates`);
+3. :mod:`.liveness` finds the storage roots each value holds and the step each root dies;
+4. :mod:`.allocate` gives buffers to the ``out`` values, in place over dying operands where
+   the lowering allows it.
 
 Buffers are raw byte arrays allocated once per signature; each value is a typed view of
 one, built once, so a steady-state call allocates nothing but the (small) outputs.
@@ -18,7 +17,6 @@ one, built once, so a steady-state call allocates nothing but the (small) output
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 from collections.abc import Sequence
@@ -28,7 +26,11 @@ import numpy as np
 from ..graph.node import Node
 from ..graph.types import TensorType
 from ..ops.leaves import Constant, Input, Param
+from .allocate import allocate, nbytes
+from .liveness import liveness, storage_roots
 from .lowering import Lowered, lower
+from .options import DEFAULT, RuntimeOptions
+from .schedule import data_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,16 +98,12 @@ class Planned:
     temp_buffers: dict[Node, list[int]]
     deferred_param: dict[Node, Node]
     report: MemoryPlan
+    options: RuntimeOptions = DEFAULT
 
     @functools.cached_property
     def viewed(self) -> frozenset:
         """Storage roots some other value (a view, a fallback result) also holds."""
         return frozenset(r for u, h in self.holds.items() for r in h if r is not u)
-
-
-def _nbytes(t: TensorType) -> int:
-    n = t.size()
-    return int(n or 0) * t.dtype.itemsize
 
 
 def make_plan(
@@ -118,187 +116,97 @@ def make_plan(
     *,
     allow_deferred: bool = True,
     fold_constants: bool = True,
+    options: RuntimeOptions = DEFAULT,
 ) -> Planned:
     """Lower, order and allocate the steps of one shape signature.
 
     With ``fold_constants``, a small op whose operands are all constants (a scale such as
     ``1 / batch`` built from a plan-time count) is computed once here instead of per call."""
-    lows: dict[Node, Lowered] = {}
     keep = set(outputs) | {v for _, v in updates}  # returned or committed: stay computed
+    lows = lower_all(list(forward) + list(backward), types, keep, options.fold_max_size if fold_constants else None)
+    deferred = deferred_updates(lows, outputs, updates, types) if allow_deferred else {}
+    steps = [Step(n, lows[n]) for n in forward if n not in deferred]
+    n_forward = len(steps)
+    steps += [Step(n, lows[n]) for n in backward if n not in deferred]
+    steps += [Step(n, lows[n], deferred=True) for n in list(forward) + list(backward) if n in deferred]
+    live = liveness(steps, keep)
+    alloc = allocate(steps, n_forward, types, live, set(outputs))
+    saved_roots = set()
+    bwd_nodes = {st.node for st in steps[n_forward:]}
+    for st in steps[n_forward:]:
+        if st.low.kind == "const":
+            continue
+        for i in data_inputs(st.node):
+            if i not in bwd_nodes and i.inputs:
+                saved_roots |= {r for r in live.holds_of(i) if r.inputs}
+    report = MemoryPlan(
+        signature=signature,
+        forward_peak=alloc.forward_peak,
+        backward_peak=alloc.backward_peak,
+        saved=sum(nbytes(types[r]) for r in saved_roots),
+        buffers=sum(alloc.sizes),
+        naive=alloc.naive,
+        n_buffers=len(alloc.sizes),
+        n_inplace=alloc.n_inplace,
+        n_values=len(steps),
+    )
+    return Planned(steps, n_forward, types, live.holds, live.last, alloc.static, alloc.buffer_of, alloc.sizes,
+                   alloc.fresh, alloc.temp_buffers, deferred, report, options)
+
+
+def lower_all(nodes: Sequence[Node], types: dict[Node, TensorType], keep: set[Node],
+              fold_max_size: int | None) -> dict[Node, Lowered]:
+    """The lowering of each node (in schedule order). A view that may copy (a reshape of a
+    strided operand) runs per call as a ``call``; unless ``fold_max_size`` is None, ops on
+    constants with at most that many elements become plan-time constants (``keep`` values,
+    returned or committed, stay computed)."""
+    lows: dict[Node, Lowered] = {}
     contiguous: dict[Node, bool] = {}
-    for n in list(forward) + list(backward):
-        in_types = [types[i] for i in n.inputs]
-        low = lower(n, in_types, types[n])
-        if fold_constants and low.kind == "out" and n.inputs and n not in keep:
-            low = _fold(n, lows, types[n]) or low
-        if n.op.__class__.__name__ == "Reshape" and low.kind == "view" and not _contig(n.inputs[0], contiguous):
-            low = Lowered("call", low.emit)  # may copy: evaluate per call, keep the operand alive
+    for n in nodes:
+        low = lower(n, [types[i] for i in n.inputs], types[n])
+        if fold_max_size is not None and low.kind == "out" and n.inputs and n not in keep:
+            low = _fold(n, lows, types[n], fold_max_size) or low
+        if low.kind == "view" and low.may_copy and not _contig(n.inputs[0], contiguous):
+            low = dataclasses.replace(low, kind="call")  # may copy: evaluate per call, keep the operand alive
         lows[n] = low
         contiguous[n] = low.kind == "out" or (low.kind == "const" and bool(low.value.flags.c_contiguous)) or (
-            low.kind == "view" and _contig(n.inputs[0], contiguous)
-                                              and n.op.__class__.__name__ != "Transpose"
-                                              and types[n].shape == types[n.inputs[0]].shape)
+            low.kind == "view" and low.keeps_layout and _contig(n.inputs[0], contiguous))
+    return lows
 
-    holds: dict[Node, frozenset] = {}
 
-    def holds_of(v: Node) -> frozenset:
-        h = holds.get(v)
-        if h is None:  # a leaf
-            h = holds[v] = frozenset((v,))
-        return h
-
-    for n in list(forward) + list(backward):
-        low = lows[n]
-        if low.kind == "view":
-            holds[n] = holds_of(n.inputs[0])
-        elif low.kind == "call":
-            holds[n] = frozenset((n,)).union(*(holds_of(i) for i in n.inputs))
-        else:
-            holds[n] = frozenset((n,))
-
-    # Parameter updates that can be computed straight into the parameter, after all else.
+def deferred_updates(lows: dict[Node, Lowered], outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
+                     types: dict[Node, TensorType]) -> dict[Node, Node]:
+    """Update values that can be computed straight into their parameter, after all else
+    (value -> parameter): an ``out`` step read by nothing else, whose in-place-safe operands
+    are the only way it reads the parameter, and that reads no other updated parameter."""
+    holds = storage_roots([Step(n, low) for n, low in lows.items()])
     out_set = set(outputs)
     updated = {p for p, _ in updates}
     readers: dict[Node, int] = {}
-    for n in list(forward) + list(backward):
+    for n in lows:
         for i in n.inputs:
             readers[i] = readers.get(i, 0) + 1
     value_count: dict[Node, int] = {}
     for _, v in updates:
         value_count[v] = value_count.get(v, 0) + 1
     deferred: dict[Node, Node] = {}
-    if allow_deferred:
-        for p, v in updates:
-            low = lows.get(v)
-            if (low is None or low.kind != "out" or v in out_set or readers.get(v) or value_count[v] > 1
-                    or types[v].shape != p.shape or types[v].dtype != p.dtype):
-                continue
-            if any(i is p for i in v.inputs) and not any(v.inputs[k] is p for k in low.inplace):
-                continue  # p is read in a way that is unsafe to overwrite
-            if any(r in updated and r is not p for i in v.inputs for r in holds_of(i)):
-                continue  # reads another parameter that is updated too
-            deferred[v] = p
-    steps = [Step(n, lows[n]) for n in forward if n not in deferred]
-    n_forward = len(steps)
-    steps += [Step(n, lows[n]) for n in backward if n not in deferred]
-    steps += [Step(n, lows[n], deferred=True) for n in list(forward) + list(backward) if n in deferred]
-
-    end = len(steps)
-    last: dict[Node, int] = {}
-    for s, st in enumerate(steps):
-        last.setdefault(st.node, s)
-        for i in st.node.inputs:
-            last[i] = s
-    for v in list(outputs) + [v for _, v in updates]:
-        last[v] = end
-    death: dict[Node, int] = {}
-    for v, s in last.items():
-        for r in holds_of(v):
-            death[r] = max(death.get(r, -1), s)
-
-    static: dict[Node, bool] = {}
-    for v in holds:
-        if not v.inputs and v in holds and isinstance(v.op, (Param, Constant)):
-            static[v] = True
-    buffer_of: dict[Node, int] = {}
-    sizes: list[int] = []
-    free = _Pool()
-    fresh: set[Node] = set()
-    temp_buffers: dict[Node, list[int]] = {}
-    dying: dict[int, list[Node]] = {}
-    for r, s in death.items():
-        dying.setdefault(s, []).append(r)
-    live = 0
-    live_set: set[Node] = set()
-    fwd_peak = bwd_peak = 0
-    n_inplace = 0
-    naive = 0
-    for s, st in enumerate(steps):
-        n, low = st.node, st.low
-        size = _nbytes(types[n])
-        if low.kind == "out" and not st.deferred:
-            naive += size
-            if n in out_set:
-                fresh.add(n)
-            else:
-                buf = None
-                for k in low.inplace:
-                    x = n.inputs[k]
-                    if (x in buffer_of and holds_of(x) == frozenset((x,)) and death.get(x) == s
-                            and buffer_of[x] >= 0):
-                        buf = buffer_of[x]
-                        buffer_of[x] = -1 - buf  # transferred: not released when x dies
-                        n_inplace += 1
-                        break
-                if buf is None:
-                    buf = free.take(sizes, size)
-                sizes[buf] = max(sizes[buf], size)
-                buffer_of[n] = buf
-            live_set.add(n)
-            live += size
-        elif low.kind == "call":
-            naive += size
-            live_set.add(n)
-            live += size
-        elif low.kind == "const":
-            static[n] = True
-        scratch = []
-        for t in low.temps:  # taken after the output, released right after this step
-            tb = free.take(sizes, _nbytes(t))
-            sizes[tb] = max(sizes[tb], _nbytes(t))
-            scratch.append(tb)
-            live += _nbytes(t)
-        temp_buffers[n] = scratch
-        if low.kind == "view":
-            static[n] = all(static.get(r, False) for r in holds_of(n))
-        elif low.kind == "out":
-            static[n] = n not in fresh
-        if s < n_forward:
-            fwd_peak = max(fwd_peak, live)
-        else:
-            bwd_peak = max(bwd_peak, live)
-        for tb, t in zip(temp_buffers.get(n, ()), low.temps):
-            free.put(tb, sizes[tb])
-            live -= _nbytes(t)
-        for r in dying.get(s, ()):
-            if r in live_set:
-                live_set.discard(r)
-                live -= _nbytes(types[r])
-            b = buffer_of.get(r)
-            if b is not None and b >= 0:
-                free.put(b, sizes[b])
-    for n in holds:
-        static.setdefault(n, False)
-    saved_roots = set()
-    bwd_nodes = {st.node for st in steps[n_forward:]}
-    for st in steps[n_forward:]:
-        for i in st.node.inputs:
-            if i not in bwd_nodes and i.inputs:
-                saved_roots |= {r for r in holds_of(i) if r.inputs}
-    report = MemoryPlan(
-        signature=signature,
-        forward_peak=fwd_peak,
-        backward_peak=bwd_peak,
-        saved=sum(_nbytes(types[r]) for r in saved_roots),
-        buffers=sum(sizes),
-        naive=naive,
-        n_buffers=len(sizes),
-        n_inplace=n_inplace,
-        n_values=len(steps),
-    )
-    for n, b in list(buffer_of.items()):
-        if b < 0:
-            buffer_of[n] = -1 - b
-    return Planned(steps, n_forward, types, holds, last, static, buffer_of, sizes, fresh, temp_buffers, deferred,
-                   report)
+    for p, v in updates:
+        low = lows.get(v)
+        if (low is None or low.kind != "out" or v in out_set or readers.get(v) or value_count[v] > 1
+                or types[v].shape != p.shape or types[v].dtype != p.dtype):
+            continue
+        if any(i is p for i in v.inputs) and not any(v.inputs[k] is p for k in low.inplace):
+            continue  # p is read in a way that is unsafe to overwrite
+        if any(r in updated and r is not p for i in v.inputs for r in holds.get(i, (i,))):
+            continue  # reads another parameter that is updated too
+        deferred[v] = p
+    return deferred
 
 
-#: Largest constant-operand result (elements) folded at plan time; bigger ones stay per call.
-FOLD_MAX_SIZE = 4096
-
-
-def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType) -> Lowered | None:
+def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType, max_size: int) -> Lowered | None:
     """``n`` computed now when every operand is a constant (leaf or folded), else None."""
+    if n.op.effectful:  # a collective runs on every call, on every rank
+        return None
     values = []
     for i in n.inputs:
         low = lows.get(i)
@@ -309,7 +217,7 @@ def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType) -> Lowered | None:
         else:
             return None
     size = t.size()
-    if size is None or size > FOLD_MAX_SIZE:
+    if size is None or size > max_size:
         return None
     try:
         with np.errstate(all="ignore"):
@@ -331,35 +239,6 @@ def _contig(v: Node, known: dict[Node, bool]) -> bool:
     return False  # feeds may be any strided array
 
 
-class _Pool:
-    """Free buffers by size: best fit in O(log n) (deep chains free thousands of them)."""
-
-    def __init__(self) -> None:
-        self.by_size: dict[int, list[int]] = {}
-        self.sizes_sorted: list[int] = []
-
-    def put(self, buf: int, size: int) -> None:
-        lst = self.by_size.get(size)
-        if lst is None:
-            lst = self.by_size[size] = []
-            bisect.insort(self.sizes_sorted, size)
-        lst.append(buf)
-
-    def take(self, sizes: list[int], need: int) -> int:
-        """The smallest free buffer holding ``need`` bytes, else the largest (grown), else new."""
-        if self.sizes_sorted:
-            i = bisect.bisect_left(self.sizes_sorted, need)
-            size = self.sizes_sorted[i] if i < len(self.sizes_sorted) else self.sizes_sorted[-1]
-            lst = self.by_size[size]
-            buf = lst.pop()
-            if not lst:
-                del self.by_size[size]
-                self.sizes_sorted.remove(size)
-            return buf
-        sizes.append(0)
-        return len(sizes) - 1
-
-
 def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
     """Allocate the buffers and build every static value (typed buffer views, parameter and
     constant arrays, precomputed views) under its generated name."""
@@ -373,14 +252,14 @@ def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
         n, low = st.node, st.low
         t = plan.types[n]
         for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
-            out[f"{names[n]}_t{j}"] = raw[tb][: _nbytes(tt)].view(tt.dtype).reshape(tt.shape)
+            out[f"{names[n]}_t{j}"] = raw[tb][: nbytes(tt)].view(tt.dtype).reshape(tt.shape)
         if st.deferred:
             continue
         if low.kind == "const":
             arrays[n] = low.value
         elif low.kind == "out" and n in plan.buffer_of:
             b = raw[plan.buffer_of[n]]
-            arrays[n] = b[: _nbytes(t)].view(t.dtype).reshape(t.shape)
+            arrays[n] = b[: nbytes(t)].view(t.dtype).reshape(t.shape)
         elif low.kind == "view" and plan.static[n]:
             arrays[n] = low.view(arrays[n.inputs[0]])
         else:

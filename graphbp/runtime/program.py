@@ -16,6 +16,7 @@ from ..ops.leaves import Input, Param
 from .feeds import bind_feeds
 from .executor import Executor
 from .gcpause import without_gc
+from .options import DEFAULT, RuntimeOptions
 from .plan import MemoryPlan
 from .schedule import Partition, partition
 
@@ -75,7 +76,11 @@ class Program:
         debug: bool = False,
         check_numerics: bool = False,
         passes: Mapping[str, bool] | None = None,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
+        if runtime is not None and not isinstance(runtime, RuntimeOptions):
+            raise GraphError(f"compile: runtime= takes a gb.RuntimeOptions, got {type(runtime).__name__}")
+        self.runtime_options = runtime or DEFAULT
         self.inputs = list(inputs)
         for i in self.inputs:
             if not isinstance(i, Node) or not isinstance(i.op, Input):
@@ -230,6 +235,7 @@ def compile(
     debug: bool = False,
     check_numerics: bool = False,
     passes: Mapping[str, bool] | None = None,
+    runtime: RuntimeOptions | None = None,
 ) -> Program:
     """Compile ``outputs`` (and parameter ``updates``) as a function of ``inputs``.
 
@@ -249,7 +255,11 @@ def compile(
         Stop at the first non-finite value with an error naming the op that made it.
     passes : mapping of pass name to bool, optional
         Switch single rewrite passes off (``{"cse": False}``); see ``graphbp.passes.PASS_NAMES``.
+    runtime : RuntimeOptions, optional
+        Thresholds of the memory plan and code generation (cache-blocking size and block
+        sizes, constant folding size, plans kept per program, ...). The defaults were
+        measured on the benchmarks; see :class:`graphbp.RuntimeOptions`.
     """
     outs = [outputs] if isinstance(outputs, Node) else list(outputs)
     return Program(inputs, outs, updates, optimize=optimize, debug=debug, check_numerics=check_numerics,
-                   passes=passes)
+                   passes=passes, runtime=runtime)

@@ -1,0 +1,168 @@
+"""Buffer allocation for one planned step list, given its :class:`~.liveness.Liveness`.
+
+A greedy scan in step order gives each ``out`` value a buffer: the buffer of an operand
+that dies right here when the lowering allows writing over it (in place), else the
+best-fitting free buffer, else a new one. Buffers return to the pool after their root's
+last use; a lowering's scratch buffers are taken after its output and released right
+after the step. Outputs get a fresh array per call (``fresh``): the caller keeps them.
+The scan also measures the live bytes of each schedule (the memory report's peaks).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..graph.node import Node
+from ..graph.types import TensorType
+from ..ops.leaves import Constant, Param
+from .liveness import Liveness
+
+if TYPE_CHECKING:
+    from .plan import Step
+
+
+def nbytes(t: TensorType) -> int:
+    n = t.size()
+    return int(n or 0) * t.dtype.itemsize
+
+
+@dataclasses.dataclass
+class Allocation:
+    """Where each value lives.
+
+    Attributes
+    ----------
+    buffer_of : dict[Node, int]
+        The buffer of each planned ``out`` value (outputs excluded).
+    sizes : list[int]
+        Bytes of each buffer.
+    fresh : set[Node]
+        ``out`` values written into a new array per call (the program's outputs).
+    temp_buffers : dict[Node, list[int]]
+        The scratch buffers of each step's lowering.
+    static : dict[Node, bool]
+        Values whose array is fixed for the plan's lifetime (parameters, constants,
+        planned buffers, plan-time constants and views of them); the rest are per call.
+    forward_peak, backward_peak, naive, n_inplace : int
+        For the memory report.
+    """
+
+    buffer_of: dict[Node, int]
+    sizes: list[int]
+    fresh: set[Node]
+    temp_buffers: dict[Node, list[int]]
+    static: dict[Node, bool]
+    forward_peak: int
+    backward_peak: int
+    naive: int
+    n_inplace: int
+
+
+def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType], live: Liveness,
+             outputs: set[Node]) -> Allocation:
+    """Give buffers to the ``out`` values of ``steps`` (the first ``n_forward`` are forward)."""
+    holds_of, death = live.holds_of, live.death
+    static: dict[Node, bool] = {v: True for v in live.holds if not v.inputs and isinstance(v.op, (Param, Constant))}
+    buffer_of: dict[Node, int] = {}
+    sizes: list[int] = []
+    free = _Pool()
+    fresh: set[Node] = set()
+    temp_buffers: dict[Node, list[int]] = {}
+    dying: dict[int, list[Node]] = {}
+    for r, s in death.items():
+        dying.setdefault(s, []).append(r)
+    live_bytes = 0
+    live_set: set[Node] = set()
+    fwd_peak = bwd_peak = n_inplace = naive = 0
+    for s, st in enumerate(steps):
+        n, low = st.node, st.low
+        size = nbytes(types[n])
+        if low.kind == "out" and not st.deferred:
+            naive += size
+            if n in outputs:
+                fresh.add(n)
+            else:
+                buf = None
+                for k in low.inplace:
+                    x = n.inputs[k]
+                    if (x in buffer_of and holds_of(x) == frozenset((x,)) and death.get(x) == s
+                            and buffer_of[x] >= 0):
+                        buf = buffer_of[x]
+                        buffer_of[x] = -1 - buf  # transferred: not released when x dies
+                        n_inplace += 1
+                        break
+                if buf is None:
+                    buf = free.take(sizes, size)
+                sizes[buf] = max(sizes[buf], size)
+                buffer_of[n] = buf
+            live_set.add(n)
+            live_bytes += size
+        elif low.kind == "call":
+            naive += size
+            live_set.add(n)
+            live_bytes += size
+        elif low.kind == "const":
+            static[n] = True
+        scratch = []
+        for t in low.temps:
+            tb = free.take(sizes, nbytes(t))
+            sizes[tb] = max(sizes[tb], nbytes(t))
+            scratch.append(tb)
+            live_bytes += nbytes(t)
+        temp_buffers[n] = scratch
+        if low.kind == "view":
+            static[n] = all(static.get(r, False) for r in holds_of(n))
+        elif low.kind == "out":
+            static[n] = n not in fresh
+        if s < n_forward:
+            fwd_peak = max(fwd_peak, live_bytes)
+        else:
+            bwd_peak = max(bwd_peak, live_bytes)
+        for tb, t in zip(scratch, low.temps):
+            free.put(tb, sizes[tb])
+            live_bytes -= nbytes(t)
+        for r in dying.get(s, ()):
+            if r in live_set:
+                live_set.discard(r)
+                live_bytes -= nbytes(types[r])
+            b = buffer_of.get(r)
+            if b is not None and b >= 0:
+                free.put(b, sizes[b])
+    for n in live.holds:
+        static.setdefault(n, False)
+    for n, b in list(buffer_of.items()):
+        if b < 0:
+            buffer_of[n] = -1 - b
+    return Allocation(buffer_of, sizes, fresh, temp_buffers, static, fwd_peak, bwd_peak, naive, n_inplace)
+
+
+class _Pool:
+    """Free buffers by size: best fit in O(log n) (deep chains free thousands of them)."""
+
+    def __init__(self) -> None:
+        self.by_size: dict[int, list[int]] = {}
+        self.sizes_sorted: list[int] = []
+
+    def put(self, buf: int, size: int) -> None:
+        lst = self.by_size.get(size)
+        if lst is None:
+            lst = self.by_size[size] = []
+            bisect.insort(self.sizes_sorted, size)
+        lst.append(buf)
+
+    def take(self, sizes: list[int], need: int) -> int:
+        """The smallest free buffer holding ``need`` bytes, else the largest (grown), else new."""
+        if self.sizes_sorted:
+            i = bisect.bisect_left(self.sizes_sorted, need)
+            size = self.sizes_sorted[i] if i < len(self.sizes_sorted) else self.sizes_sorted[-1]
+            lst = self.by_size[size]
+            buf = lst.pop()
+            if not lst:
+                del self.by_size[size]
+                self.sizes_sorted.remove(size)
+            return buf
+        sizes.append(0)
+        return len(sizes) - 1
