@@ -198,16 +198,16 @@ class Program:
         return repr_svg(self, "joint")
 
     def __reduce__(self) -> tuple:
-        """Pickle through ``gb.save``'s format (so a program can go to worker processes).
+        """Pickle through ``gb.save``'s document (so a program can go to worker processes).
 
         The unpickled program is recompiled from the saved graph: same inputs, outputs,
         updates and flags, with its own copies of the parameters (updating them does not
         touch the original's, as across processes)."""
-        from ..io.container import dump_json, encode_npz
+        from ..io.container import dump_json
         from ..io.format import to_document
 
         doc, arrays = to_document(self)
-        return _unpickle_program, (dump_json(doc), encode_npz(arrays))
+        return _unpickle_program, (dump_json(doc), arrays)
 
     def __repr__(self) -> str:
         ins = ", ".join(i.op.input_name for i in self.inputs)
@@ -217,13 +217,13 @@ class Program:
         )
 
 
-def _unpickle_program(graph_json: bytes, arrays_npz: bytes) -> Program:
+def _unpickle_program(graph_json: bytes, arrays: dict[str, np.ndarray]) -> Program:
     """Rebuild a pickled :class:`Program`, with the same checks as ``gb.load``."""
-    from ..io.container import DEFAULT_LIMITS, decode_npz, parse_json
+    import json
+
     from ..io.format import from_document
 
-    doc = parse_json("<pickle>", "graph.json", graph_json)
-    return from_document(doc, decode_npz("<pickle>", arrays_npz, DEFAULT_LIMITS), path="<pickle>")
+    return from_document(json.loads(graph_json), arrays, path="<pickle>")
 
 
 def compile(
