@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from run import COMPILE_TARGET, MEMORY_TARGET_MIB, TARGETS, TITLES
+from run import COMPILE_TARGET, MEMORY_TARGET_MIB, TARGETS, TITLES, W6_FIRST_CALL_TARGET, W6_RSS_TARGET_MIB
 
 
 def _ms(t: float) -> str:
@@ -46,6 +46,16 @@ def render(res: dict, command: str) -> str:
         m = res["times"]["W1"]
         lines += ["", f"check_numerics=True overhead on W1: {m['graphbp check_numerics'] / m['graphbp']:.2f}x "
                       f"the unchecked program."]
+    if res.get("w6_probe"):
+        lines += ["", "## W6 first call and memory (fresh process each, median of 3)", "",
+                  "| implementation | build + compile + first step (s) | peak RSS above imports (MiB) |", "|---|---|---|"]
+        for impl, r in res["w6_probe"].items():
+            lines.append(f"| {impl} | {r['first_call']:.3f} | {r['peak_rss'] / 2**20:.1f} |")
+        g = res["w6_probe"].get("graphbp")
+        if g:
+            lines += ["", f"Targets for graphbp: first call <= {W6_FIRST_CALL_TARGET} s "
+                          f"({'met' if g['first_call'] <= W6_FIRST_CALL_TARGET else 'missed'}), peak RSS <= "
+                          f"{W6_RSS_TARGET_MIB} MiB ({'met' if g['peak_rss'] / 2**20 <= W6_RSS_TARGET_MIB else 'missed'})."]
     if res["compile"]:
         base = res["compile"][0]
         lines += ["", "## W5 compile time (fresh process, seconds)", "",

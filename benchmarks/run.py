@@ -27,13 +27,15 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS")
 UNSET_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
-TARGETS = {"W1": 1.05, "W2": 1.03, "W3": 1.10, "W4": 0.55}
+TARGETS = {"W1": 1.05, "W2": 1.03, "W3": 1.10, "W4": 0.55, "W6": 1.10}
 TITLES = {
     "W1": "W1 MLP 64-128-128-10 relu, softmax-CE, batch 128",
     "W2": "W2 MLP 784-512-512-10 relu, softmax-CE, batch 256",
     "W3": "W3 32 layers x 32 tanh, MSE, batch 16",
     "W4": "W4 sum(gelu_tanh(x*a+b)*c), 4M elements, value + grad",
+    "W6": "W6 cnn-mnist: 2 x (conv3x3+bias, relu, maxpool2), dense, softmax-CE, batch 64",
 }
+W6_FIRST_CALL_TARGET, W6_RSS_TARGET_MIB = 0.3, 25.0
 COMPILE_TARGET = 0.25
 MEMORY_TARGET_MIB = 20.0
 
@@ -122,7 +124,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="few repeats, no chains beyond 4k layers")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--compile-timeout", type=float, default=300.0)
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,MEM")
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,MEM,W6")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = ap.parse_args(argv)
     if os.environ.get("GRAPHBP_BENCH_CHILD") != "1":
@@ -144,6 +146,21 @@ def main(argv: list[str]) -> int:
         print(f"{TITLES[w]}")
         for name, t in med.items():
             print(f"  {name:24s} {t * 1e3:9.3f} ms   ratio {t / ref:5.2f}")
+    if "W6" in chosen:
+        import cnn
+
+        med = interleaved(cnn.load_impls(not args.no_peers), repeats, 5)
+        results["times"]["W6"] = med
+        print(TITLES["W6"])
+        for name, t in med.items():
+            print(f"  {name:24s} {t * 1e3:9.3f} ms   ratio {t / med['numpy-hand']:5.2f}")
+        results["w6_probe"] = {}
+        for impl in med:  # first call and peak RSS: a fresh process each, median of three
+            runs = [json.loads(subprocess.run([sys.executable, str(HERE / "cnn.py"), "probe", impl], capture_output=True,
+                                              text=True, check=True).stdout) for _ in range(3)]
+            results["w6_probe"][impl] = {k: statistics.median(r[k] for r in runs) for k in ("first_call", "peak_rss")}
+            r = results["w6_probe"][impl]
+            print(f"  {impl:24s} first call {r['first_call']:.3f} s, peak RSS above imports {r['peak_rss'] / 2**20:.1f} MiB")
     if "W5" in chosen:
         sizes = [256, 1024, 4096] + ([] if args.quick else [16384])
         for layers in sizes:

@@ -23,12 +23,14 @@ from graphbp.ops.leaves import Leaf  # noqa: E402
 OUT = Path(__file__).with_name("ops.md")
 
 # Builders with no op class of their own: their gradient is that of the ops they build.
-COMPOSITES = ("var", "mse", "stack", "split", "dropout", "zeros_like", "ones_like", "swapaxes")
+COMPOSITES = ("var", "mse", "stack", "split", "dropout", "zeros_like", "ones_like", "swapaxes",
+              "conv1d", "flatten", "batch_norm", "batch_norm_train", "layer_norm")
 
 SECTIONS = (
     ("elementwise", "Elementwise"), ("activations", "Activations"), ("linalg", "Linear algebra"),
     ("reduce", "Reductions"), ("shape", "Shape"), ("indexing", "Indexing"), ("creation", "Creation"),
-    ("nn", "Neural network"), ("collective", "Collectives (gb.distributed)"),
+    ("nn", "Neural network"), ("conv", "Convolution (docs/cnn.md)"), ("pool", "Pooling (docs/cnn.md)"),
+    ("collective", "Collectives (gb.distributed)"),
     ("fused", "Made by the passes (graphbp.passes)"),
 )
 

@@ -15,14 +15,16 @@ from collections.abc import Callable, Sequence
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train the digits MLP and draw its forward and gradient graphs",
-        description="Train a 64-128-10 ReLU MLP with Adam on the bundled UCI digits, report "
-        "held-out accuracy and wall time, and write forward/gradient graph diagrams.",
+        help="train the digits MLP (or CNN) and draw its forward and gradient graphs",
+        description="Train a 64-128-10 ReLU MLP (or a small CNN with --model cnn) with Adam on the "
+        "bundled UCI digits, report held-out accuracy and wall time, and write forward/gradient "
+        "graph diagrams.",
     )
-    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="the network to train (default mlp)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 40 for mlp, 6 for cnn)")
     p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate, cosine-decayed (default 3e-3)")
-    p.add_argument("--weight-decay", type=float, default=3e-2, help="decoupled weight decay (default 3e-2)")
+    p.add_argument("--weight-decay", type=float, default=None, help="decoupled weight decay (default 3e-2 mlp, 1e-1 cnn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles")
     p.add_argument("--out", default="graphbp-demo", help="directory for the diagrams (default ./graphbp-demo)")
     p.add_argument("--distributed", action="store_true",
@@ -41,7 +43,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return run(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     from .train.demo import run_demo as demo
 
-    result = demo(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+    result = demo(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                   out=args.out, progress=args.progress)
     return 0 if result.history else 1
 

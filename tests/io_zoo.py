@@ -20,6 +20,7 @@ def build(seed: int = 0):
     W = gb.param("W", rng.normal(size=(4, 3)).astype(np.float32))
     b = gb.param("b", np.linspace(-1, 1, 3, dtype=np.float32))
     v = gb.param("v", rng.uniform(0.5, 2.0, size=(3,)).astype(np.float32))
+    kc = gb.param("kc", rng.normal(size=(2, 1, 1, 2)).astype(np.float32))
     with gb.scope("layer1"):
         h = x @ W + b
         h = gb.dropout(h, 0.25, key)
@@ -58,12 +59,18 @@ def build(seed: int = 0):
                + gb.logsumexp(sl) + gb.mean(gb.concatenate([sq, sq * 2.0], axis=0)) + gb.var(tk) + gb.sum(bt) * 1e-3 + gb.mse(sq, oh))
         # the ops passes make, as a rewritten program holds them
         fused = apply(MatMulBiasAct("tanh", ("matmul", "add", "tanh")), x, W, b)
-        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5))
+    with gb.scope("image"):
+        img = gb.reshape(u, (-1, 1, 1, 3))
+        c = gb.conv2d(img, kc, padding=(0, 1))
+        pools = gb.mean(gb.square(gb.max_pool2d(c, (1, 2)))) + gb.mean(gb.avg_pool2d(c, (1, 2), padding=(0, 1)))
+        pools = pools + gb.mean(gb.conv_transpose2d(c, kc, stride=2))
+    with gb.scope("heads"):
+        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5)) + pools
     (gv,) = gb.grad(loss, [v])
     hvp = gb.grad(gb.sum(gv * gv), W)  # second order: differentiates gradient nodes
     opt = gb.optim.SGD(0.01, momentum=0.9)
     dp = gb.distributed.data_parallel(opt, gb.distributed.single_process())
-    ups = dp.updates(loss + 1e-3 * gb.sum(hvp * hvp), [W, b, v])
+    ups = dp.updates(loss + 1e-3 * gb.sum(hvp * hvp), [W, b, v, kc])
     full = gb.zeros_like(x) + gb.full_like(W, 2.0).sum()
     step = gb.compile([x, t, key], [loss, gv, hvp, full], updates=ups, optimize=False)
     feeds = (rng.normal(size=(5, 4)).astype(np.float32), rng.integers(0, 3, size=5), np.int64(7))

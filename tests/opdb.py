@@ -501,3 +501,7 @@ OPDB: list[OpInfo] = [
 
 # Leaves are typed at creation and have no kernel to test here.
 EXCLUDED_FROM_COVERAGE: tuple[type, ...] = (O.Input, O.Param, O.Constant)
+
+from opdb_cnn import CNN_ROWS  # noqa: E402 - the image ops' rows use the helpers above
+
+OPDB += CNN_ROWS

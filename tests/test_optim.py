@@ -208,7 +208,7 @@ def test_initialisers_are_seeded_and_scaled():
     assert u.dtype == np.float64 and np.abs(u).max() <= np.sqrt(6 / 100)
     assert gb.init.glorot_normal((3, 4), seed=0).shape == (3, 4)
     np.testing.assert_array_equal(gb.init.zeros(3), np.zeros(3, np.float32))
-    assert gb.init.fans((3, 3, 16, 32)) == (144, 288)
+    assert gb.init.fans((32, 16, 3, 3)) == (144, 288)  # conv kernel (out, in, kH, kW)
     with pytest.raises(ValueError):
         gb.init.normal((2,), seed=0, dtype="int32")
 

@@ -17,7 +17,7 @@ N_FEATURES = 64
 N_CLASSES = 10
 
 
-def load_digits(*, scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_digits(*, scale: bool = True, images: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Load the digits as ``(X, y)``.
 
     Parameters
@@ -25,11 +25,14 @@ def load_digits(*, scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     scale : bool, default True
         Divide pixel counts (0..16) by 16 so ``X`` lies in [0, 1], the range the
         initialisers assume; ``False`` keeps the raw counts (still float32).
+    images : bool, default False
+        Return ``X`` as one-channel images ``(1797, 1, 8, 8)`` (NCHW, what ``gb.conv2d``
+        takes) instead of flattened rows. Same samples in the same order either way.
 
     Returns
     -------
-    X : numpy.ndarray, float32, shape (1797, 64)
-        Row-major flattened 8x8 images.
+    X : numpy.ndarray, float32, shape (1797, 64) or (1797, 1, 8, 8)
+        Row-major flattened 8x8 images, or the images themselves.
     y : numpy.ndarray, int64, shape (1797,)
         The digit, 0..9.
     """
@@ -42,4 +45,6 @@ def load_digits(*, scale: bool = True) -> tuple[np.ndarray, np.ndarray]:
     y = table[:, N_FEATURES].astype(np.int64)
     if scale:
         X /= np.float32(16.0)
+    if images:
+        X = X.reshape(N_SAMPLES, 1, 8, 8)
     return X, y

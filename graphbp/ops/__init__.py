@@ -21,7 +21,7 @@ from .linalg import MatMul, matmul
 from .reduce import Mean, ReducedCount, Sum, mean, sum
 from .shape import (
     BroadcastTo, ExpandDims, Reshape, Squeeze, Transpose,
-    broadcast_to, expand_dims, reshape, reshape_like, squeeze, swapaxes, transpose,
+    broadcast_to, expand_dims, flatten, reshape, reshape_like, squeeze, swapaxes, transpose,
 )
 from .elementwise import Clip, clip
 from .reduce import LogSumExp, Max, Min, Prod, logsumexp, max, min, prod, var
@@ -40,6 +40,9 @@ from .nn import (
     dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
     softmax_cross_entropy,
 )
+from .conv import Conv2D, Conv2DWeightGrad, ConvTranspose2D, conv1d, conv2d, conv_transpose2d
+from .pool import AvgPool2D, AvgPool2DGrad, MaxPool2D, MaxPool2DGather, MaxPool2DGrad, avg_pool2d, max_pool2d
+from .norm import BatchNormTrain, batch_norm, batch_norm_train, layer_norm
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input, Param, Constant,
@@ -56,6 +59,8 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
     AddN, MatMulBiasAct,
     AllreduceMean,
+    Conv2D, ConvTranspose2D, Conv2DWeightGrad,
+    MaxPool2D, MaxPool2DGrad, MaxPool2DGather, AvgPool2D, AvgPool2DGrad,
 )
 
 __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace
@@ -72,4 +77,6 @@ __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` nam
     "full_like", "zeros_like", "ones_like", "reshape_like", "embed_slice", "scatter_add",
     "softmax", "log_softmax", "softmax_cross_entropy", "sigmoid_binary_cross_entropy",
     "mse", "dropout",
+    "conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "flatten",
+    "batch_norm", "batch_norm_train", "layer_norm",
 ]

@@ -225,3 +225,19 @@ def squeeze(x, axis: int | Sequence[int] | None = None) -> Node:
     elif isinstance(axis, (int, np.integer)):
         axis = (int(axis),)
     return apply(Squeeze(tuple(int(a) for a in axis)), x)
+
+
+def flatten(x, start_axis: int = 1) -> Node:
+    """Merge the dims from ``start_axis`` on into one (``torch.flatten(x, 1)`` by default): the
+    step from a CNN's feature maps to its dense layers. One unknown dim (the batch) is allowed."""
+    x = as_node(x)
+    try:
+        ax = normalize_axis(int(start_axis), max(x.ndim, 1))
+    except ValueError as e:
+        from ..errors import ShapeError
+        from .base import describe_error
+
+        raise ShapeError(describe_error(Reshape((-1,)), [x], f"flatten: {e}")) from None
+    lead, tail = x.shape[:ax], x.shape[ax:]
+    merged = -1 if None in tail else int(np.prod(tail, dtype=np.int64))
+    return reshape(x, tuple(-1 if d is None else d for d in lead) + (merged,))

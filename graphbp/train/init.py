@@ -3,8 +3,9 @@
 Every random initialiser takes an explicit ``seed`` (fed to ``np.random.default_rng``)
 so a model built twice starts from identical weights; there is no global random state.
 Fan-in/fan-out follow the usual dense-layer convention for a weight of shape
-``(fan_in, fan_out)`` (``x @ W``); for more dims (convolution kernels ``(..., in, out)``)
-the leading dims count as the receptive field.
+``(fan_in, fan_out)`` (``x @ W``); kernels with more dims are convolution weights in PyTorch's
+layout ``(out, in, *kernel)`` (what ``gb.conv2d`` takes), whose trailing dims count as the
+receptive field: ``he_normal((16, 1, 3, 3))`` draws with fan-in 9.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ def _shape(shape: Shape) -> tuple[int, ...]:
 
 
 def fans(shape: Shape) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a weight: rows/columns for matrices, size for vectors."""
+    """``(fan_in, fan_out)`` of a weight: rows/columns for matrices, size for vectors,
+    ``(in * k, out * k)`` for a convolution kernel ``(out, in, *kernel)`` of ``k`` taps."""
     s = _shape(shape)
     if len(s) == 0:
         return 1, 1
     if len(s) == 1:
         return s[0], s[0]
-    receptive = math.prod(s[:-2])
-    return s[-2] * receptive, s[-1] * receptive
+    if len(s) == 2:
+        return s[0], s[1]
+    receptive = math.prod(s[2:])
+    return s[1] * receptive, s[0] * receptive
 
 
 def _float_dtype(dtype: DTypeLike) -> np.dtype:
