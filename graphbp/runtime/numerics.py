@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import GraphbpError, GraphError, NumericsError
 from ..graph.node import Node
-from ..graph.types import format_shape
+from ..graph.types import TensorType, format_shape
 
 
 def is_finite(value: np.ndarray) -> bool:
@@ -76,7 +76,7 @@ def guarded_nodes(order: Sequence[Node], roots: Iterable[Node]) -> set[Node]:
     guarded: set[Node] = set()
     for n in reversed(order):
         us = users.get(n)
-        if not us or n in kept or n.dtype.kind != "f" or not n.inputs:
+        if not us or n in kept or not n.inputs or not isinstance(n.type, TensorType) or n.dtype.kind != "f":
             continue
         if all((isinstance(u.op, Where) and u.inputs[0] is not n)
                or (u.op.elementwise and u in guarded and u.shape == n.shape) for u in us):
