@@ -208,3 +208,17 @@ def test_an_allreduce_of_constant_gradients_still_runs_every_call():
         assert any("allreduce_mean" in line for line in code), step.source()
     step()
     np.testing.assert_allclose(b.value, 0.5)
+
+
+def test_a_program_averaging_over_world_saves_and_loads_with_its_group(tmp_path):
+    x = gb.input("x", (None, 2))
+    w = gb.param("w", np.ones((2, 2)))
+    loss = gb.mean(x @ w)
+    (g,) = gb.grad(loss, [w])
+    avg = gb.ops.collective.allreduce_mean(g, "world")
+    gb.save(tmp_path / "p.gbp", avg)
+    loaded = gb.load(tmp_path / "p.gbp")
+    (node,) = [n for n in loaded.nodes if isinstance(n.op, AllreduceMean)]
+    assert node.op == AllreduceMean("world")
+    with pytest.raises(ValueError, match="group must be one of"):
+        AllreduceMean("everyone")

@@ -145,3 +145,32 @@ def test_a_failing_generated_line_names_its_node_from_the_line_map():
     assert "take" in lines[k - 1] and args[1] == "i"
     with pytest.raises(gb.GraphbpError, match="take"):
         prog(np.ones((4, 3)), np.array([0, 9]))
+
+
+def test_view_ops_lower_to_views_and_only_they_do():
+    """``Op.view`` and the lowering agree: the shape ops are free re-views of operand 0."""
+    x = gb.input("x", (2, 3, 1), dtype="float64")
+    views = [gb.reshape(x, (3, 2)), gb.transpose(x), gb.broadcast_to(x, (4, 2, 3, 1)), gb.expand_dims(x, 0),
+             gb.squeeze(x, 2)]
+    others = [gb.tanh(x), gb.sum(x, axis=1), x * 2.0]
+    for n in views + others:
+        low = lw.lower(n, [i.type for i in n.inputs], n.type)
+        assert (low.kind == "view") == type(n.op).view, n
+    view_classes = [c for c in gb.ops.OP_CLASSES if c.view]
+    assert view_classes and all(lw.LOWERINGS[c] is not lw.generic for c in view_classes)
+
+
+def test_a_like_operand_is_kept_as_a_shape_not_a_tensor():
+    """``sum``'s gradient broadcasts ``g`` ``like=`` its operand (unknown batch dim): the
+    operand is in the partition's ``shape_only`` set and the backward never receives it."""
+    x = gb.input("x", (None, 8), dtype="float64")
+    big = gb.exp(x) * 3.0
+    loss = gb.sum(big)
+    (gx,) = gb.grad(loss, [x])
+    prog = gb.compile([x], [loss, gx], optimize=False)
+    assert big in prog.partition.shape_only and big not in prog.partition.saved
+    src = prog.source((4, 8))
+    handed = src[src.index("def backward("):].split("\n", 1)[0]
+    assert handed == "def backward(x, v4):"  # the loss only, not big's buffer
+    xv = np.linspace(-1, 1, 32).reshape(4, 8)
+    np.testing.assert_allclose(prog(xv)[1], gb.evaluate(gx, {x: xv}))

@@ -29,9 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphbpError
-
-GROUPS = ("self", "world")
-"""The group names an :class:`~graphbp.ops.collective.AllreduceMean` op can hold."""
+from ..ops.collective import GROUPS
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a collective waits for the other ranks before the roll call (``world(timeout=)``)."""

@@ -88,21 +88,29 @@ class stamp:  # noqa: N801 - used like the function-style context managers besid
     provenance from construction on: nodes are never edited after they are built. A class
     rather than a generator: the rewrite engine enters one per node it tries rules on."""
 
-    __slots__ = ("_values", "_tokens")
+    __slots__ = ("_origin", "_scope", "_provenance", "_tokens")
 
     def __init__(self, *, origin: "SourceLocation | None" = None, scope: tuple[str, ...] | None = None,
                  provenance: tuple[Provenance, ...] | None = None) -> None:
-        self._values = ((_ORIGIN, origin), (_SCOPE, None if scope is None else tuple(scope)),
-                        (_PROVENANCE, None if provenance is None else tuple(provenance)))
-        self._tokens: list = []
+        self._origin = origin
+        self._scope = None if scope is None else tuple(scope)
+        self._provenance = None if provenance is None else tuple(provenance)
 
     def __enter__(self) -> None:
-        self._tokens = [(var, var.set(value)) for var, value in self._values if value is not None]
+        self._tokens = (
+            None if self._origin is None else _ORIGIN.set(self._origin),
+            None if self._scope is None else _SCOPE.set(self._scope),
+            None if self._provenance is None else _PROVENANCE.set(self._provenance),
+        )
 
     def __exit__(self, *exc: object) -> None:
-        for var, token in reversed(self._tokens):
-            var.reset(token)
-        self._tokens = []
+        origin, scope, prov = self._tokens
+        if prov is not None:
+            _PROVENANCE.reset(prov)
+        if scope is not None:
+            _SCOPE.reset(scope)
+        if origin is not None:
+            _ORIGIN.reset(origin)
 
 
 def current_origin() -> "SourceLocation | None":

@@ -36,10 +36,10 @@ def rewrite(roots: Sequence[Node], visit: Visit | None = None, *,
     """
     new: dict[Node, Node] = {}
     for n in toposort(roots) if order is None else order:
-        ins = tuple([new[i] for i in n.inputs])
+        ins = tuple(map(new.__getitem__, n.inputs))
         out = visit(n, ins, new) if visit is not None else None
         if out is None:
-            out = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
+            out = n if ins == n.inputs else rebuild(n, ins)  # tuples of nodes compare by identity
         new[n] = out
     return [new[r] for r in roots]
 

@@ -22,6 +22,9 @@ from ..graph.node import Node
 from ..graph.types import TensorType
 from .base import Op, apply, dtype_error
 
+GROUPS = ("self", "world")
+"""The process groups an :class:`AllreduceMean` can name."""
+
 
 @dataclasses.dataclass(frozen=True)
 class AllreduceMean(Op):
@@ -38,8 +41,6 @@ class AllreduceMean(Op):
     group: str
 
     def __post_init__(self) -> None:
-        from ..distributed.comm import GROUPS
-
         if self.group not in GROUPS:
             raise ValueError(f"allreduce_mean: group must be one of {GROUPS}, got {self.group!r}")
 
@@ -49,7 +50,7 @@ class AllreduceMean(Op):
         return x
 
     def compute(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        from ..distributed.comm import communicator
+        from ..distributed.comm import communicator  # resolved where it runs: MPI loads lazily
 
         return communicator(self.group).allreduce_mean(x, out)
 

@@ -132,6 +132,10 @@ def forward_graph(order: list[Node]) -> list[Node]:
 def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResult, list[Hazard]]:
     """Find guarded singular ops and mask their cotangents (see the module docstring)."""
     order = toposort(roots)
+    candidates = [n for n in order if not n.provenance and n.op.singular_inputs]
+    candidates += [p.forward for n in order for p in n.provenance if p.rule == "vjp" and p.forward.op.singular_inputs]
+    if not candidates:  # the common case: nothing to guard, no forward graph to walk
+        return PassResult(list(roots), []), []
     forward = forward_graph(order)
     fwd_users: dict[Node, list[Node]] = {}
     for n in forward:
@@ -194,7 +198,7 @@ def _substituter(replace: dict[Node, Node]):
         w = replace.get(n)
         if w is None:
             return None
-        cur = n if all(a is b for a, b in zip(ins, n.inputs)) else rebuild(n, ins)
+        cur = n if ins == n.inputs else rebuild(n, ins)
         c, a, b = w.inputs
         return rebuild(w, (c, cur, b) if a is n else (c, a, cur))
 

@@ -338,6 +338,7 @@ def _order_safe(order: list[int], plan: Planned, loop: set[int], keep: frozenset
     end = len(order)
     last_new: dict[Node, int] = {}
     for p, st in enumerate(plan.steps):
+        last_new.setdefault(st.node, when[p])  # a value nothing reads dies where it is made
         if st.low.kind == "const":
             continue  # reads nothing per call (as in the plan's liveness)
         for i in data_inputs(st.node):

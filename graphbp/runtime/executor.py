@@ -112,7 +112,7 @@ class Executor:
         prog = self.program
         types = prog._check_shapes(feeds)  # FeedError before any work
         check = prog.check_numerics
-        planned = make_plan(prog.forward.nodes, prog.backward.nodes, prog.outputs, prog.updates, types, sig,
+        planned = make_plan(prog.partition, prog.outputs, prog.updates, types, sig,
                             allow_deferred=not check, fold_constants=not check, options=prog.runtime_options)
         title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
         hook = _numerics_hook(prog.order) if check else None

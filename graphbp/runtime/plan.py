@@ -30,7 +30,7 @@ from .allocate import allocate, nbytes
 from .liveness import liveness, storage_roots
 from .lowering import Lowered, lower
 from .options import DEFAULT, RuntimeOptions
-from .schedule import data_inputs
+from .schedule import Partition, data_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +107,7 @@ class Planned:
 
 
 def make_plan(
-    forward: Sequence[Node],
-    backward: Sequence[Node],
+    partition: Partition,
     outputs: Sequence[Node],
     updates: Sequence[tuple[Node, Node]],
     types: dict[Node, TensorType],
@@ -118,11 +117,13 @@ def make_plan(
     fold_constants: bool = True,
     options: RuntimeOptions = DEFAULT,
 ) -> Planned:
-    """Lower, order and allocate the steps of one shape signature.
+    """Lower, order and allocate the steps of one shape signature: the partition's forward
+    nodes, then its backward nodes, then the deferred parameter updates.
 
     With ``fold_constants``, a small op whose operands are all constants (a scale such as
     ``1 / batch`` built from a plan-time count) is computed once here instead of per call."""
     keep = set(outputs) | {v for _, v in updates}  # returned or committed: stay computed
+    forward, backward = partition.forward, partition.backward
     lows = lower_all(list(forward) + list(backward), types, keep, options.fold_max_size if fold_constants else None)
     deferred = deferred_updates(lows, outputs, updates, types) if allow_deferred else {}
     steps = [Step(n, lows[n]) for n in forward if n not in deferred]
