@@ -44,6 +44,7 @@ from ..graph.node import Node
 from ..graph.types import TensorType
 from ..ops import activations as act, creation, elementwise as ew, indexing, linalg, nn, reduce, shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
+from ..ops import conv, pool
 from ..ops.collective import AllreduceMean
 from ..ops.fused import AddN, MatMulBiasAct
 from ..ops.leaves import Constant
@@ -394,6 +395,9 @@ LOWERINGS: dict[type, Lowerer] = {
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,
     AddN: _add_n, MatMulBiasAct: _matmul_bias_act,
     AllreduceMean: generic,
+    conv.Conv2D: generic, conv.ConvTranspose2D: generic, conv.Conv2DWeightGrad: generic,  # im2col kernels
+    pool.MaxPool2D: generic, pool.MaxPool2DGrad: generic, pool.MaxPool2DGather: generic,
+    pool.AvgPool2D: generic, pool.AvgPool2DGrad: generic,
 }
 
 
