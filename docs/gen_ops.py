@@ -32,6 +32,7 @@ SECTIONS = (
     ("nn", "Neural network"), ("conv", "Convolution (docs/cnn.md)"), ("pool", "Pooling (docs/cnn.md)"),
     ("collective", "Collectives (gb.distributed)"),
     ("fused", "Made by the passes (graphbp.passes)"),
+    ("control", "Control flow and several outputs"),
 )
 
 

@@ -330,6 +330,33 @@ def _where_samples(rng):
     ]
 
 
+def _cond_samples(rng):
+    """Both outcomes of ``pred``, for branches returning one node, a tuple, and a tuple of
+    which one output is unused (its cotangent is a symbolic zero); a batch dim unknown at
+    build time."""
+    out = []
+    for structure in ("node", "tuple", "tuple_unused"):
+        for pred in (True, False):
+            out.append(Sample((np.array(pred), _n(rng, 3, 4), _n(rng, 3, 4)), {"structure": structure}))
+    out += [Sample((np.array(pred), _n(rng, 5, 2), _n(rng, 5, 2)), {"structure": s},
+                   declared=(None, (None, 2), (None, 2))) for pred, s in ((True, "node"), (False, "tuple"))]
+    return out
+
+
+def _cond_build(p, x, y, structure):
+    if structure == "node":  # y is read from outside the branches: captured as an operand
+        return gb.cond(p, lambda a: gb.tanh(a) * y, lambda a: a - gb.exp(y), x)
+    a, b = gb.cond(p, lambda u, v: (u * v, gb.sin(u)), lambda u, v: (u + v, v * v), x, y)
+    return a + 2.0 * b if structure == "tuple" else a
+
+
+def _cond_ref(p, x, y, structure):
+    if structure == "node":
+        return np.tanh(x) * y if p else x - np.exp(y)
+    a, b = (x * y, np.sin(x)) if p else (x + y, y * y)
+    return a + 2.0 * b if structure == "tuple" else a
+
+
 def _cmp(name, cls, fn, ref):
     return _binary(name, cls, fn, ref, ints=True, grad=False)
 
@@ -474,6 +501,8 @@ OPDB: list[OpInfo] = [
     OpInfo("sigmoid_binary_cross_entropy", (O.SigmoidBinaryCrossEntropy,), gb.sigmoid_binary_cross_entropy,
            _bce_ref, _bce_samples, nondiff=(1,), second_order=True),
     OpInfo("mse", (), gb.mse, lambda p, t: np.mean((p - t) ** 2), _binary_samples()),
+    # ----------------------------------------------------------------------- control flow
+    OpInfo("cond", (O.Cond, O.TupleGet), _cond_build, _cond_ref, _cond_samples, second_order=True),
     OpInfo("dropout", (O.DropoutMask,), lambda x, key, rate: gb.dropout(x, rate, key), _dropout_ref,
            lambda rng: [Sample((_n(rng, 4, 5), np.array(7)), {"rate": 0.3}),
                         Sample((_n(rng, 6, 3), np.array(123)), {"rate": 0.5}, declared=((None, 3), None))]),

@@ -18,8 +18,9 @@ from ..graph.context import Provenance, provenance, scope_path
 from ..graph.node import Node
 from ..graph.rewrite import restamp
 from ..graph.traverse import depends_on, toposort
-from ..graph.types import TensorType, format_shape
+from ..graph.types import TensorType, TupleType, format_shape
 from ..ops import add, cast_to, constant, sum as reduce_sum
+from ..ops.control import TupleGet
 from ..ops.base import as_node
 from ..ops.creation import zeros_like
 
@@ -131,9 +132,18 @@ def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
     partials: dict[Node, list[Node]] = {}
     for out, ct in seeded:
         partials.setdefault(out, []).append(ct)
+    slots: dict[Node, dict[int, list[Node]]] = {}  # multi-output node -> output index -> partials
     total: dict[Node, Node] = {}
     wanted = set(wrt)
     for node in reversed(order):
+        if isinstance(node.type, TupleType):
+            gathered = slots.pop(node, None)
+            if gathered is None or node not in relevant:
+                continue
+            with provenance(Provenance(node, "accumulate")), scope_path(node.scope):
+                g = tuple(_accumulate(gathered[k]) if k in gathered else None for k in range(len(node.type)))
+            _pull(node, g, relevant, partials)
+            continue
         parts = partials.pop(node, None)
         if parts is None or node not in relevant:
             continue
@@ -141,22 +151,12 @@ def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
             g = _accumulate(parts)
         if node in wanted:
             total[node] = g
+        if isinstance(node.op, TupleGet):  # a projection: its cotangent joins its tuple's
+            slots.setdefault(node.inputs[0], {}).setdefault(node.op.index, []).append(g)
+            continue
         if not node.inputs or not node.op.differentiable:
             continue
-        with provenance(Provenance(node, "vjp")), scope_path(node.scope):
-            rule_out = tuple(node.op.vjp(node, g))
-        if len(rule_out) != len(node.inputs):
-            raise GraphError(
-                f"vjp rule of {node.op.name} returned {len(rule_out)} cotangents for {len(node.inputs)} inputs"
-            )
-        narrowed: dict[Node, Node] = {}
-        for i, (inp, gi) in enumerate(zip(node.inputs, rule_out)):
-            if gi is None or inp not in relevant or not _is_float(inp) or i in node.op.nondiff_inputs:
-                continue
-            gi = _restamp(gi, node, i, narrowed)
-            with provenance(Provenance(node, "unbroadcast", i)), scope_path(node.scope):
-                gi = unbroadcast(gi, inp.type)
-            partials.setdefault(inp, []).append(gi)
+        _pull(node, g, relevant, partials)
     result = []
     for w in wrt:
         if w in total:
@@ -165,6 +165,25 @@ def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
             with provenance(Provenance(w, "zeros")), scope_path(w.scope):
                 result.append(zeros_like(w))
     return result
+
+
+def _pull(node: Node, g, relevant: set[Node], partials: dict[Node, list[Node]]) -> None:
+    """Apply ``node``'s VJP rule to its cotangent ``g`` (a tuple for a multi-output node,
+    ``None`` entries being symbolic zeros) and file each input's share, summed back to its shape."""
+    with provenance(Provenance(node, "vjp")), scope_path(node.scope):
+        rule_out = tuple(node.op.vjp(node, g))
+    if len(rule_out) != len(node.inputs):
+        raise GraphError(
+            f"vjp rule of {node.op.name} returned {len(rule_out)} cotangents for {len(node.inputs)} inputs"
+        )
+    narrowed: dict[Node, Node] = {}
+    for i, (inp, gi) in enumerate(zip(node.inputs, rule_out)):
+        if gi is None or inp not in relevant or not _is_float(inp) or i in node.op.nondiff_inputs:
+            continue
+        gi = _restamp(gi, node, i, narrowed)
+        with provenance(Provenance(node, "unbroadcast", i)), scope_path(node.scope):
+            gi = unbroadcast(gi, inp.type)
+        partials.setdefault(inp, []).append(gi)
 
 
 def _restamp(gi: Node, node: Node, i: int, narrowed: dict[Node, Node]) -> Node:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .types import TensorType
+from .types import TensorType, TupleType
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,13 @@ def human(n: int, unit: str = "B") -> str:
     return f"{value:.3g} {steps[i]}"
 
 
-def size_poly(t: TensorType) -> Poly:
+def size_poly(t: TensorType | TupleType) -> Poly:
     """Element count of ``t`` as a polynomial in rows (each unknown dim is one row factor)."""
+    if isinstance(t, TupleType):  # a multi-output value: all its items
+        total = Poly()
+        for item in t.items:
+            total = total + size_poly(item)
+        return total
     known, unknown = 1, 0
     for d in t.shape:
         if d is None:
@@ -87,7 +92,12 @@ def size_poly(t: TensorType) -> Poly:
     return Poly.of(known, unknown)
 
 
-def bytes_poly(t: TensorType) -> Poly:
+def bytes_poly(t: TensorType | TupleType) -> Poly:
+    if isinstance(t, TupleType):  # a multi-output value holds all its items
+        total = Poly()
+        for item in t.items:
+            total = total + bytes_poly(item)
+        return total
     return size_poly(t).scale(t.dtype.itemsize)
 
 

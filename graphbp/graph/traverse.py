@@ -43,6 +43,31 @@ def toposort(outputs: Iterable[Node]) -> list[Node]:
     return order
 
 
+def toposort_nested(outputs: Iterable[Node]) -> list[Node]:
+    """:func:`toposort` stepping into the bodies of higher-order ops (``op.subgraphs()``),
+    nested bodies included: each body's nodes (placeholders first) come right before the
+    node that holds them, and a node shared by several bodies appears once."""
+    out: list[Node] = []
+    seen: set[Node] = set()
+    expanded: set[Node] = set()
+    stack: list[tuple[list[Node], int]] = [(toposort(outputs), 0)]
+    while stack:  # iterative: bodies nest without recursion
+        order, k = stack.pop()
+        while k < len(order):
+            n = order[k]
+            bodies = n.op.subgraphs()
+            if bodies and n not in expanded:
+                expanded.add(n)
+                stack.append((order, k))  # back to n once its bodies are out
+                stack.extend((b.nodes(), 0) for b in reversed(bodies))
+                break
+            if n not in seen:
+                seen.add(n)
+                out.append(n)
+            k += 1
+    return out
+
+
 def users(order: Iterable[Node]) -> dict[Node, list[Node]]:
     """Map each node to the nodes (within ``order``) that consume it, in order."""
     out: dict[Node, list[Node]] = {}

@@ -51,6 +51,38 @@ class TensorType:
         return f"{self.dtype.name}{format_shape(self.shape)}"
 
 
+@dataclass(frozen=True, slots=True)
+class TupleType:
+    """The type of a node with several outputs (a higher-order op such as ``gb.cond``).
+
+    Such a node is read only through ``TupleGet(index)`` projections, whose nodes carry the
+    ordinary :class:`TensorType` of one item: every other op, schedule and rule keeps seeing
+    tensors, and autodiff gathers the projections' cotangents into one tuple for the
+    multi-output op's VJP rule."""
+
+    items: tuple[TensorType, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+        for t in self.items:
+            if not isinstance(t, TensorType):
+                raise TypeError(f"a tuple type holds tensor types, got {t!r}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def is_concrete(self) -> bool:
+        return all(t.is_concrete for t in self.items)
+
+    def nbytes(self) -> int | None:
+        sizes = [t.nbytes() for t in self.items]
+        return None if any(n is None for n in sizes) else sum(sizes)
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(t) for t in self.items) + ("," if len(self.items) == 1 else "") + ")"
+
+
 def normalize_shape(shape: Iterable[Dim] | int) -> Shape:
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)

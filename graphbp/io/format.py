@@ -25,15 +25,19 @@ from ..errors import GraphbpError, GraphFormatError
 from ..graph.context import Provenance
 from ..graph.node import Node
 from ..graph.source import SourceLocation
-from ..graph.types import TensorType
+from ..graph.subgraph import Subgraph
+from ..graph.types import TensorType, TupleType
 from ..ops.base import OpError
+from ..ops.control import TupleGet
 from ..ops.leaves import Constant, Input, Leaf, Param
 from .atomic import atomic_write
 from .codec import ArrayStore, Decoder, encode
 from .container import DEFAULT_LIMITS, Limits, dump_json, encode_npz, fail, read_container, write_zip
 
 FORMAT_NAME = "graphbp.graph"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 adds higher-order ops (``{"subgraph": ...}`` parameters) and multi-output
+nodes (``{"items": [...]}`` types); version 1 files load unchanged."""
 _MEMBERS = ("graph.json", "arrays.npz")
 _TOP_KEYS = {"format", "version", "graphbp_version", "kind", "nodes", "inputs", "outputs", "updates", "compile"}
 _NODE_KEYS = {"op", "inputs", "params", "type", "name", "scope", "origin", "provenance"}
@@ -130,12 +134,13 @@ def to_document(obj: Any) -> tuple[dict, dict[str, np.ndarray]]:
             raise GraphFormatError("save: expected a node, a sequence of nodes or a Program")
         inputs, updates, flags = [], [], None
     nodes = _closure(outputs + [x for u in updates for x in u] + inputs)
+    placeholders = {p for n in nodes for body in n.op.subgraphs() for p in body.inputs}
     index = {n: i for i, n in enumerate(nodes)}
     registry = {cls: name for name, cls in op_registry().items()}
     store = ArrayStore()
     entries = [_encode_node(n, index, registry, store) for n in nodes]
     if kind == "graph":
-        inputs = [n for n in nodes if isinstance(n.op, Input)]
+        inputs = [n for n in nodes if isinstance(n.op, Input) and n not in placeholders]
     doc = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -151,7 +156,9 @@ def to_document(obj: Any) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _closure(roots: list[Node]) -> list[Node]:
-    """Every node the roots reach through inputs or provenance, in creation (= topological) order."""
+    """Every node the roots reach through inputs, provenance or the bodies of higher-order
+    ops, in creation (= topological) order. A body is built before the op that holds it,
+    so its nodes come first."""
     seen: set[Node] = set()
     stack = list(roots)
     while stack:
@@ -161,7 +168,10 @@ def _closure(roots: list[Node]) -> list[Node]:
         seen.add(n)
         stack.extend(n.inputs)
         stack.extend(p.forward for p in n.provenance)
-    return sorted(seen, key=lambda n: n.serial)  # a node is always created after its inputs
+        for body in n.op.subgraphs():
+            stack.extend(body.inputs)
+            stack.extend(body.outputs)
+    return sorted(seen, key=lambda n: n.serial)  # a node is created after its inputs
 
 
 def _encode_node(node: Node, index: dict[Node, int], registry: dict[type, str], store: ArrayStore) -> dict:
@@ -174,13 +184,26 @@ def _encode_node(node: Node, index: dict[Node, int], registry: dict[type, str], 
     return {
         "op": name,
         "inputs": [index[i] for i in node.inputs],
-        "params": {k: encode(v, store) for k, v in node.op.params().items()},
-        "type": {"shape": list(node.shape), "dtype": node.dtype.name},
+        "params": {k: _encode_param(v, index, store) for k, v in node.op.params().items()},
+        "type": _encode_type(node.type),
         "name": node.name,
         "scope": list(node.scope),
         "origin": None if node.origin is None else [node.origin.filename, node.origin.lineno, node.origin.function],
         "provenance": [[index[p.forward], p.rule, p.input_index] for p in node.provenance],
     }
+
+
+def _encode_type(t: TensorType | TupleType) -> dict:
+    if isinstance(t, TupleType):
+        return {"items": [_encode_type(i) for i in t.items]}
+    return {"shape": list(t.shape), "dtype": t.dtype.name}
+
+
+def _encode_param(value: Any, index: dict[Node, int], store: ArrayStore) -> Any:
+    """A body is its placeholders and outputs, as indices into the same node list."""
+    if isinstance(value, Subgraph):
+        return {"subgraph": {"inputs": [index[n] for n in value.inputs], "outputs": [index[n] for n in value.outputs]}}
+    return encode(value, store)
 
 
 def _version() -> str:
@@ -230,7 +253,7 @@ def from_document(doc: Any, arrays: dict[str, np.ndarray], *, path: Any = None, 
     registry = op_registry()
     nodes: list[Node] = []
     for i, entry in enumerate(entries):
-        nodes.append(_decode_node(dec, registry, nodes, entry, f"graph.json.nodes[{i}]"))
+        nodes.append(_decode_node(dec, registry, nodes, entry, f"graph.json.nodes[{i}]", version))
     for i, entry in enumerate(entries):
         nodes[i].provenance = _decode_provenance(dec, nodes, entry["provenance"], f"graph.json.nodes[{i}].provenance")
     unused = sorted(set(arrays) - dec.used)
@@ -270,7 +293,8 @@ def _index(dec: Decoder, v: Any, upper: int, where: str) -> int:
     return i
 
 
-def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], entry: Any, where: str) -> Node:
+def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], entry: Any, where: str,
+                 version: int = FORMAT_VERSION) -> Node:
     path = dec.path
     if not isinstance(entry, dict) or set(entry) != _NODE_KEYS:
         raise fail(path, where, f"expected keys {sorted(_NODE_KEYS)}")
@@ -283,8 +307,8 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
         nodes[_index(dec, v, len(nodes), f"{where}.inputs[{k}]")]
         for k, v in enumerate(dec.sequence(entry["inputs"], f"{where}.inputs"))
     )
-    op = _decode_op(dec, cls, entry["params"], f"{where}.params")
-    stored = dec.tensor_type(entry["type"], f"{where}.type")
+    op = _decode_op(dec, cls, entry["params"], f"{where}.params", nodes if version >= 2 else None)
+    stored = _decode_type(dec, entry["type"], f"{where}.type", version)
     if isinstance(op, Leaf):
         if inputs:
             raise fail(path, where, "a leaf has no inputs")
@@ -296,8 +320,10 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
             raise fail(path, where, f"operands {[str(x.type) for x in inputs]} do not fit: {e.reason}") from None
         except Exception as e:
             raise fail(path, where, f"cannot type the node ({type(e).__name__}: {e})") from None
-        if not isinstance(actual, TensorType):
+        if not isinstance(actual, (TensorType, TupleType)):
             raise fail(path, where, "the op's shape rule returned no type")
+        if any(isinstance(x.type, TupleType) for x in inputs) and not isinstance(op, TupleGet):
+            raise fail(path, where, "only tuple_get reads a multi-output node")
     if actual != stored:
         raise fail(path, f"{where}.type", f"stored type {stored} differs from the type its op gives, {actual}")
     name = entry["name"]
@@ -315,13 +341,42 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
 _NO_ORIGIN = SourceLocation("<file>", 0, "<file>")
 
 
-def _decode_op(dec: Decoder, cls: type, doc: Any, where: str):
+def _decode_type(dec: Decoder, doc: Any, where: str, version: int) -> TensorType | TupleType:
+    if version >= 2 and isinstance(doc, dict) and set(doc) == {"items"}:
+        items = dec.sequence(doc["items"], f"{where}.items")
+        return TupleType(tuple(dec.tensor_type(t, f"{where}.items[{k}]") for k, t in enumerate(items)))
+    return dec.tensor_type(doc, where)
+
+
+def _decode_param(dec: Decoder, doc: Any, where: str, nodes: list[Node] | None) -> Any:
+    """A parameter value; ``{"subgraph": ...}`` (version 2) refers to earlier nodes."""
+    if nodes is None or not (isinstance(doc, dict) and set(doc) == {"subgraph"}):
+        return dec.decode(doc, where)
+    body = doc["subgraph"]
+    if not isinstance(body, dict) or set(body) != {"inputs", "outputs"}:
+        raise fail(dec.path, where, "expected a subgraph {'inputs': [...], 'outputs': [...]}")
+    ins = [nodes[_index(dec, v, len(nodes), f"{where}.inputs[{k}]")]
+           for k, v in enumerate(dec.sequence(body["inputs"], f"{where}.inputs"))]
+    outs = [nodes[_index(dec, v, len(nodes), f"{where}.outputs[{k}]")]
+            for k, v in enumerate(dec.sequence(body["outputs"], f"{where}.outputs"))]
+    for k, n in enumerate(ins):
+        if not isinstance(n.op, Input):
+            raise fail(dec.path, f"{where}.inputs[{k}]", f"a body input must be an input placeholder, got {n.op.name}")
+    try:
+        sub = Subgraph(tuple(ins), tuple(outs))
+        sub.nodes()  # rejects a body that reaches a leaf outside itself
+    except GraphbpError as e:
+        raise fail(dec.path, where, f"invalid subgraph: {e}") from None
+    return sub
+
+
+def _decode_op(dec: Decoder, cls: type, doc: Any, where: str, nodes: list[Node] | None = None):
     fields = [f for f in dataclasses.fields(cls) if f.init]
     names = {f.name for f in fields}
     if not isinstance(doc, dict) or set(doc) != names:
         got = sorted(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
         raise fail(dec.path, where, f"expected parameters {sorted(names)}, got {got}")
-    values = {k: dec.decode(doc[k], f"{where}.{k}") for k in sorted(names)}
+    values = {k: _decode_param(dec, doc[k], f"{where}.{k}", nodes) for k in sorted(names)}
     if cls is Param or cls is Constant:
         if not isinstance(values["value"], np.ndarray):
             raise fail(dec.path, f"{where}.value", "expected an array")

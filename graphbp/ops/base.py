@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DTypeError, GraphError, ShapeError
 from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
+from ..graph.subgraph import Subgraph
 from ..graph.source import user_location
 from ..graph.types import TensorType, format_shape
 
@@ -85,6 +86,10 @@ class Op:
     def vjp(self, node: Node, g: Node) -> Sequence[Node | None]:
         """Cotangents for each input given the output cotangent ``g``.
 
+        An op with several outputs (``infer`` returns a ``TupleType``) gets a tuple ``g``
+        instead, one entry per output, ``None`` for an output nothing reads (a symbolic
+        zero: no array of zeros is built).
+
         They may have the output's (broadcast) shape: the autodiff pass sums them back to
         each input's shape. ``None`` means no gradient flows to that input.
         """
@@ -97,6 +102,24 @@ class Op:
         to their output (contractions, reductions, convolutions) override it."""
         return Poly() if self.view else size_poly(out_type)
 
+    def subgraphs(self) -> tuple[Subgraph, ...]:
+        """The closed graphs this op holds (a branch, a loop body), in a fixed order.
+
+        The one way passes, traversal, the runtime, rendering and the file format step into
+        bodies. Empty for first-order ops; higher-order ops return their body fields."""
+        return ()
+
+    def replace_subgraphs(self, new: Sequence[Subgraph]) -> "Op":
+        """This op with its subgraphs replaced by ``new`` (same order as :meth:`subgraphs`);
+        ``self`` when every body is the same object."""
+        old = self.subgraphs()
+        if len(new) != len(old):
+            raise GraphError(f"{self.name} holds {len(old)} subgraphs, got {len(new)}")
+        if all(a is b for a, b in zip(old, new)):
+            return self
+        fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
+        return dataclasses.replace(self, **dict(zip(fields, new)))
+
     def parts(self) -> tuple[str, ...]:
         """For an op a pass made from several (a fused op): the names of the ops it stands
         for, in order (diagrams draw "fused: matmul, add, tanh"). Empty for the others."""
@@ -107,7 +130,7 @@ class Op:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __str__(self) -> str:
-        ps = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, np.ndarray))
+        ps = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, (np.ndarray, Subgraph)))
         return f"{self.name}({ps})" if ps else self.name
 
 

@@ -151,6 +151,26 @@ def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: 
     return PassResult(roots, log)
 
 
+def _in_bodies(cur: Node, table: RuleTable, pass_name: str, log: list, cse: bool, max_local: int) -> Node:
+    """Run the same rules inside the bodies of a higher-order node (``op.subgraphs()``);
+    ``cur`` rebuilt over the rewritten bodies when one changed. Bodies are rewritten on
+    their own: their placeholders stand for the operands, so nothing outside is read."""
+    bodies = cur.op.subgraphs()
+    if not bodies:
+        return cur
+
+    def inside(roots: list[Node]) -> list[Node]:
+        res = run_rules(roots, table.rules, pass_name, cse=cse, max_local=max_local)
+        log.extend(res.log)
+        return res.roots
+
+    op = cur.op.replace_subgraphs([b.map(inside) for b in bodies])
+    if op is cur.op:
+        return cur
+    return Node(op, cur.inputs, cur.type, name=cur.name, origin=cur.origin, scope=cur.scope,
+                provenance=cur.provenance)
+
+
 def _sweep(roots, table, pass_name, log, cse, max_local, tried):
     """One pass over the topological order. Rules run on nodes the previous sweep did not
     see (``tried`` holds its graph): an unchanged node has the same inputs all the way down,
@@ -184,6 +204,12 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried):
             existing.add(cur)
         else:
             cur = node
+        if cur is not node or node not in tried:
+            stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
+            if stepped is not cur:
+                cur = stepped
+                ctx.original[cur] = node
+                existing.add(cur)
         for _ in range(max_local if cur is not node or node not in tried else 0):
             if isinstance(cur.op, Leaf) or cur.op.effectful:
                 break
@@ -299,3 +325,5 @@ def verify(roots: Sequence[Node], where: str = "") -> None:
             raise GraphError(f"{n.describe()} no longer type-checks{tag}: {e}") from None
         if t != n.type:
             raise GraphError(f"{n.describe()}: re-inferred type {t} differs{tag}")
+        for body in op.subgraphs():  # bodies are graphs too: same checks, inside
+            verify(body.outputs, f"{where} (inside {op.name})" if where else f"inside {op.name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..graph.context import Provenance
 from ..graph.node import Node
+from ..graph.subgraph import Subgraph
 from ..ops.leaves import Constant, Leaf
 
 
@@ -92,8 +93,8 @@ def op_detail(node: Node) -> str:
     for key, value in params.items():
         if key in ("type", "value", "input_name", "param_name", "dtype") and is_leaf_node(node):
             continue
-        if hasattr(value, "shape") and hasattr(value, "dtype"):
-            continue
+        if hasattr(value, "shape") and hasattr(value, "dtype") or isinstance(value, Subgraph):
+            continue  # arrays, and bodies (drawn as clusters of their own)
         if isinstance(value, (tuple, list)) and value and not isinstance(value[0], (int, float, str, type(None))):
             continue
         if key == "keepdims" and value is False:

@@ -45,6 +45,8 @@ EDGE_LINK = {"color": "#9ca3af", "style": "dashed", "constraint": "false", "arro
 
 # Clusters.
 SCOPE_CLUSTER = {"style": "rounded,dashed", "color": "#9ca3af", "fontsize": "10", "fontcolor": "#374151"}
+BODY_CLUSTER = {"style": "rounded,filled", "fillcolor": "#f5f3ff", "color": "#7c3aed", "fontsize": "10",
+                "fontcolor": "#5b21b6"}  # the body of a higher-order op (a cond branch, a loop body)
 FORWARD_SIDE = {"style": "rounded,filled", "fillcolor": "#f8fafc", "color": "#cbd5e1", "fontsize": "13"}
 BACKWARD_SIDE = {"style": "rounded,filled", "fillcolor": "#fff8f8", "color": "#fecaca", "fontsize": "13"}
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
-from ..graph.types import TensorType
+from ..graph.types import TensorType, TupleType
 from ..runtime.schedule import split_schedules
 
 
@@ -126,7 +126,9 @@ _SHORT = {"float16": "f16", "float32": "f32", "float64": "f64", "int8": "i8", "i
 
 
 def short_type(t: TensorType) -> str:
-    """``f32[?,128]``: compact enough for an edge label."""
+    """``f32[?,128]``: compact enough for an edge label (``(f32[3], f32[2])`` for several outputs)."""
+    if isinstance(t, TupleType):
+        return "(" + ", ".join(short_type(i) for i in t.items) + ")"
     dims = ",".join("?" if d is None else str(d) for d in t.shape)
     return f"{_SHORT.get(t.dtype.name, t.dtype.name)}[{dims}]"
 

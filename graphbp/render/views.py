@@ -172,11 +172,39 @@ def resolve_forward(fwd: Node, candidates: list[Node]) -> Node | None:
     return pick[0] if pick else None
 
 
+def add_bodies(spec: ViewSpec) -> None:
+    """Draw the body of each higher-order node (``op.subgraphs()``) as a cluster beside it,
+    labelled with the op and the body's role, linked from the node; nested bodies nest.
+    A node already drawn (a constant shared with the outer graph) is not drawn twice."""
+    drawn = {it.node for it in spec.items}
+    out: list[Item] = []
+    work = list(spec.items)
+    while work:
+        it = work.pop(0)
+        out.append(it)
+        fields = [k for k, v in it.node.op.params().items() if v in it.node.op.subgraphs()]
+        for k, body in enumerate(it.node.op.subgraphs()):
+            key = ("body", it.node, k)
+            role = fields[k].replace("_", " ") if k < len(fields) else f"body {k}"
+            spec.clusters[key] = ClusterInfo("body", f"{it.node.op.name} · {role}", dict(styles.BODY_CLUSTER))
+            spec.links.append((it.node, key))
+            inner = []
+            for n in body.nodes():
+                if n not in drawn:
+                    drawn.add(n)
+                    inner.append(Item(n, leaf_kind(n) or ("grad" if n.provenance else "op"), it.cluster + (key,)))
+            work = inner + work  # bodies of bodies are expanded in turn, before the rest
+    spec.items[:] = out
+
+
 def build_view(s: Subject, view: str) -> ViewSpec:
     if view == "forward":
-        return forward_view(s)
-    if view == "backward":
+        spec = forward_view(s)
+    elif view == "backward":
         return backward_view(s)
-    if view == "joint":
-        return joint_view(s)
-    raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    elif view == "joint":
+        spec = joint_view(s)
+    else:
+        raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    add_bodies(spec)
+    return spec

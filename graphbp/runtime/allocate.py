@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 
 
 def nbytes(t: TensorType) -> int:
-    n = t.size()
-    return int(n or 0) * t.dtype.itemsize
+    return int(t.nbytes() or 0)  # a multi-output value's TupleType sums its items
 
 
 @dataclasses.dataclass

@@ -42,9 +42,9 @@ import numpy as np
 
 from ..graph.node import Node
 from ..graph.types import TensorType
-from ..ops import activations as act, creation, elementwise as ew, indexing, linalg, nn, reduce, shape as sh
+from ..ops import activations as act, control, conv, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
+from ..ops import shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
-from ..ops import conv, pool
 from ..ops.collective import AllreduceMean
 from ..ops.fused import AddN, MatMulBiasAct
 from ..ops.leaves import Constant
@@ -395,7 +395,10 @@ LOWERINGS: dict[type, Lowerer] = {
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,
     AddN: _add_n, MatMulBiasAct: _matmul_bias_act,
     AllreduceMean: generic,
-    conv.Conv2D: generic, conv.ConvTranspose2D: generic, conv.Conv2DWeightGrad: generic,  # im2col kernels
+    control.TupleGet: lambda node, types, out: _view(Index(X0, (Lit(node.op.index),)), lambda x: x[node.op.index]),
+    control.Cond: generic,  # runs the chosen body's program (compiled once, held by the body)
+    # convolution and pooling: op.compute runs their own windowed NumPy kernels
+    conv.Conv2D: generic, conv.ConvTranspose2D: generic, conv.Conv2DWeightGrad: generic,
     pool.MaxPool2D: generic, pool.MaxPool2DGrad: generic, pool.MaxPool2DGather: generic,
     pool.AvgPool2D: generic, pool.AvgPool2DGrad: generic,
 }

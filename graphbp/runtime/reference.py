@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import FeedError, GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
+from ..graph.types import TupleType
 from ..ops.leaves import Constant, Input, Param
 from .feeds import check_feed
 
@@ -88,7 +89,8 @@ def evaluate(outputs, feeds=None):
         elif isinstance(op, (Param, Constant)):
             values[n] = op.value
         else:
-            values[n] = np.asarray(op.compute(*(values[i] for i in n.inputs)))
+            out = op.compute(*(values[i] for i in n.inputs))
+            values[n] = out if isinstance(n.type, TupleType) else np.asarray(out)  # several outputs: a tuple
             for i in dict.fromkeys(n.inputs):
                 if last[i] == k and i not in keep:
                     del values[i]
