@@ -232,3 +232,16 @@ def test_a_body_reaching_outside_is_rejected():
     with pytest.raises(gb.GraphError, match="outside itself"):
         Subgraph((ph,), (ph * x,)).nodes()
     assert all(isinstance(n.op, Input) for n in Subgraph((ph,), (ph,)).nodes())
+
+
+def test_outputs_nobody_reads_are_pruned_from_the_gradient_cond():
+    x, p, W, a, b, loss = _model()
+    gW = gb.grad(loss, W)  # the VJP cond computes every float operand's cotangent: x's too
+    assert len(_cond_node(gW).type) == 2
+    f = gb.compile([x, p], [gW])
+    back = [n for n in f.order if isinstance(n.op, Cond)][-1]
+    assert len(back.type) == 1 and back.type.items[0].shape == (3, 3)
+    assert "prune_outputs" in {e.rule for e in f.rewrite_log}
+    raw = gb.compile([x, p], [gW], optimize=False)
+    for pred in (True, False):
+        np.testing.assert_allclose(f(X, np.array(pred))[0], raw(X, np.array(pred))[0], rtol=1e-12)

@@ -150,6 +150,11 @@ class Subgraph:
             return self
         return Subgraph(self.inputs, new)
 
+    def keep(self, indices: Sequence[int]) -> "Subgraph":
+        """The body computing only outputs ``indices`` (in that order); the placeholders stay,
+        so the holding node's operands do not change."""
+        return Subgraph(self.inputs, tuple(self.outputs[k] for k in indices))
+
     def inline(self, operands: Sequence[Node]) -> list[Node]:
         """Copies of the body's outputs computed from ``operands`` instead of the placeholders
         (each node rebuilt with its own op, user line, scope and provenance)."""
@@ -181,16 +186,20 @@ class Subgraph:
 
 
 def _is_leaf(n: Node) -> bool:
-    from ..ops.leaves import Leaf
-
-    return isinstance(n.op, Leaf)
+    return n.op.leaf_kind is not None
 
 
 def _is_outside(n: Node) -> bool:
-    """A leaf a body may not hold: anything but a constant (parameters are state)."""
-    from ..ops.leaves import Constant
+    """A leaf a body may not hold: anything but a constant (inputs are fed, parameters are state)."""
+    return n.op.leaf_kind in ("input", "param")
 
-    return _is_leaf(n) and not isinstance(n.op, Constant)
+
+def placeholder(name: str, t: TensorType, origin=None) -> Node:
+    """A body input: an ``Input`` leaf named ``name`` (the body program's feed name)."""
+    from ..ops.leaves import Input  # ops sit above graph: loaded on first use
+
+    with stamp(provenance=()):
+        return Node(Input(name, t), (), t, name=name, origin=origin)
 
 
 def fresh_name(name: str, taken: set[str]) -> str:
@@ -225,12 +234,11 @@ def trace(fn: Callable[..., Any], args: Sequence[TensorType], names: Sequence[st
     structure : None or int
         ``None`` when ``fn`` returned one node, else the length of the tuple it returned.
     """
-    from ..ops.base import as_node  # ops sit above graph; imported at call time
-    from ..ops.leaves import Input
+    from ..ops.base import as_node  # ops sit above graph: loaded on first use, as Node's operators do
 
     names = list(names) if names is not None else [f"arg{k}" for k in range(len(args))]
     with stamp(provenance=()):
-        placeholders = [Node(Input(nm, t), (), t, name=nm) for nm, t in zip(names, args)]
+        placeholders = [placeholder(nm, t) for nm, t in zip(names, args)]
     start = placeholders[0].serial if placeholders else None  # no arguments: all is outside
     with stamp(provenance=()):
         result = fn(*placeholders)
@@ -250,8 +258,6 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
     ``start`` on) is inside when one of its inputs is; one computed from outside values
     only stays outside (hoisted: computed once, before the op). Nodes made before the
     trace are outside, so the walk stops at them."""
-    from ..ops.leaves import Input
-
     ph = set(placeholders)
     inside: dict[Node, bool] = {}
     order: list[Node] = []
@@ -288,8 +294,7 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
         hit = captured.get(n)
         if hit is None:
             nm = fresh_name(n.name or f"capture{len(captured)}", taken)
-            with stamp(provenance=()):
-                hit = captured[n] = Node(Input(nm, n.type), (), n.type, name=nm, origin=n.origin)
+            hit = captured[n] = placeholder(nm, n.type, n.origin)
         return hit
 
     env: dict[Node, Node] = {p: p for p in placeholders}
@@ -309,8 +314,6 @@ def close(placeholders: list[Node], outs: list[Node], start: int | None) -> tupl
 def with_inputs(body: Subgraph, own: Sequence[Node], union: Sequence[Node], n_args: int) -> Subgraph:
     """``body`` re-declared over the operand list ``args + union`` (its captured nodes
     ``own`` are a subset of ``union``): unused placeholders stand for the others' captures."""
-    from ..ops.leaves import Input
-
     mine = dict(zip(own, body.inputs[n_args:]))
     taken = {p.op.input_name for p in body.inputs}
     ins = list(body.inputs[:n_args])
@@ -318,7 +321,6 @@ def with_inputs(body: Subgraph, own: Sequence[Node], union: Sequence[Node], n_ar
         p = mine.get(n)
         if p is None:
             nm = fresh_name(n.name or f"capture{k}", taken)
-            with stamp(provenance=()):
-                p = Node(Input(nm, n.type), (), n.type, name=nm, origin=n.origin)
+            p = placeholder(nm, n.type, n.origin)
         ins.append(p)
     return body if tuple(ins) == body.inputs else Subgraph(tuple(ins), body.outputs)

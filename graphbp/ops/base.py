@@ -120,6 +120,11 @@ class Op:
         fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
         return dataclasses.replace(self, **dict(zip(fields, new)))
 
+    def keep_outputs(self, indices: Sequence[int]) -> "Op | None":
+        """For a multi-output op: the op computing only outputs ``indices`` (in that order),
+        so passes can drop outputs nothing reads; ``None`` when it cannot (the default)."""
+        return None
+
     def parts(self) -> tuple[str, ...]:
         """For an op a pass made from several (a fused op): the names of the ops it stands
         for, in order (diagrams draw "fused: matmul, add, tanh"). Empty for the others."""

@@ -105,6 +105,9 @@ class Cond(Op):
     def subgraphs(self) -> tuple[Subgraph, Subgraph]:
         return (self.true_body, self.false_body)
 
+    def keep_outputs(self, indices) -> "Cond":
+        return Cond(self.true_body.keep(indices), self.false_body.keep(indices))
+
     def compute(self, pred: np.ndarray, *xs: np.ndarray) -> tuple[np.ndarray, ...]:
         return (self.true_body if bool(pred) else self.false_body).evaluate(xs)
 

@@ -23,7 +23,9 @@ from ..graph.context import Provenance, stamp
 from ..graph.node import Node
 from ..graph.rewrite import rebuild, restamp, rewrite  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
+from ..graph.types import TupleType
 from ..ops.base import OpError
+from ..ops.control import TupleGet
 from ..ops.leaves import Constant, Input, Leaf, Param
 
 
@@ -171,6 +173,29 @@ def _in_bodies(cur: Node, table: RuleTable, pass_name: str, log: list, cse: bool
                 provenance=cur.provenance)
 
 
+def _outputs_read(order: list[Node]) -> dict[Node, list[int]]:
+    """For each multi-output node, the output indices some ``TupleGet`` in ``order`` reads."""
+    read: dict[Node, set[int]] = {}
+    for n in order:
+        if isinstance(n.op, TupleGet):
+            read.setdefault(n.inputs[0], set()).add(n.op.index)
+    return {t: sorted(k) for t, k in read.items()}
+
+
+def _prune_outputs(cur: Node, keep: list[int], renumber: dict[Node, dict[int, int]], pass_name: str,
+                   log: list) -> Node:
+    """``cur`` computing only the outputs ``keep`` (``op.keep_outputs``), when its op can: a
+    gradient cond asked for every operand's cotangent drops those nobody reads."""
+    op = cur.op.keep_outputs(keep)
+    if op is None:
+        return cur
+    out = Node(op, cur.inputs, op.infer(*(i.type for i in cur.inputs)), name=cur.name, origin=cur.origin,
+               scope=cur.scope, provenance=cur.provenance)
+    renumber[out] = {old: k for k, old in enumerate(keep)}
+    log.append(LogEntry(pass_name, "prune_outputs", (cur,), out))
+    return out
+
+
 def _sweep(roots, table, pass_name, log, cse, max_local, tried):
     """One pass over the topological order. Rules run on nodes the previous sweep did not
     see (``tried`` holds its graph): an unchanged node has the same inputs all the way down,
@@ -186,6 +211,8 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried):
     new: dict[Node, Node] = {}
     keys: dict[Any, Node] = {}
     changed = False
+    read = _outputs_read(order)
+    renumber: dict[Node, dict[int, int]] = {}  # a pruned multi-output node: old index -> new
     for node in order:
         if isinstance(node.op, Leaf):
             cur = node
@@ -198,12 +225,17 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried):
             new[node] = cur
             continue
         ins = tuple([new[i] for i in node.inputs])
-        if ins != node.inputs:  # Node equality is identity
+        if isinstance(node.op, TupleGet) and ins[0] in renumber:
+            cur = Node(TupleGet(renumber[ins[0]][node.op.index]), ins, node.type, name=node.name,
+                       origin=node.origin, scope=node.scope, provenance=node.provenance)
+        elif ins != node.inputs:  # Node equality is identity
             cur = rebuild(node, ins)
             ctx.original[cur] = node
             existing.add(cur)
         else:
             cur = node
+        if isinstance(cur.type, TupleType) and len(read.get(node, ())) < len(cur.type):
+            cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
         if cur is not node or node not in tried:
             stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
             if stepped is not cur:
