@@ -245,3 +245,16 @@ def test_outputs_nobody_reads_are_pruned_from_the_gradient_cond():
     raw = gb.compile([x, p], [gW], optimize=False)
     for pred in (True, False):
         np.testing.assert_allclose(f(X, np.array(pred))[0], raw(X, np.array(pred))[0], rtol=1e-12)
+
+
+def test_explain_lists_each_body_as_equations():
+    x, p, W, a, b, loss = _model()
+    text = gb.compile([x, p], [loss]).explain()
+    assert "F0 cond · true body:" in text and "F0 cond · false body:" in text
+    assert "= tanh(" in text and "= 2.0" in text
+
+
+def test_a_multi_output_node_is_read_only_through_its_projections():
+    x, p, W, a, b, loss = _model()
+    with pytest.raises(gb.GraphError, match="multi-output"):
+        gb.ops.apply(gb.ops.Negative(), _cond_node(a))

@@ -115,6 +115,10 @@ class Subgraph:
         head = ", ".join(f"{names[n]}: {n.type}" for n in self.inputs)
         lines = [f"{{ lambda {head} ."]
         for n in order[len(self.inputs):]:
+            value = getattr(n.op, "value", None) if n.op.leaf_kind == "constant" else None
+            if value is not None and value.size <= 4:
+                lines.append(f"{indent}{names[n]}: {n.type} = {value.tolist()!r}")
+                continue
             args = ", ".join(names[i] for i in n.inputs)
             lines.append(f"{indent}{names[n]}: {n.type} = {n.op}({args})")
         lines.append(f"{indent}return ({', '.join(names[o] for o in self.outputs)}) }}")

@@ -19,7 +19,7 @@ from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.subgraph import Subgraph
 from ..graph.source import user_location
-from ..graph.types import TensorType, format_shape
+from ..graph.types import TensorType, TupleType, format_shape
 
 
 class OpError(Exception):
@@ -168,6 +168,9 @@ def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
     for i, x in enumerate(inputs):
         if not isinstance(x, Node):
             raise GraphError(f"{op.name}: input {i} is a {type(x).__name__}, not a node")
+        if isinstance(x.type, TupleType) and op.name != "tuple_get":
+            raise GraphError(f"{op.name}: input {i} is the multi-output {x.describe()}; "
+                             "read one of its outputs (graphbp.ops.control.unpack)")
     try:
         out_type = op.infer(*(x.type for x in inputs))
     except OpError as e:

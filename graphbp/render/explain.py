@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..graph.node import Node
+from ..graph.subgraph import Subgraph
 from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text
 from .costs import Poly, bytes_poly, liveness_peak, total_flops
 from .subject import Subject, node_title, origin_text, short_type, subject_of
@@ -40,9 +41,23 @@ def explain(target: Any, *, optimized: bool = True, rows: int | None = None,
         out.append("")
         out.append(f"{name} schedule: {len(nodes)} ops")
         out.extend(_schedule_lines(s, nodes))
+    out.extend(_body_lines(s))
     out.append("")
     out.extend(_summary(s, rows, shapes))
     return Explanation("\n".join(out) + "\n")
+
+
+def _body_lines(s: Subject) -> list[str]:
+    """Each body of a higher-order op (``op.subgraphs()``) as equations, under its step."""
+    steps = {n: f"{side}{k}" for side, nodes in (("F", s.forward), ("B", s.backward)) for k, n in enumerate(nodes)}
+    lines: list[str] = []
+    for n, step in steps.items():
+        bodies = n.op.subgraphs()
+        names = [k for k, v in n.op.params().items() if isinstance(v, Subgraph)] if bodies else []
+        for name, body in zip(names, bodies):
+            lines += ["", f"{step} {n.op.name} · {name.replace('_', ' ')}:"]
+            lines += ["  " + line for line in body.format().splitlines()]
+    return lines
 
 
 def _header(s: Subject) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from ..graph.node import Node
+from ..graph.subgraph import Subgraph
 from . import styles
 from .classify import absorbed_ops, grad_origin, is_leaf_node, leaf_kind
 from .subject import Subject, node_title, origin_text, short_type
@@ -212,8 +213,9 @@ def add_bodies(spec: ViewSpec) -> None:
     while work:
         it = work.pop(0)
         out.append(it)
-        fields = [k for k, v in it.node.op.params().items() if v in it.node.op.subgraphs()]
-        for k, body in enumerate(it.node.op.subgraphs()):
+        bodies = it.node.op.subgraphs()
+        fields = [k for k, v in it.node.op.params().items() if isinstance(v, Subgraph)] if bodies else []
+        for k, body in enumerate(bodies):
             key = ("body", it.node, k)
             role = fields[k].replace("_", " ") if k < len(fields) else f"body {k}"
             spec.clusters[key] = ClusterInfo("body", f"{it.node.op.name} · {role}", dict(styles.BODY_CLUSTER))
