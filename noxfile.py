@@ -43,8 +43,8 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Regenerate the op reference and (when present) the diagram gallery."""
-    session.install("-e", ".")
-    for script in ("docs/gen_ops.py", "docs/gen_gallery.py"):
+    session.install("-e", ".[onnx]")
+    for script in ("docs/gen_ops.py", "docs/gen_interop.py", "docs/gen_gallery.py"):
         if (ROOT / script).exists():
             session.run("python", script)
         else:

@@ -22,6 +22,7 @@ from . import distributed  # noqa: E402 - imports without mpi4py; gb.distributed
 from .train import clip_by_global_norm, init, optim
 from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoint  # noqa: E402
 from .check import GradCheckError, check_grad  # noqa: E402
+from .onnx import export_onnx, import_onnx  # noqa: E402 - needs the onnx extra only when called
 from . import render  # noqa: E402 - a callable package: gb.render(target, path) draws
 from .render import explain, to_dot  # noqa: E402
 

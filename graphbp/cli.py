@@ -50,10 +50,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 # -- registry -------------------------------------------------------------------------------
 from .render import cli as render_cli  # noqa: E402 - graphbp render / graphbp explain
+from .onnx import cli as onnx_cli  # noqa: E402 - graphbp export (the onnx extra is needed only when run)
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
     render_cli.add_render,
     render_cli.add_explain,
+    onnx_cli.add_export,
 ]
 
 

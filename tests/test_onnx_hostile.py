@@ -1,0 +1,122 @@
+"""ONNX import on hostile files: every failure is a GraphFormatError, sizes are checked
+before anything is allocated, external data stays inside the model's folder, and the
+optional dependency's absence is a clear ImportError."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphbp as gb
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _model(tmp_path, inits=(), nodes=None, name="m.onnx"):
+    nodes = nodes or [helper.make_node("MatMul", ["x", "W"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    path = tmp_path / name
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _weights():
+    return numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "W")
+
+
+def test_a_valid_model_imports(tmp_path):
+    m = gb.import_onnx(_model(tmp_path, [_weights()]))
+    assert [p.name for p in m.params] == ["W"] and m.outputs[0].shape == (None, 2)
+
+
+def test_byte_mutations_raise_only_graph_format_errors(tmp_path):
+    """Random flips, truncations and splices of a valid model: a GraphFormatError or a
+    model that imports, never another exception (the importer parses protobuf only)."""
+    good = _model(tmp_path, [_weights()]).read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"error": 0, "ok": 0}
+    for case in range(300):
+        data = bytearray(good)
+        kind = case % 3
+        if kind == 0:
+            for _ in range(rng.integers(1, 8)):
+                data[rng.integers(len(data))] = rng.integers(256)
+        elif kind == 1:
+            data = data[: rng.integers(len(data))]
+        else:
+            at = rng.integers(len(data))
+            data = data[:at] + bytes(rng.integers(0, 256, size=rng.integers(1, 64), dtype=np.uint8)) + data[at:]
+        path = tmp_path / "fuzz.onnx"
+        path.write_bytes(bytes(data))
+        try:
+            gb.import_onnx(path)
+            outcomes["ok"] += 1
+        except gb.GraphFormatError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 100  # most mutations are caught, none escaped as another type
+
+
+def test_declared_sizes_must_match_the_bytes_and_the_limits(tmp_path):
+    short = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 2], raw_data=b"\0" * 8)
+    with pytest.raises(gb.GraphFormatError, match="declares 24 bytes but holds 8"):
+        gb.import_onnx(_model(tmp_path, [short]))
+    huge = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20], raw_data=b"")
+    with pytest.raises(gb.GraphFormatError, match="max_array_bytes"):
+        gb.import_onnx(_model(tmp_path, [huge]))
+    with pytest.raises(gb.GraphFormatError, match="max_file_bytes"):
+        gb.import_onnx(_model(tmp_path, [_weights()]), limits=gb.Limits(max_file_bytes=10))
+
+
+def test_external_data_outside_the_models_folder_is_refused(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(6, dtype=np.float32).tobytes())
+    inner = tmp_path / "models"
+    inner.mkdir()
+    for location in ("../secret.bin", str(secret)):
+        t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 2], data_location=TensorProto.EXTERNAL)
+        t.external_data.add(key="location", value=location)
+        with pytest.raises(gb.GraphFormatError, match="outside the model's folder"):
+            gb.import_onnx(_model(inner, [t]))
+    os.symlink(secret, inner / "link.bin")
+    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 2], data_location=TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value="link.bin")
+    with pytest.raises(gb.GraphFormatError, match="outside the model's folder"):
+        gb.import_onnx(_model(inner, [t]))
+    (inner / "w.bin").write_bytes(np.arange(6, dtype=np.float32).tobytes())
+    t = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[3, 2], data_location=TensorProto.EXTERNAL)
+    t.external_data.add(key="location", value="w.bin")
+    m = gb.import_onnx(_model(inner, [t]))
+    np.testing.assert_array_equal(m.params[0].value, np.arange(6, dtype=np.float32).reshape(3, 2))
+
+
+def test_unsupported_ops_and_domains_name_the_node(tmp_path):
+    nodes = [helper.make_node("LpNormalization", ["x"], ["y"], name="norm1")]
+    with pytest.raises(gb.GraphFormatError, match=r"norm1.*LpNormalization is not supported"):
+        gb.import_onnx(_model(tmp_path, nodes=nodes))
+    nodes = [helper.make_node("Range", ["a", "b", "c"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("a", 0), ("b", 1 << 40), ("c", 1))]
+    with pytest.raises(gb.GraphFormatError, match="Range of .* elements is refused"):
+        gb.import_onnx(_model(tmp_path, inits, nodes=nodes))
+
+
+def test_without_the_onnx_extra_import_graphbp_works_and_export_says_how_to_install(tmp_path):
+    code = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "import graphbp as gb\n"
+        "x = gb.input('x', (2,))\n"
+        "try:\n"
+        "    gb.export_onnx(gb.tanh(x))\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'graphbp[onnx]'" in r.stdout
