@@ -79,7 +79,9 @@ def test_collapse_request_starts_clusters_folded_and_updates_get_clusters():
     labels = [c["label"] for c in joint["clusters"].values() if c["kind"] == "update"]
     assert "update of W1" in labels
     folded = [joint["clusters"][c] for c in joint["collapsed"]]
-    assert folded and all(c["kind"] == "grad" and c["members"] for c in folded)
+    assert {c["kind"] for c in folded} == {"grad", "update"} and all(c["members"] for c in folded)
+    open_updates = _payload(gb.to_html(prog, views=["joint"], expand_updates=True, equations=False))["views"][0]
+    assert not open_updates["collapsed"]
 
 
 def test_unknown_view_is_refused():

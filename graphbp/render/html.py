@@ -33,12 +33,11 @@ from .collapse import DEFAULT_MAX_NODES, plan
 from .dot import _default_title, _title_label, build_scene
 from .htmldata import node_table
 from .output import run_dot
-from .subject import Subject, is_program, node_title, subject_of
-from .views import VIEWS, ClusterInfo, ViewSpec, build_view
+from .subject import Subject, is_program, subject_of
+from .views import VIEWS, ViewSpec, build_view
 
 VIEW_LABELS = {"forward": "Forward", "backward": "Backward", "joint": "Joint", "optimization": "Optimisation",
                "equations": "Equations"}
-UPDATE_CLUSTER = {"style": "rounded,dashed", "color": "#6d28d9", "fontcolor": "#6d28d9", "fontsize": "9"}
 
 
 def to_html(
@@ -51,6 +50,7 @@ def to_html(
     max_nodes: int | None = DEFAULT_MAX_NODES,
     title: str | None = None,
     equations: bool = True,
+    expand_updates: bool = False,
 ) -> str:
     """The explorer page for ``target`` (Program, node or list of nodes) as a string.
 
@@ -65,6 +65,9 @@ def to_html(
     max_nodes : int or None
         Layout budget per view: above it the static collapse ladder merges groups into boxes
         (Graphviz's layout time grows quickly with size).
+    expand_updates : bool
+        Start with each parameter's optimiser update unfolded (folded by default, as in the
+        static views; a click unfolds it either way).
     equations : bool
         Add an "Equations" tab: the schedules as LaTeX (:func:`graphbp.to_latex`), typeset
         in the page by the bundled KaTeX (about 270 KB of script; ``False`` leaves it out).
@@ -83,7 +86,7 @@ def to_html(
             svg = _optimization_svg(target, max_nodes)
             data: dict[str, Any] = {"id": view, "label": VIEW_LABELS[view], "nodes": {}, "clusters": {}, "collapsed": []}
         else:
-            svg, data = _graph_view(subject, view, index, collapse, hide_shape_ops, max_nodes)
+            svg, data = _graph_view(subject, view, index, collapse, hide_shape_ops, max_nodes, expand_updates)
         view_data.append(data)
         sections.append(_section(view, svg))
     latex = ""
@@ -99,11 +102,11 @@ def to_html(
 
 
 def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hide_shape_ops: bool,
-                max_nodes: int | None) -> tuple[str, dict[str, Any]]:
+                max_nodes: int | None, expand_updates: bool) -> tuple[str, dict[str, Any]]:
     spec = build_view(s, view)
-    _add_update_clusters(spec)
-    start_collapsed = _requested_clusters(spec, collapse) if collapse is not None else set()
-    p = plan(spec, hide_shape_ops=hide_shape_ops, max_nodes=max_nodes)
+    start_collapsed = _requested_clusters(spec, collapse, expand_updates)
+    # laid out unfolded (optimiser updates too), so folding and unfolding never move anything
+    p = plan(spec, hide_shape_ops=hide_shape_ops, max_nodes=max_nodes, expand_updates=True)
     scene = build_scene(spec, p)
     scene.title = _title_label(_default_title(spec), p.notes)
     ids, cluster_ids = scene.ids()
@@ -132,35 +135,10 @@ def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hi
     return svg, data
 
 
-def _add_update_clusters(spec: ViewSpec) -> None:
-    """Put each optimiser update's nodes in a cluster named for its parameter, so a
-    reader can fold ``update of W1`` away (the static views draw them loose)."""
-    s = spec.subject
-    if not s.updates:
-        return
-    owner: dict[Node, Node] = {}
-    for param, value in s.updates:
-        stack = [value]
-        while stack:
-            n = stack.pop()
-            if n in owner or n not in s.backward_set or n.provenance:
-                continue
-            owner[n] = param
-            stack.extend(n.inputs)
-    for it in spec.items:
-        param = owner.get(it.node)
-        if it.role != "update" or param is None:
-            continue
-        side = it.cluster[0][1] if it.cluster and it.cluster[0][0] == "side" else spec.view
-        key = ("update", side, param)
-        if key not in spec.clusters:
-            spec.clusters[key] = ClusterInfo("update", f"update of {node_title(param)}", dict(UPDATE_CLUSTER))
-        it.cluster = tuple(it.cluster) + (key,)
-
-
-def _requested_clusters(spec: ViewSpec, collapse: Any) -> set[Hashable]:
-    """The cluster keys that ``collapse`` would draw as boxes in the static renderer."""
-    request = plan(spec, collapse=collapse, fold_constants=False, max_nodes=None)
+def _requested_clusters(spec: ViewSpec, collapse: Any, expand_updates: bool) -> set[Hashable]:
+    """The cluster keys that ``collapse`` (and, unless ``expand_updates``, the optimiser
+    updates) would draw as boxes in the static renderer: these start folded."""
+    request = plan(spec, collapse=collapse, fold_constants=False, max_nodes=None, expand_updates=expand_updates)
     wanted: set[Hashable] = set()
     item_of = {it.node: it for it in spec.items}
     for g in request.groups.values():
