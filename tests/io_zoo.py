@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import graphbp as gb
-from graphbp.ops import OP_CLASSES, AddN, MatMulBiasAct
+from graphbp.ops import OP_CLASSES, AddN, ConvBiasAct, MatMulBiasAct
 from graphbp.ops.base import apply
 
 
@@ -66,6 +66,8 @@ def build(seed: int = 0):
         c = gb.conv2d(img, kc, padding=(0, 1))
         pools = gb.mean(gb.square(gb.max_pool2d(c, (1, 2)))) + gb.mean(gb.avg_pool2d(c, (1, 2), padding=(0, 1)))
         pools = pools + gb.mean(gb.conv_transpose2d(c, kc, stride=2))
+        cba = apply(ConvBiasAct.of(c.op, "relu", ("conv2d", "add", "relu")), img, kc, gb.reshape(gb.sum(kc, axis=(1, 2, 3)), (-1, 1, 1)))
+        pools = pools + gb.mean(cba)
     with gb.scope("heads"):
         loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5)) + pools + gb.mean(c0 * c1)
     (gv,) = gb.grad(loss, [v])

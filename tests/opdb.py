@@ -401,6 +401,28 @@ def _split_ref(x, sections, axis):
     return np.concatenate(np.split(x, sections, axis) , axis)
 
 
+_ACTS = {None: lambda z: z, "tanh": np.tanh, "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0)}
+
+
+def _conv_bias_act_build(x, w, b, act=None, stride=1, padding=0, groups=1):
+    conv = gb.conv2d(x, w, stride=stride, padding=padding, groups=groups).op  # the builder's settings
+    names = ("conv2d", "add") + ((act,) if act else ())
+    return O.base.apply(O.ConvBiasAct.of(conv, act, names), x, w, b)
+
+
+def _conv_bias_act_ref(x, w, b, act=None, stride=1, padding=0, groups=1):
+    y = O.conv.conv2d_kernel(x, w, (stride, stride), ((padding, padding), (padding, padding)), (1, 1), groups)
+    return _ACTS[act](y + b)
+
+
+def _conv_bias_act_samples(rng):
+    return [Sample((_n(rng, 2, 3, 5, 5), _n(rng, 4, 3, 3, 3), _n(rng, 4, 1, 1)), {"act": "relu", "padding": 1}),
+            Sample((_n(rng, 1, 4, 6, 6), _n(rng, 2, 2, 3, 3), _n(rng, 2, 1, 1)), {"act": "tanh", "stride": 2, "groups": 2}),
+            Sample((_n(rng, 3, 2, 4, 4), _n(rng, 3, 2, 2, 2), _n(rng, 1, 3, 1, 1)), {"act": "sigmoid"},
+                   declared=((None, 2, 4, 4), None, None)),
+            Sample((_n(rng, 2, 1, 4, 4), _n(rng, 2, 1, 3, 3), _n(rng, 2, 1, 1)), {})]
+
+
 OPDB: list[OpInfo] = [
     # ---------------------------------------------------------------- binary elementwise
     _binary("add", O.Add, gb.add, np.add, ints=True),
@@ -521,6 +543,8 @@ OPDB: list[OpInfo] = [
                         Sample((_n(rng, 3, 4), _n(rng, 4, 2), _n(rng, 2)), {"act": "tanh"}),
                         Sample((_n(rng, 5, 4), _n(rng, 4, 3), _n(rng, 1, 3)), {"act": "sigmoid"},
                                declared=((None, 4), None, None))],
+           second_order=True),
+    OpInfo("conv_bias_act", (O.ConvBiasAct,), _conv_bias_act_build, _conv_bias_act_ref, _conv_bias_act_samples,
            second_order=True),
     # ---------------------------------------------------------------------- collectives
     OpInfo("allreduce_mean", (O.AllreduceMean,), lambda x: gb.distributed.allreduce_mean(x, gb.distributed.single_process()),

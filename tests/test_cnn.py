@@ -133,3 +133,23 @@ def test_cnn_example_trains_one_epoch():
 
     ns = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples" / "cnn_digits.py"), run_name="example")
     assert ns["main"](epochs=1) > 0.7
+
+
+def test_conv_bias_relu_fuses_into_one_op_that_agrees_with_the_unfused_graph():
+    """``relu(conv2d(x, w, bias=b))`` becomes one ``conv_bias_act`` (the convolution's buffer
+    takes bias and activation in place); values and gradients stay those of the graph as built."""
+    rng = np.random.default_rng(0)
+    x = gb.input("x", (None, 2, 6, 6), dtype="float64")
+    w = gb.param("w", rng.normal(size=(3, 2, 3, 3)))
+    b = gb.param("b", rng.normal(size=3))
+    y = gb.relu(gb.conv2d(x, w, bias=b, padding=1))
+    loss = gb.sum(gb.max_pool2d(y, 2) * 0.5)
+    outs = [loss, *gb.grad(loss, [x, w, b])]
+    prog = gb.compile([x], outs)
+    fused = [e for e in prog.rewrite_log if e.rule == "conv_bias_act"]
+    assert len(fused) == 1 and [n.op.name for n in fused[0].before] == ["conv2d", "add", "relu"]
+    assert any(n.op.name == "conv_bias_act" for n in prog.order)
+    X = rng.normal(size=(4, 2, 6, 6))
+    want = gb.evaluate(outs, {x: X})
+    for got, ref in zip(prog(X), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)

@@ -148,14 +148,16 @@ def test_click_a_forward_op_lights_its_gradients_and_saved_activations(browser, 
     by = _open(browser, path, "joint")
     joint = _view(data, "joint")
     nodes = data["nodes"]
-    relu_sid = next(s for s, rows in joint["nodes"].items() if nodes[rows[0]]["op"] == "relu" and len(rows) == 1)
-    browser.find_element(by.CSS_SELECTOR, f'[id="{relu_sid}"] text').click()
-    relu_row = joint["nodes"][relu_sid][0]
-    derived = [i for i, r in enumerate(nodes) if any(p[0] == relu_row for p in r.get("pv", []))]
+    # the loss op: a forward op of its own (the relus are fused into matmul_bias_act)
+    op_sid = next(s for s, rows in joint["nodes"].items()
+                  if nodes[rows[0]]["op"] == "softmax_cross_entropy" and len(rows) == 1)
+    browser.find_element(by.CSS_SELECTOR, f'[id="{op_sid}"] text').click()
+    op_row = joint["nodes"][op_sid][0]
+    derived = [i for i, r in enumerate(nodes) if any(p[0] == op_row for p in r.get("pv", []))]
     assert derived
     # the gradient nodes are folded: their cluster is lit instead
     holders = browser.find_elements(by.CSS_SELECTOR, "g.cluster.gb-holds")
-    assert holders, "the folded gradient cluster of relu is not highlighted"
+    assert holders, "the folded gradient cluster of the loss op is not highlighted"
     panel = browser.find_element("id", "panel").text
     assert "gradient nodes derived from it" in panel and "saved activations its rule reads" in panel
     saved_rows = {x for g in derived for x in nodes[g].get("in", []) if nodes[x].get("sv") and nodes[x]["k"] != "grad"}

@@ -213,13 +213,15 @@ def _sum_chain(terms) -> Node:
     return total
 
 
-@emits(fused.MatMulBiasAct)
-def _matmul_bias_act(b, node, xs):
-    """Back to its parts (MatMul, Add, the activation): ONNX runtimes fuse them themselves."""
+@emits(fused.MatMulBiasAct, fused.ConvBiasAct)
+def _product_bias_act(b, node, xs):
+    """Back to its parts (MatMul or Conv, Add, the activation): ONNX runtimes fuse them
+    themselves."""
     act_op = node.op.activation_op
+    product = ops.matmul if isinstance(node.op, fused.MatMulBiasAct) else (lambda x, w: apply(node.op.conv, x, w))
 
-    def parts(a, w, bias):
-        z = ops.matmul(a, w) + bias
+    def parts(x, w, bias):
+        z = product(x, w) + bias
         return z if act_op is None else apply(act_op, z)
     return _composite(b, node, parts, xs, cast=False)
 

@@ -34,7 +34,7 @@ from .indexing import (
     concatenate, embed_slice, getitem, one_hot, scatter_add, split, stack, take,
 )
 from .collective import AllreduceMean
-from .fused import AddN, MatMulBiasAct
+from .fused import AddN, ConvBiasAct, MatMulBiasAct
 from .nn import (
     DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
     dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
@@ -58,7 +58,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Relu, LeakyRelu, Elu, Gelu, GeluTanhGrad, Erf, Sigmoid, Softplus,
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
-    AddN, MatMulBiasAct,
+    AddN, MatMulBiasAct, ConvBiasAct,
     AllreduceMean,
     Conv2D, ConvTranspose2D, Conv2DWeightGrad,
     MaxPool2D, MaxPool2DGrad, MaxPool2DGather, AvgPool2D, AvgPool2DGrad,

@@ -58,16 +58,20 @@ class _FloatUnary(Elementwise):
 # ------------------------------------------------------------------------------ relu
 @dataclasses.dataclass(frozen=True)
 class Relu(Elementwise):
-    """``max(x, 0)``; the derivative at exactly 0 is taken as 0."""
+    """``max(x, 0)``; the derivative at exactly 0 is taken as 0.
+
+    The rule reads the output (``y > 0`` exactly where ``x > 0``), as PyTorch's does: the
+    backward then keeps ``y``, which the next layer's rule keeps anyway, rather than ``x``,
+    and a producer of ``x`` may absorb the relu (``matmul_bias_act``, ``conv_bias_act``)."""
 
     name: ClassVar[str] = "relu"
-    vjp_formula: ClassVar[str] = "g * (x > 0)"
+    vjp_formula: ClassVar[str] = "g * (y > 0)"
 
     def compute(self, x):
         return np.maximum(x, np.zeros((), x.dtype))
 
     def vjp(self, node, g):
-        return (where(greater(node.inputs[0], 0), g, 0),)
+        return (where(greater(node, 0), g, 0),)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Ops the passes make from several others: n-ary add and matmul + bias + activation.
+"""Ops the passes make from several others: n-ary add, matmul + bias + activation and
+convolution + bias + activation.
 
 They are ops like any other (``infer``, ``compute``, ``vjp``, facts, an op-database row,
 saved by ``gb.save``), so a rewritten graph can be verified, rendered, saved and
@@ -19,6 +20,7 @@ from ..graph.types import TensorType
 from . import elementwise as ew
 from .activations import Relu, Sigmoid
 from .base import Op, apply, shape_error
+from .conv import Conv2D, _Geometry
 from .linalg import MatMul, contraction_flops, matmul
 
 
@@ -129,3 +131,71 @@ class MatMulBiasAct(Op):
         gz = g if self.activation is None else self.activation_op.vjp(apply(self.activation_op, z), g)[0]
         ga, gw = MatMul().vjp(mm, gz)
         return ga, gw, gz  # autodiff sums gz back to the bias's shape
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvBiasAct(_Geometry):
+    """``act(conv2d(x, w) + bias)``: the convolution's result buffer takes the bias and the
+    activation in place, as ``matmul_bias_act`` does for a dense layer. The fields are the
+    convolution's settings (plain data, so graph files hold them); ``bias`` broadcasts over
+    the output (``(C, 1, 1)`` per channel)."""
+
+    name: ClassVar[str] = "conv_bias_act"
+    vjp_formula: ClassVar[str] = "gz = act's rule at z = conv2d(x, w) + bias; conv2d's rule for x and w, gz"
+    activation: str | None = None
+    absorbed: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, conv: Conv2D, activation: str | None, absorbed: tuple[str, ...]) -> "ConvBiasAct":
+        return cls(conv.stride, conv.padding, conv.dilation, conv.groups, activation, absorbed)
+
+    @property
+    def conv(self) -> Conv2D:
+        return Conv2D(self.stride, self.padding, self.dilation, self.groups)
+
+    def __post_init__(self) -> None:
+        if self.activation is not None and self.activation not in MATMUL_ACTIVATIONS:
+            raise ValueError(f"conv_bias_act: activation must be one of {sorted(MATMUL_ACTIVATIONS)} "
+                             f"or None, got {self.activation!r}")
+
+    @property
+    def activation_op(self) -> Op | None:
+        return None if self.activation is None else MATMUL_ACTIVATIONS[self.activation]
+
+    def parts(self) -> tuple[str, ...]:
+        return self.absorbed
+
+    def infer(self, x: TensorType, w: TensorType, b: TensorType) -> TensorType:
+        y = self.conv.infer(x, w)
+        z = ew.Add().infer(y, b)
+        if z.shape != y.shape:
+            raise shape_error(f"bias {b} would broadcast the convolution's output {y}")
+        return z if self.activation is None else self.activation_op.infer(z)
+
+    def flops(self, in_types: Sequence[TensorType], out_type: TensorType) -> Poly:
+        y = self.conv.infer(in_types[0], in_types[1])
+        total = self.conv.flops(in_types[:2], y) + size_poly(y)
+        return total if self.activation is None else total + self.activation_op.flops((y,), out_type)
+
+    def compute(self, x, w, b):
+        z = np.asarray(self.conv.compute(x, w))
+        if z.dtype != np.result_type(z, b) or not z.flags.writeable:
+            z = z + b
+        else:
+            np.add(z, b, out=z)
+        if self.activation is None:
+            return z
+        if self.activation == "relu" and z.dtype.kind == "f":
+            return np.maximum(z, 0, out=z)
+        uf = _IN_PLACE.get(self.activation)
+        if uf is not None and z.dtype.kind == "f":
+            return uf(z, out=z)
+        return np.asarray(self.activation_op.compute(z))
+
+    def vjp(self, node, g):
+        x, w, b = node.inputs
+        y = apply(self.conv, x, w)
+        z = ew.add(y, b)
+        gz = g if self.activation is None else self.activation_op.vjp(apply(self.activation_op, z), g)[0]
+        gx, gw = self.conv.vjp(y, gz)
+        return gx, gw, gz  # autodiff sums gz back to the bias's shape

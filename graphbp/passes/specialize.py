@@ -4,7 +4,7 @@ These passes need use counts (a node read twice must stay materialised), so each
 one sweep over the topological order with a ``users`` table: linear in the graph size.
 Fusion never crosses the forward/backward boundary: a fused node is all-forward or
 all-gradient, so the schedule split and the saved activations stay as autodiff made them.
-The ops they make (``add_n``, ``matmul_bias_act``) are ordinary ops in :mod:`graphbp.ops.fused`.
+The ops they make (``add_n``, ``matmul_bias_act``, ``conv_bias_act``) are ordinary ops in :mod:`graphbp.ops.fused`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from ..graph.node import Node
 from ..graph.traverse import toposort
 from ..ops import activations as act
 from ..ops import elementwise as ew
-from ..ops.fused import MATMUL_ACTIVATIONS, AddN, MatMulBiasAct
+from ..ops.base import Op
+from ..ops.conv import Conv2D
+from ..ops.fused import MATMUL_ACTIVATIONS, AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Leaf
 from ..ops.linalg import MatMul
 from .core import LogEntry, PassResult, rewrite, union_provenance
@@ -138,19 +140,22 @@ def _single_use(p: Node, users: dict, roots: set, side: bool) -> bool:
 
 
 def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult:
-    """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``."""
+    """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``, and
+    ``act(conv2d(x, w) + b)`` (``b`` per channel) one ``conv_bias_act``: the product's
+    buffer takes the bias and the activation in place."""
     order = toposort(roots)
     users = _users(order)
     rootset = set(roots)
-    groups: dict[Node, tuple[MatMulBiasAct, tuple[Node, ...], list[Node]]] = {}
+    groups: dict[Node, tuple[Op, tuple[Node, ...], list[Node]]] = {}
     taken: set[Node] = set()
     for n in order:
         if not isinstance(n.op, ew.Add) or n in taken:
             continue
         side = bool(n.provenance)
         for mm, b in (n.inputs, n.inputs[::-1]):
-            if (isinstance(mm.op, MatMul) and mm.ndim == 2 and b.ndim <= 2 and mm.shape == n.shape
-                    and mm.dtype == n.dtype and _single_use(mm, users, rootset, side)):
+            dense = isinstance(mm.op, MatMul) and mm.ndim == 2 and b.ndim <= 2
+            if ((dense or type(mm.op) is Conv2D) and mm.shape == n.shape and mm.dtype == n.dtype
+                    and _single_use(mm, users, rootset, side)):
                 break
         else:
             continue
@@ -160,7 +165,9 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
                 and _single_use(n, users, rootset, side) and us[0].type == n.type):
             root, activation = us[0], us[0].op.name
             members.append(root)
-        groups[root] = (MatMulBiasAct(activation, tuple(m.op.name for m in members)), (*mm.inputs, b), members)
+        names = tuple(m.op.name for m in members)
+        op = MatMulBiasAct(activation, names) if dense else ConvBiasAct.of(mm.op, activation, names)
+        groups[root] = (op, (*mm.inputs, b), members)
         taken.update(members)
     if not groups:
         return PassResult(list(roots), [])
@@ -173,7 +180,7 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
         op, ext, members = group
         out = Node(op, tuple(new[i] for i in ext), n.type, name=n.name, origin=n.origin,
                    scope=n.scope, provenance=union_provenance(members))
-        log.append(LogEntry(pass_name, "matmul_bias_act", tuple(members), out))
+        log.append(LogEntry(pass_name, op.name, tuple(members), out))
         return out
 
     return PassResult(rewrite(roots, visit, order=order), log)

@@ -46,7 +46,7 @@ from ..ops import activations as act, control, conv, creation, elementwise as ew
 from ..ops import shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
 from ..ops.collective import AllreduceMean
-from ..ops.fused import AddN, MatMulBiasAct
+from ..ops.fused import AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Constant
 from .records import (  # noqa: F401 - re-exported: the record types are part of a lowering's vocabulary
     OUT, Arg, Attr, Call, Index, Lit, Method, Name, Operand, Out, Slot, Temp, call, render, substitute,
@@ -401,6 +401,7 @@ LOWERINGS: dict[type, Lowerer] = {
     conv.Conv2D: generic, conv.ConvTranspose2D: generic, conv.Conv2DWeightGrad: generic,
     pool.MaxPool2D: generic, pool.MaxPool2DGrad: generic, pool.MaxPool2DGather: generic,
     pool.AvgPool2D: generic, pool.AvgPool2DGrad: generic,
+    ConvBiasAct: generic,  # the convolution's fresh result takes bias and activation in place
 }
 
 
