@@ -258,3 +258,11 @@ def test_a_multi_output_node_is_read_only_through_its_projections():
     x, p, W, a, b, loss = _model()
     with pytest.raises(gb.GraphError, match="multi-output"):
         gb.ops.apply(gb.ops.Negative(), _cond_node(a))
+
+
+def test_an_effectful_op_inside_a_branch_is_refused():
+    from graphbp.ops.collective import allreduce_mean
+
+    x = gb.input("x", (3,), "float64")
+    with pytest.raises(gb.GraphError, match="has effects"):
+        gb.cond(gb.constant(True), lambda u: allreduce_mean(u), lambda u: u, x)
