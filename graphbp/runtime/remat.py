@@ -1,0 +1,279 @@
+"""Rematerialisation: recompute forward values in the backward schedule instead of saving them.
+
+A transformation of the :class:`~.schedule.Partition`, not an executor mode: it decides which
+forward values the backward schedule reads directly (saved across the split) and which it
+recomputes, builds the recomputations as new backward nodes (``Provenance(forward=<the node
+copied>, rule="remat")``), rebuilds the backward nodes that read them, and returns a new
+partition (``Partition.from_lists``, so the saved set follows). Plan, liveness, allocation
+and code generation see ordinary nodes.
+
+The decision is a minimum cut, as in PyTorch's AOTAutograd partitioner: each forward value
+``n`` is an edge ``n.in -> n.out`` whose capacity is its bytes (unknown dims priced at a
+reference batch); values the backward reads are tied to the sink; values that may not be
+recomputed (expensive or effectful) are tied to the source. A cut edge is a saved value;
+nodes on the sink side are recomputed. Only the frontier matters: the network holds the
+values the backward reads and the recomputable values they depend on, stopping at the first
+value that cannot be recomputed, so its size is that of the frontier, not of the graph.
+
+With a memory budget, more is recomputed when the cheap plan does not fit: segment
+checkpointing (the forward split into ``k`` pieces of equal bytes; the values crossing each
+boundary are the only ones tied to the source, everything else may be recomputed), trying
+``k`` around ``sqrt(n)`` and keeping the plan with the fewest recomputed FLOPs that fits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..errors import GraphError
+from ..graph.context import CHECKPOINT_SCOPE, Provenance
+from ..graph.cost import bytes_poly, size_poly
+from ..graph.node import Node
+from ..graph.rewrite import rebuild
+from .schedule import Partition
+
+REMAT_MODES = ("none", "min_cut")
+REFERENCE_ROWS = 256
+"""Size given to unknown dims (the batch) when pricing bytes and FLOPs for the cut."""
+
+FLOW = nx.algorithms.flow.preflow_push
+"""The max-flow algorithm of the cut: the fastest of networkx's on a 10,000-node joint graph
+(``benchmarks/remat_flow.py`` measures preflow_push, shortest_augmenting_path,
+boykov_kolmogorov and edmonds_karp)."""
+
+_SRC, _SNK = "source", "sink"
+
+
+@dataclass(frozen=True)
+class RematReport:
+    """What rematerialisation did (``program.remat``; summarised by ``memory_plan()``).
+
+    Byte and FLOP figures are at ``reference_rows`` for unknown dims. ``kept`` is what a
+    budget bounds: saved bytes plus the largest set of recomputed values alive at once in
+    the backward schedule (``recompute_peak``), since recomputing a whole segment holds it.
+    """
+
+    mode: str
+    budget: int | None
+    saved_before: int
+    saved_after: int
+    recompute_peak: int
+    flops: int
+    recomputed: tuple[Node, ...]
+    saved_nodes_before: tuple[Node, ...]
+    segments: int
+    seconds: float
+    reference_rows: int = REFERENCE_ROWS
+
+    @property
+    def kept(self) -> int:
+        return self.saved_after + self.recompute_peak
+
+
+def nbytes_at(n: Node, rows: int) -> int:
+    return bytes_poly(n.type).at(rows)
+
+
+def cheap(n: Node, rows: int) -> bool:
+    """True when ``n`` is worth recomputing rather than saving: a view, an elementwise op, a
+    reduction of small fan-in: at most a few FLOPs per element it reads or writes. Matmul,
+    convolutions, loops and effectful ops fail (their op facts say so)."""
+    op = n.op
+    if op.effectful or op.subgraphs() or not n.inputs:
+        return False
+    if op.view:
+        return True
+    work = op.flops([i.type for i in n.inputs], n.type).at(rows)
+    touched = sum(size_poly(i.type).at(rows) for i in n.inputs) + size_poly(n.type).at(rows)
+    return work <= 4 * touched
+
+
+def in_checkpoint(n: Node) -> bool:
+    return CHECKPOINT_SCOPE in n.scope
+
+
+def _data(n: Node) -> list[Node]:
+    skip = type(n.op).shape_only_inputs
+    return [x for k, x in enumerate(n.inputs) if k not in skip]
+
+
+def _cut(partition: Partition, recomputable: Callable[[Node], bool], rows: int,
+         forced: frozenset = frozenset()) -> set[Node]:
+    """The forward values to recompute: the sink side of a minimum cut of the frontier.
+
+    ``forced`` values are tied to the source (segment boundaries). Checkpoint-region values
+    may not be saved (infinite capacity), so the cut falls on the region's inputs."""
+    fwd = set(partition.forward)
+    needed = list(partition.saved)
+    region: dict[Node, None] = {}
+    stack = list(reversed(needed))
+    while stack:  # the frontier: backward reads, back through recomputable values
+        n = stack.pop()
+        if n in region:
+            continue
+        region[n] = None
+        if recomputable(n) and n not in forced:
+            stack.extend(i for i in _data(n) if i in fwd and i not in region)
+    if not any(recomputable(n) and n not in forced for n in region):
+        return set()
+    # Built reversed (sink -> source) so the returned side is the smallest sink side: among
+    # cuts of equal bytes, the one recomputing least.
+    g = nx.DiGraph()
+    for n in region:
+        free = recomputable(n) and n not in forced
+        if free and in_checkpoint(n):
+            g.add_edge((n, 1), (n, 0))  # no capacity: infinite, a checkpointed value is never saved
+        else:
+            g.add_edge((n, 1), (n, 0), capacity=nbytes_at(n, rows))
+        if free:
+            g.add_edges_from(((n, 0), (i, 1)) for i in _data(n) if i in fwd)
+        else:
+            g.add_edge((n, 0), _SRC)
+    g.add_edges_from((_SNK, (n, 1)) for n in needed)
+    _, (sink_side, _) = nx.minimum_cut(g, _SNK, _SRC, flow_func=FLOW)
+    out: set[Node] = set()
+    stack = list(needed)
+    while stack:  # recompute what the backward needs and the sink side can rebuild
+        n = stack.pop()
+        if n in out or not (recomputable(n) and n not in forced and (n, 0) in sink_side):
+            continue
+        out.add(n)
+        stack.extend(i for i in _data(n) if i in fwd)
+    return out
+
+
+def _apply(partition: Partition, recompute: set[Node]) -> tuple[Partition, dict[Node, Node], list[Node]]:
+    """Copies of ``recompute`` in the backward schedule, each placed right before its first
+    reader, and the backward nodes rebuilt to read them. Returns the new partition, the map
+    old backward node -> new, and the copies."""
+    if not recompute:
+        return partition, {}, []
+    copy: dict[Node, Node] = {}
+    rank = {n: k for k, n in enumerate(partition.forward)}
+    for n in partition.forward:  # topological: a copy's recomputed inputs are copied first
+        if n in recompute:
+            skip = type(n.op).shape_only_inputs
+            ins = tuple(i if k in skip else copy.get(i, i) for k, i in enumerate(n.inputs))
+            copy[n] = rebuild(n, ins, provenance=(Provenance(n, "remat"),))
+    copies = set(copy.values())
+    new: dict[Node, Node] = {}
+    backward: list[Node] = []
+    emitted: set[Node] = set()
+    for b in partition.backward:
+        skip = type(b.op).shape_only_inputs
+        ins = tuple(new.get(i, i) if k in skip or i not in copy else copy[i] for k, i in enumerate(b.inputs))
+        nb = b if ins == b.inputs else rebuild(b, ins)
+        new[b] = nb
+        wanted: dict[Node, None] = {}
+        stack = [i for i in nb.inputs if i in copies and i not in emitted]
+        while stack:  # the copies this node needs that have not run yet
+            c = stack.pop()
+            if c in wanted:
+                continue
+            wanted[c] = None
+            stack.extend(i for i in c.inputs if i in copies and i not in emitted)
+        for c in sorted(wanted, key=lambda c: rank[c.provenance[0].forward]):
+            backward.append(c)
+            emitted.add(c)
+        backward.append(nb)
+    part = Partition.from_lists(partition.forward, backward)
+    return part, {b: nb for b, nb in new.items() if nb is not b}, [c for c in backward if c in copies]
+
+
+def _recompute_peak(backward: Sequence[Node], copies: list[Node], rows: int) -> int:
+    """Largest total bytes of recomputed values alive at once (each from its step to its
+    last reader) in the backward schedule."""
+    if not copies:
+        return 0
+    cs = set(copies)
+    last: dict[Node, int] = {}
+    for k, n in enumerate(backward):
+        for i in n.inputs:
+            if i in cs:
+                last[i] = k
+    live = peak = 0
+    dying: dict[int, int] = {}
+    for k, n in enumerate(backward):
+        if n in cs:
+            live += nbytes_at(n, rows)
+            peak = max(peak, live)
+            dying[last.get(n, k)] = dying.get(last.get(n, k), 0) + nbytes_at(n, rows)
+        live -= dying.pop(k, 0)
+    return peak
+
+
+def _segments(partition: Partition, k: int, rows: int) -> frozenset:
+    """The values crossing the boundaries of ``k`` pieces of the forward of equal bytes."""
+    fwd = partition.forward
+    rank = {n: j for j, n in enumerate(fwd)}
+    sizes = [nbytes_at(n, rows) for n in fwd]
+    total = sum(sizes) or 1
+    bounds, acc, target = [], 0, total / k
+    for j, s in enumerate(sizes):
+        acc += s
+        if acc >= target * (len(bounds) + 1) and len(bounds) < k - 1:
+            bounds.append(j)
+    last_user: dict[Node, int] = {}
+    for j, n in enumerate(fwd):
+        for i in _data(n):
+            if i in rank:
+                last_user[i] = j
+    return frozenset(n for n, j in rank.items() if any(j <= b < last_user.get(n, -1) for b in bounds))
+
+
+def rematerialize(partition: Partition, mode: str = "none", *, budget: int | None = None,
+                  rows: int = REFERENCE_ROWS) -> tuple[Partition, dict[Node, Node], RematReport]:
+    """The partition with recomputation per ``mode`` (and ``budget`` bytes, see RematReport).
+
+    ``"none"`` recomputes only ``gb.checkpoint`` regions; ``"min_cut"`` also every cheap value
+    where that saves bytes. Returns the new partition, the map of rebuilt backward nodes
+    (old -> new, for the program's outputs and updates) and the report.
+    """
+    if mode not in REMAT_MODES:
+        raise GraphError(f"compile: remat= takes one of {REMAT_MODES}, got {mode!r}")
+    if budget is not None and mode == "none":
+        raise GraphError("compile: memory_budget= needs remat='min_cut' (remat='none' recomputes nothing)")
+    start = time.perf_counter()
+    before = sum(nbytes_at(n, rows) for n in partition.saved)
+
+    def plan(recomputable: Callable[[Node], bool], forced: frozenset = frozenset(), segments: int = 0):
+        recompute = _cut(partition, recomputable, rows, forced)
+        part, mapping, copies = _apply(partition, recompute)
+        report = RematReport(
+            mode, budget, before, sum(nbytes_at(n, rows) for n in part.saved),
+            _recompute_peak(part.backward, copies, rows),
+            sum(c.op.flops([i.type for i in c.inputs], c.type).at(rows) for c in copies),
+            tuple(copies), partition.saved, segments, 0.0, rows)
+        return part, mapping, report
+
+    def ckpt(n: Node) -> bool:
+        return in_checkpoint(n) and not n.op.effectful and not n.op.subgraphs() and bool(n.inputs)
+
+    if mode == "none":
+        chosen = plan(ckpt)
+    else:
+        chosen = plan(lambda n: ckpt(n) or cheap(n, rows))
+        if budget is not None and chosen[2].kept > budget:
+            candidates = [chosen]
+            anything = lambda n: not n.op.effectful and not n.op.subgraphs() and bool(n.inputs)  # noqa: E731
+            n_fwd = len(partition.forward)
+            root = max(2, round(math.sqrt(n_fwd / 2)))
+            for k in sorted({max(2, min(n_fwd, round(root * f))) for f in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4)}):
+                candidates.append(plan(anything, _segments(partition, k, rows), k))
+            fits = [c for c in candidates if c[2].kept <= budget]
+            if not fits:
+                smallest = min(c[2].kept for c in candidates)
+                raise GraphError(
+                    f"compile: no plan fits memory_budget={budget} B (at {rows} rows for unknown dims): "
+                    f"saving everything the backward reads keeps {before} B; the smallest plan found "
+                    f"(recomputing segments of the forward) keeps {smallest} B. Pass memory_budget>={smallest}.")
+            chosen = min(fits, key=lambda c: (c[2].flops, c[2].kept))
+    part, mapping, report = chosen
+    from dataclasses import replace
+
+    return part, mapping, replace(report, seconds=time.perf_counter() - start)
