@@ -23,6 +23,7 @@ boundary are the only ones tied to the source, everything else may be recomputed
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -121,15 +122,18 @@ def _cut(partition: Partition, recomputable: Callable[[Node], bool], rows: int,
             stack.extend(i for i in _data(n) if i in fwd and i not in region)
     if not any(recomputable(n) and n not in forced for n in region):
         return set()
-    # Built reversed (sink -> source) so the returned side is the smallest sink side: among
-    # cuts of equal bytes, the one recomputing least.
+    # Capacities are bytes scaled by more than the number of edges plus one for a value
+    # that cannot be recomputed: among cuts of equal bytes, the one saving the later values
+    # (recomputing least) wins. Built reversed (sink -> source) so the side networkx returns
+    # is the smallest sink side.
+    scale = len(region) + 1
     g = nx.DiGraph()
     for n in region:
         free = recomputable(n) and n not in forced
         if free and in_checkpoint(n):
             g.add_edge((n, 1), (n, 0))  # no capacity: infinite, a checkpointed value is never saved
         else:
-            g.add_edge((n, 1), (n, 0), capacity=nbytes_at(n, rows))
+            g.add_edge((n, 1), (n, 0), capacity=nbytes_at(n, rows) * scale + (not free))
         if free:
             g.add_edges_from(((n, 0), (i, 1)) for i in _data(n) if i in fwd)
         else:
@@ -148,41 +152,122 @@ def _cut(partition: Partition, recomputable: Callable[[Node], bool], rows: int,
 
 
 def _apply(partition: Partition, recompute: set[Node]) -> tuple[Partition, dict[Node, Node], list[Node]]:
-    """Copies of ``recompute`` in the backward schedule, each placed right before its first
-    reader, and the backward nodes rebuilt to read them. Returns the new partition, the map
-    old backward node -> new, and the copies."""
+    """Copies of ``recompute`` in the backward schedule, and the backward nodes rebuilt to
+    read them. Returns the new partition, the map old backward node -> new, and the copies.
+
+    Copies, and backward nodes computed from forward values and copies only (a rule's
+    ``1 - y**2``), are placed right before their first other reader rather than where the
+    old order had them, so a recomputed segment lives only while its gradients run."""
     if not recompute:
         return partition, {}, []
     copy: dict[Node, Node] = {}
-    rank = {n: k for k, n in enumerate(partition.forward)}
     for n in partition.forward:  # topological: a copy's recomputed inputs are copied first
         if n in recompute:
             skip = type(n.op).shape_only_inputs
             ins = tuple(i if k in skip else copy.get(i, i) for k, i in enumerate(n.inputs))
             copy[n] = rebuild(n, ins, provenance=(Provenance(n, "remat"),))
-    copies = set(copy.values())
+    rank = {c: k for k, c in enumerate(copy.values())}
     new: dict[Node, Node] = {}
-    backward: list[Node] = []
-    emitted: set[Node] = set()
-    for b in partition.backward:
+    lazy: set[Node] = set(rank)
+    computed: set[Node] = set()
+    for k, b in enumerate(partition.backward):
         skip = type(b.op).shape_only_inputs
         ins = tuple(new.get(i, i) if k in skip or i not in copy else copy[i] for k, i in enumerate(b.inputs))
         nb = b if ins == b.inputs else rebuild(b, ins)
         new[b] = nb
-        wanted: dict[Node, None] = {}
-        stack = [i for i in nb.inputs if i in copies and i not in emitted]
-        while stack:  # the copies this node needs that have not run yet
-            c = stack.pop()
-            if c in wanted:
-                continue
-            wanted[c] = None
-            stack.extend(i for i in c.inputs if i in copies and i not in emitted)
-        for c in sorted(wanted, key=lambda c: rank[c.provenance[0].forward]):
-            backward.append(c)
-            emitted.add(c)
-        backward.append(nb)
+        rank[nb] = len(partition.forward) + k
+        computed.add(nb)
+        if nb is not b and not nb.op.effectful and all(i in lazy or i not in computed for i in nb.inputs):
+            lazy.add(nb)
+    backward = _schedule([new[b] for b in partition.backward], lazy, rank, set(copy.values()))
     part = Partition.from_lists(partition.forward, backward)
+    copies = set(copy.values())
     return part, {b: nb for b, nb in new.items() if nb is not b}, [c for c in backward if c in copies]
+
+
+def _schedule(nodes: list[Node], lazy: set[Node], rank: dict[Node, int], copies: set[Node]) -> list[Node]:
+    """The backward order: ``nodes`` (a valid order) list-scheduled so that recomputed values
+    die early. Lazy values run on demand, right before the first node reading them; among
+    the nodes ready to run, one reading an already recomputed value goes first (a weight
+    gradient reading a recomputed activation), else the first in the old order. Effectful
+    nodes keep their order."""
+    eager = [n for n in nodes if n not in lazy]
+    pos = {n: k for k, n in enumerate(eager)}
+    reach: dict[Node, set[Node]] = {}  # eager node -> the copies it reads through lazy values
+    deps: dict[Node, set[Node]] = {}
+    prev_effect = None
+    for n in eager:
+        seen: set[Node] = set()
+        found: set[Node] = set()
+        d: set[Node] = set()
+        stack = list(n.inputs)
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            if i in pos:
+                d.add(i)
+            elif i in lazy:
+                if i in copies:
+                    found.add(i)
+                stack.extend(i.inputs)
+        if n.op.effectful:
+            if prev_effect is not None:
+                d.add(prev_effect)
+            prev_effect = n
+        reach[n], deps[n] = found, d
+    waiting = {n: len(d) for n, d in deps.items()}
+    users: dict[Node, list[Node]] = {}
+    readers: dict[Node, list[Node]] = {}
+    for n in eager:
+        for i in deps[n]:
+            users.setdefault(i, []).append(n)
+        for c in reach[n]:
+            readers.setdefault(c, []).append(n)
+    ready = [pos[n] for n in eager if not waiting[n]]
+    hot: list[int] = []
+    heapq.heapify(ready)
+    out: list[Node] = []
+    emitted: set[Node] = set()
+    done: set[Node] = set()
+    while ready or hot:
+        k = heapq.heappop(hot) if hot else heapq.heappop(ready)
+        n = eager[k]
+        if n in done:
+            continue
+        done.add(n)
+        wanted: dict[Node, None] = {}
+        stack = [i for i in n.inputs if i in lazy and i not in emitted]
+        while stack:
+            c = stack.pop()
+            if c not in wanted:
+                wanted[c] = None
+                stack.extend(i for i in c.inputs if i in lazy and i not in emitted)
+        for c in sorted(wanted, key=rank.__getitem__):
+            out.append(c)
+            emitted.add(c)
+            for r in readers.get(c, ()):
+                if not waiting[r] and r not in done:
+                    heapq.heappush(hot, pos[r])
+        out.append(n)
+        for u in users.get(n, ()):
+            waiting[u] -= 1
+            if not waiting[u]:
+                heapq.heappush(hot if reach[u] & emitted else ready, pos[u])
+    for n in nodes:  # lazy values nothing eager reads (outputs): at the end
+        if n in lazy and n not in emitted:
+            wanted = {}
+            stack = [n]
+            while stack:
+                c = stack.pop()
+                if c not in wanted and c not in emitted:
+                    wanted[c] = None
+                    stack.extend(i for i in c.inputs if i in lazy)
+            for c in sorted(wanted, key=rank.__getitem__):
+                out.append(c)
+                emitted.add(c)
+    return out
 
 
 def _recompute_peak(backward: Sequence[Node], copies: list[Node], rows: int) -> int:
