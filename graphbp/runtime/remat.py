@@ -128,6 +128,7 @@ def _cut(partition: Partition, recomputable: Callable[[Node], bool], rows: int,
     # is the smallest sink side.
     scale = len(region) + 1
     g = nx.DiGraph()
+    g.add_node(_SRC)  # nothing may be tied to it: everything recomputable from leaves
     for n in region:
         free = recomputable(n) and n not in forced
         if free and in_checkpoint(n):
