@@ -186,8 +186,8 @@ def main(argv: list[str]) -> int:
             r = probe("memory", impl)
             results["memory"][impl] = r
             print(f"W2 peak memory above imports, {impl}: {r['peak'] / 2**20:.2f} MiB")
-    (HERE / "results.json").write_text(json.dumps(results, indent=1))
-    if args.out:
+    if args.out:  # results.json is the record behind performance.md: a partial run (--out '') keeps both
+        (HERE / "results.json").write_text(json.dumps(results, indent=1))
         from report import render
 
         Path(args.out).write_text(render(results, " ".join(["python benchmarks/run.py", *argv])))

@@ -2,9 +2,9 @@
 
 Run: ``python examples/cnn_digits.py`` (or ``graphbp demo --model cnn`` for the tuned run
 with the progress bar and diagrams). Render its loss-and-gradient program with
-``graphbp render examples/cnn_digits.py:build --collapse scope``. The gradient graph shows
-each convolution's input gradient as a ``conv_transpose2d`` and its weight gradient as a
-``conv2d_weight_grad``.
+``graphbp render examples/cnn_digits.py:build`` (``--collapse scope``: one box per layer). The
+gradient graph shows the second convolution's input gradient as a ``conv_transpose2d`` (the
+first one's input needs none) and each weight gradient as a ``conv2d_weight_grad``.
 """
 
 from __future__ import annotations
