@@ -42,10 +42,10 @@ REMAT_MODES = ("none", "min_cut")
 REFERENCE_ROWS = 256
 """Size given to unknown dims (the batch) when pricing bytes and FLOPs for the cut."""
 
-FLOW = nx.algorithms.flow.preflow_push
-"""The max-flow algorithm of the cut: the fastest of networkx's on a 10,000-node joint graph
-(``benchmarks/remat_flow.py`` measures preflow_push, shortest_augmenting_path,
-boykov_kolmogorov and edmonds_karp)."""
+FLOW = nx.algorithms.flow.shortest_augmenting_path
+"""The max-flow algorithm of the cut: the fastest of networkx's on the pieces of a
+10,000-node joint graph (``benchmarks/memory.py`` measures preflow_push,
+shortest_augmenting_path, boykov_kolmogorov and edmonds_karp; docs/memory.md)."""
 
 _SRC, _SNK = "source", "sink"
 
@@ -111,45 +111,71 @@ def _cut(partition: Partition, recomputable: Callable[[Node], bool], rows: int,
     may not be saved (infinite capacity), so the cut falls on the region's inputs."""
     fwd = set(partition.forward)
     needed = list(partition.saved)
-    region: dict[Node, None] = {}
+    free: dict[Node, bool] = {}  # region node -> may be recomputed
     stack = list(reversed(needed))
     while stack:  # the frontier: backward reads, back through recomputable values
         n = stack.pop()
-        if n in region:
+        if n in free:
             continue
-        region[n] = None
-        if recomputable(n) and n not in forced:
-            stack.extend(i for i in _data(n) if i in fwd and i not in region)
-    if not any(recomputable(n) and n not in forced for n in region):
-        return set()
-    # Capacities are bytes scaled by more than the number of edges plus one for a value
-    # that cannot be recomputed: among cuts of equal bytes, the one saving the later values
-    # (recomputing least) wins. Built reversed (sink -> source) so the side networkx returns
-    # is the smallest sink side.
-    scale = len(region) + 1
-    g = nx.DiGraph()
-    g.add_node(_SRC)  # nothing may be tied to it: everything recomputable from leaves
-    for n in region:
-        free = recomputable(n) and n not in forced
-        if free and in_checkpoint(n):
-            g.add_edge((n, 1), (n, 0))  # no capacity: infinite, a checkpointed value is never saved
-        else:
-            g.add_edge((n, 1), (n, 0), capacity=nbytes_at(n, rows) * scale + (not free))
-        if free:
-            g.add_edges_from(((n, 0), (i, 1)) for i in _data(n) if i in fwd)
-        else:
-            g.add_edge((n, 0), _SRC)
-    g.add_edges_from((_SNK, (n, 1)) for n in needed)
-    _, (sink_side, _) = nx.minimum_cut(g, _SNK, _SRC, flow_func=FLOW)
+        free[n] = recomputable(n) and n not in forced
+        if free[n]:
+            stack.extend(i for i in _data(n) if i in fwd and i not in free)
+    # The frontier falls apart where a value cannot be recomputed (each matmul of an MLP
+    # starts a new piece): cutting each connected piece alone is the same cut, faster.
+    parent = {n: n for n in free}
+
+    def find(n: Node) -> Node:
+        while parent[n] is not n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for n, f in free.items():
+        if f:
+            for i in _data(n):
+                if i in fwd:
+                    parent[find(i)] = find(n)
+    pieces: dict[Node, list[Node]] = {}
+    for n in free:
+        pieces.setdefault(find(n), []).append(n)
+    needed_set = set(needed)
+    sink_side: set = set()
+    for piece in pieces.values():
+        if any(free[n] for n in piece):
+            sink_side |= _cut_piece(piece, free, needed_set, fwd, rows)
     out: set[Node] = set()
     stack = list(needed)
     while stack:  # recompute what the backward needs and the sink side can rebuild
         n = stack.pop()
-        if n in out or not (recomputable(n) and n not in forced and (n, 0) in sink_side):
+        if n in out or not (free.get(n) and (n, 0) in sink_side):
             continue
         out.add(n)
         stack.extend(i for i in _data(n) if i in fwd)
     return out
+
+
+def _cut_piece(piece: list[Node], free: dict[Node, bool], needed: set[Node], fwd: set[Node], rows: int) -> set:
+    """The sink side of the minimum cut of one connected piece of the frontier."""
+    # Capacities are bytes scaled by more than the number of edges, plus one for a value
+    # that cannot be recomputed: among cuts of equal bytes, the one saving the later values
+    # (recomputing least) wins. Built reversed (sink -> source) so the side networkx returns
+    # is the smallest sink side.
+    scale = len(piece) + 1
+    g = nx.DiGraph()
+    g.add_node(_SRC)  # maybe nothing is tied to it: everything recomputable from leaves
+    for n in piece:
+        if free[n] and in_checkpoint(n):
+            g.add_edge((n, 1), (n, 0))  # no capacity: infinite, a checkpointed value is never saved
+        else:
+            g.add_edge((n, 1), (n, 0), capacity=nbytes_at(n, rows) * scale + (not free[n]))
+        if free[n]:
+            g.add_edges_from(((n, 0), (i, 1)) for i in _data(n) if i in fwd)
+        else:
+            g.add_edge((n, 0), _SRC)
+        if n in needed:
+            g.add_edge(_SNK, (n, 1))
+    _, (sink_side, _) = nx.minimum_cut(g, _SNK, _SRC, flow_func=FLOW)
+    return sink_side
 
 
 def _apply(partition: Partition, recompute: set[Node]) -> tuple[Partition, dict[Node, Node], list[Node]]:
