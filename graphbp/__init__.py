@@ -10,6 +10,7 @@ from . import ops
 from .autodiff import grad, vjp
 from .errors import (
     DTypeError, FeedError, GraphbpError, GraphError, GraphFormatError, NumericsError, ShapeError,
+    UnusedParameterWarning, DTypePromotionWarning,
 )
 from .graph import Node, Provenance, TensorType, checkpoint, scope, toposort
 from .graph.nx import to_networkx

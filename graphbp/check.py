@@ -5,10 +5,13 @@ the caller's values are never touched): for each differentiated value ``w`` it d
 random direction ``v`` and compares the directional derivative ``<grad_w, v>`` with the
 central difference ``(L(w + eps v) - L(w - eps v)) / (2 eps)``.
 
-When a gradient disagrees, the graph is bisected down to single ops: every differentiable
-op is re-checked on its own, on the actual intermediate values it saw, by comparing its VJP
-rule (through ``gb.vjp``) with central differences of its kernel. The ops whose rule fails
-are reported with the user's line that built them.
+When a gradient disagrees, the graph is bisected down to single ops: every op with a float
+output is re-checked on its own, on the actual intermediate values it saw, by comparing its
+VJP rule (through ``gb.vjp``) with central differences of its kernel, for every float input.
+Inputs a rule declares non-differentiable (``nondiff_inputs``, or a whole op with
+``differentiable = False``) are checked too, against a VJP of zero: a rule that wrongly
+drops a gradient is the culprit as surely as one that computes it wrong. The ops whose
+rule fails are reported with the user's line that built them.
 """
 
 from __future__ import annotations
@@ -59,10 +62,17 @@ class OpFailure:
     analytic: float
     numeric: float
 
+    @property
+    def declared_nondiff(self) -> bool:
+        """The rule declares this input non-differentiable (its VJP is taken as zero)."""
+        op = self.node.op
+        return not op.differentiable or self.input_index in op.nondiff_inputs
+
     def describe(self) -> str:
         where = f" built at {self.node.origin}" if self.node.origin else ""
+        how = " (declared non-differentiable, so taken as 0)" if self.declared_nondiff else ""
         return (f"{self.node.op.name} ({type(self.node.op).__name__}){where}: VJP for input "
-                f"{self.input_index} gives {self.analytic:.8g}, finite differences {self.numeric:.8g}")
+                f"{self.input_index} gives {self.analytic:.8g}{how}, finite differences {self.numeric:.8g}")
 
 
 @dataclasses.dataclass
@@ -165,7 +175,8 @@ def check_grad(
 
 def bisect(y: Node, inputs: Sequence[Node], feeds: Sequence[np.ndarray], *, eps: float = 1e-6,
            rtol: float = 1e-5, atol: float = 1e-8, seed: int = 0) -> list[OpFailure]:
-    """Check every differentiable op under ``y`` on its own, on the values it actually sees."""
+    """Check every float-valued op under ``y`` on its own, on the values it actually sees,
+    for every float input (including the ones its rule declares non-differentiable)."""
     order = [n for n in toposort([y]) if not isinstance(n.op, Leaf)]
     values = dict(zip(order, compile_(list(inputs), order, optimize=False)(*feeds))) if order else {}
     for n in toposort([y]):
@@ -174,7 +185,7 @@ def bisect(y: Node, inputs: Sequence[Node], feeds: Sequence[np.ndarray], *, eps:
     rng = np.random.default_rng(seed + 1)
     failures = []
     for node in order:
-        if node.op.differentiable and node.dtype.kind == "f":
+        if node.dtype.kind == "f":
             failures += _check_op(node, [np.asarray(values[i]) for i in node.inputs], rng, eps, rtol, atol)
     return failures
 
@@ -182,7 +193,7 @@ def bisect(y: Node, inputs: Sequence[Node], feeds: Sequence[np.ndarray], *, eps:
 def _check_op(node: Node, args: list[np.ndarray], rng, eps, rtol, atol) -> list[OpFailure]:
     locals_ = [input_(f"operand{k}", a.shape, a.dtype) for k, a in enumerate(args)]
     local_out = apply(node.op, *locals_)
-    idx = [k for k, a in enumerate(args) if a.dtype.kind == "f" and k not in node.op.nondiff_inputs]
+    idx = [k for k, a in enumerate(args) if a.dtype.kind == "f"]  # gb.vjp gives zeros where none flows
     if not idx:
         return []
     u = rng.standard_normal(np.shape(node.op.compute(*args)))

@@ -37,6 +37,15 @@ class NumericsError(GraphbpError, FloatingPointError):
     """A value became non-finite while ``check_numerics=True``."""
 
 
+class UnusedParameterWarning(UserWarning):
+    """``gb.grad`` or an optimiser was given a parameter the loss does not depend on."""
+
+
+class DTypePromotionWarning(UserWarning):
+    """An explicit NumPy array (not a Python scalar or list) widened a float tensor's dtype,
+    e.g. a float64 array turned a float32 model into float64."""
+
+
 __all__ = [
     "GraphbpError",
     "GraphError",
@@ -45,4 +54,6 @@ __all__ = [
     "FeedError",
     "GraphFormatError",
     "NumericsError",
+    "UnusedParameterWarning",
+    "DTypePromotionWarning",
 ]

@@ -226,12 +226,17 @@ def _axis_samples(rng):
 
 
 def _sce_samples(rng):
+    """Integer labels, then soft labels that need not sum to one (label smoothing,
+    distillation targets): the gradient reaches those."""
     p = rng.uniform(0.1, 1, size=(4, 5))
     return [
         Sample((_n(rng, 4, 5), rng.integers(0, 5, size=4))),
         Sample((_n(rng, 2, 3, 5) * 20, rng.integers(0, 3, size=(2, 5))), {"axis": 1}),
         Sample((_n(rng, 6, 3), rng.integers(0, 3, size=6)), declared=((None, 3), (None,))),
         Sample((_n(rng, 4, 5), p / p.sum(-1, keepdims=True))),
+        Sample((_n(rng, 3, 4), rng.uniform(0, 1, (3, 4))), {"axis": 0}),
+        Sample((_n(rng, 2, 3, 4) * 5, rng.uniform(0, 1, (2, 3, 4))), {"axis": 1}),
+        Sample((_n(rng, 5, 3), rng.uniform(0, 1, (5, 3))), declared=((None, 3), (None, 3))),
     ]
 
 
@@ -492,14 +497,11 @@ OPDB: list[OpInfo] = [
     OpInfo("softmax", (O.Softmax,), gb.softmax, lambda x, axis=-1: np.exp(_log_softmax_ref(x, axis)), _axis_samples,
            second_order=True),
     OpInfo("log_softmax", (O.LogSoftmax,), gb.log_softmax, _log_softmax_ref, _axis_samples, second_order=True),
+    # float labels and targets are differentiated too (soft labels); integer labels never are
     OpInfo("softmax_cross_entropy", (O.SoftmaxCrossEntropy,), gb.softmax_cross_entropy, _sce_ref, _sce_samples,
-           nondiff=(1,), second_order=True),
-    OpInfo("softmax_cross_entropy_target_grad", (O.SoftmaxCrossEntropy,),
-           lambda x, t, axis=-1: O.base.apply(O.SoftmaxCrossEntropy(axis % x.ndim, target_grad=True), x, t),
-           _sce_ref, lambda rng: [s for s in _sce_samples(rng) if s.args[1].dtype.kind == "f"],
            second_order=True),
     OpInfo("sigmoid_binary_cross_entropy", (O.SigmoidBinaryCrossEntropy,), gb.sigmoid_binary_cross_entropy,
-           _bce_ref, _bce_samples, nondiff=(1,), second_order=True),
+           _bce_ref, _bce_samples, second_order=True),
     OpInfo("mse", (), gb.mse, lambda p, t: np.mean((p - t) ** 2), _binary_samples()),
     # ----------------------------------------------------------------------- control flow
     OpInfo("cond", (O.Cond, O.TupleGet), _cond_build, _cond_ref, _cond_samples, second_order=True),

@@ -78,3 +78,30 @@ def test_program_with_a_batch_dim_and_non_scalar_output():
     prog = gb.compile([x], [gb.softplus(x @ W)])
     result = gb.check_grad(prog, [X])
     assert result.ok and [c.what for c in result.comparisons] == ["d/d x", "d/d W"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetBlindBCE(gb.ops.SigmoidBinaryCrossEntropy):
+    """The pre-fix rule: no gradient into the (float) targets."""
+
+    nondiff_inputs = (1,)
+
+    def vjp(self, node, g):
+        z, t = node.inputs
+        return g * (gb.sigmoid(z) - t), None
+
+
+def test_bisection_covers_inputs_a_rule_declares_non_differentiable():
+    z = gb.input("z", (3,), dtype="float64")
+    t = gb.input("t", (3,), dtype="float64")
+    loss = gb.sum(apply(TargetBlindBCE(), z, t))
+    with pytest.raises(gb.GradCheckError) as info:
+        gb.check_grad((loss, [z, t]), [np.array([1.0, -2.0, 0.5]), np.array([0.2, 0.7, 1.0])])
+    culprits = info.value.result.culprits
+    assert [(type(c.node.op), c.input_index) for c in culprits] == [(TargetBlindBCE, 1)]
+    assert "input 1" in str(info.value) and "non-differentiable" in str(info.value)
+
+
+def test_fused_losses_pass_check_grad_with_respect_to_their_targets():
+    z, t = np.array([1.0, -2.0, 0.5]), np.array([0.2, 0.7, 1.0])
+    assert gb.check_grad(lambda z, t: gb.sum(gb.sigmoid_binary_cross_entropy(z, t)), [z, t]).ok

@@ -258,3 +258,43 @@ def test_a_multi_output_node_is_read_only_through_its_projections():
     x, p, W, a, b, loss = _model()
     with pytest.raises(gb.GraphError, match="multi-output"):
         gb.ops.apply(gb.ops.Negative(), _cond_node(a))
+
+
+def test_an_effectful_op_inside_a_branch_is_refused():
+    from graphbp.ops.collective import allreduce_mean
+
+    x = gb.input("x", (3,), "float64")
+    with pytest.raises(gb.GraphError, match="has effects"):
+        gb.cond(gb.constant(True), lambda u: allreduce_mean(u), lambda u: u, x)
+
+
+def _cond_doc():
+    x, p, W, a, b, loss = _model()
+    doc, arrays = to_document([a, b])
+    k = next(i for i, e in enumerate(doc["nodes"]) if e["op"] == "cond")
+    return doc, arrays, k
+
+
+@pytest.mark.parametrize("corrupt, words", [
+    (lambda d, k: d["nodes"][k]["params"]["true_body"]["subgraph"].update(outputs=[k]), "outside nodes"),
+    (lambda d, k: d["nodes"][k]["params"]["true_body"]["subgraph"].update(inputs=[k - 1]), "invalid subgraph"),
+    (lambda d, k: d["nodes"][k]["params"]["true_body"]["subgraph"].update(inputs=[]), "invalid subgraph"),
+    (lambda d, k: d["nodes"][k]["params"]["true_body"].update(subgraph=[1, 2]), "expected a subgraph"),
+    (lambda d, k: d["nodes"][k + 1].update(op="negative", params={}), "multi-output"),
+])
+def test_corrupt_subgraphs_are_format_errors(corrupt, words):
+    doc, arrays, k = _cond_doc()
+    corrupt(doc, k)
+    with pytest.raises(gb.GraphFormatError, match=words):
+        from_document(doc, arrays)
+
+
+def test_a_loaded_body_reaching_outside_itself_is_refused():
+    doc, arrays, k = _cond_doc()
+    body = doc["nodes"][k]["params"]["true_body"]["subgraph"]
+    x_index = doc["inputs"][0]  # the graph's own input, not a placeholder
+    tanh = next(i for i, e in enumerate(doc["nodes"]) if e["op"] == "tanh")
+    doc["nodes"][tanh - 1]["inputs"] = [x_index, doc["nodes"][tanh - 1]["inputs"][1]]  # matmul reads x
+    assert body["inputs"][0] != x_index
+    with pytest.raises(gb.GraphFormatError, match="outside itself"):
+        from_document(doc, arrays)

@@ -155,3 +155,12 @@ def test_a_rule_returning_the_wrong_rank_is_reported_against_the_forward_op():
     first, second = str(info.value).splitlines()[:2]
     assert first.startswith("while deriving the gradient of exp") and f"{HERE}:{y.origin.lineno}" in first
     assert "fewer dims than its operand" in second and "unbroadcast to input 0 of exp" in second
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, 1.5])
+def test_a_bad_dropout_rate_is_a_value_error_not_a_shape_error(rate):
+    x = gb.input("x", (3,))
+    with pytest.raises(gb.GraphError, match="rate must be in") as info:
+        gb.dropout(x, rate, key=0)
+    assert not isinstance(info.value, gb.ShapeError) and isinstance(info.value, ValueError)
+    assert "test_errors.py" in str(info.value)  # the user's line

@@ -73,3 +73,58 @@ def test_fast_path_agrees_with_elementwise_check():
     assert not numerics.is_finite(np.array([1.0, np.nan]))
     assert not numerics.is_finite(np.array([np.inf, -np.inf]))
     assert numerics.is_finite(np.array([1, 2], np.int64))
+
+
+# --- issue 10, items 3 and 4 -------------------------------------------------------------
+def test_operand_ranges_are_read_before_the_buffer_is_reused_in_place():
+    x = gb.input("x", (2,))
+    loss = gb.sum(gb.log(x * 3.0 + 1.0))
+    with pytest.raises(gb.NumericsError) as info:
+        gb.compile([x], [loss], check_numerics=True)(np.array([-1.0, 1.0], np.float32))
+    msg = str(info.value)
+    assert "in [-3, 3]" in msg and "nan, nan" not in msg  # log1p's operand x*3, read before it is overwritten
+
+
+def test_an_op_made_by_a_rewrite_names_the_user_op_it_came_from():
+    x = gb.input("x", (2,))
+    loss = gb.sum(gb.log(x * 3.0 + 1.0))
+    with pytest.raises(gb.NumericsError) as info:
+        gb.compile([x], [loss], check_numerics=True)(np.array([-1.0, 1.0], np.float32))
+    msg = str(info.value)
+    assert "log1p" in msg and "made by the rewrite" in msg and "from your log" in msg
+
+
+def _guarded_sqrt():
+    z = gb.input("z", (2,), dtype="float64")
+    y = gb.sum(gb.where(z > 0, gb.sqrt(z), 0.0))
+    return z, y, gb.grad(y, z)
+
+
+def test_values_a_where_guard_discards_do_not_trip_the_check():
+    z, y, g = _guarded_sqrt()
+    Z = np.array([4.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no RuntimeWarning pointing at generated code
+        plain = gb.compile([z], [y, g])(Z)
+        checked = gb.compile([z], [y, g], check_numerics=True)(Z)
+        (only_grad,) = gb.compile([z], [g], check_numerics=True)(Z)
+    np.testing.assert_array_equal(checked[1], [0.25, 0.0])
+    np.testing.assert_array_equal(plain[1], checked[1])
+    np.testing.assert_array_equal(only_grad, [0.25, 0.0])
+
+
+def test_the_untaken_forward_branch_does_not_trip_the_check():
+    z = gb.input("z", (2,), dtype="float64")
+    y = gb.sum(gb.where(z > 0, gb.log(z), 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, grad = gb.compile([z], [y, gb.grad(y, z)], check_numerics=True)(np.array([4.0, -1.0]))
+    assert out == np.log(4.0) and list(grad) == [0.25, 0.0]
+
+
+def test_a_guarded_value_that_is_taken_still_trips_the_check_at_its_op():
+    z = gb.input("z", (2,), dtype="float64")
+    y = gb.sum(gb.where(z > -5, gb.log(z), 0.0))  # the guard keeps log(-1)
+    with pytest.raises(gb.NumericsError) as info:
+        gb.compile([z], [y], check_numerics=True)(np.array([4.0, -1.0]))
+    assert "produced by log" in str(info.value) and "where" in str(info.value)

@@ -143,3 +143,37 @@ def test_a_pytorch_export_imports_and_its_input_gradient_matches_autograd(tmp_pa
     ref[:, 1].sum().backward()
     np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_pytorch_cnn_with_batch_norm_imports_and_differentiates(tmp_path):
+    """Conv, BatchNormalization (inference), MaxPool, AveragePool, GlobalAveragePool and Gemm
+    from torch.onnx.export: values and the input gradient against torch autograd."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 6, 3, stride=1, padding=1, groups=2), torch.nn.AvgPool2d(2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 3))
+    with torch.no_grad():  # running statistics that are not the identity
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    net.eval()
+    path = tmp_path / "cnn.onnx"
+    try:
+        torch.onnx.export(net, (torch.randn(2, 1, 8, 8),), str(path), input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}}, dynamo=False, do_constant_folding=False)
+    except Exception as e:
+        pytest.skip(f"torch.onnx.export unavailable here: {type(e).__name__}: {e}")
+    assert "BatchNormalization" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    model = gb.import_onnx(path)
+    stats = [p for p in model.params if not p.op.trainable]
+    assert len(stats) == 2  # running mean and variance: state, not trained
+    X = np.random.default_rng(0).normal(size=(3, 1, 8, 8)).astype(np.float32)
+    (out,) = model.outputs
+    gx = gb.grad(gb.sum(out * np.array([1.0, -2.0, 0.5], np.float32)), model.inputs[0])
+    value, grad = gb.compile(model.inputs, [out, gx])(X)
+    xt = torch.tensor(X, requires_grad=True)
+    ref = net(xt)
+    (ref * torch.tensor([1.0, -2.0, 0.5])).sum().backward()
+    np.testing.assert_allclose(value, ref.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-4, atol=1e-5)

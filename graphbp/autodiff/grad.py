@@ -9,20 +9,23 @@ stamped with a :class:`~graphbp.graph.context.Provenance` naming the forward nod
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import DTypeError, GraphError, ShapeError
+from ..errors import DTypeError, GraphError, ShapeError, UnusedParameterWarning
 from ..graph.context import Provenance, provenance, scope_path
 from ..graph.node import Node
 from ..graph.rewrite import restamp
+from ..graph.source import user_stacklevel
 from ..graph.traverse import depends_on, toposort
 from ..graph.types import TensorType, TupleType, format_shape
 from ..ops import add, cast_to, constant, sum as reduce_sum
 from ..ops.control import TupleGet
 from ..ops.base import as_node
 from ..ops.creation import zeros_like
+from ..ops.leaves import Param
 
 
 def _is_float(node: Node) -> bool:
@@ -101,8 +104,13 @@ def vjp(outputs: Node | Sequence[Node], wrt: Node | Sequence[Node], cotangents) 
     return _backprop(seeded, ws)
 
 
-def grad(y: Node, wrt: Node | Sequence[Node]) -> Node | list[Node]:
-    """The gradient of scalar ``y`` with respect to each node of ``wrt`` (same structure back)."""
+def grad(y: Node, wrt: Node | Sequence[Node], *, unused: str = "warn") -> Node | list[Node]:
+    """The gradient of scalar ``y`` with respect to each node of ``wrt`` (same structure back).
+
+    ``unused`` says what to do about a parameter ``y`` does not depend on (its gradient is
+    zeros, which usually means a layer was left out of the model): ``"warn"`` (an
+    :class:`~graphbp.errors.UnusedParameterWarning` naming it, once per call site),
+    ``"raise"`` (a ``GraphError``) or ``"ignore"``."""
     if not isinstance(y, Node):
         raise GraphError(f"grad: y must be a node, got {type(y).__name__}")
     if y.shape != ():
@@ -115,11 +123,13 @@ def grad(y: Node, wrt: Node | Sequence[Node]) -> Node | list[Node]:
     with provenance(Provenance(y, "seed")), scope_path(y.scope):
         seed = constant(np.ones((), y.dtype), name="seed")
     single = isinstance(wrt, Node)
-    result = _backprop([(y, seed)], [wrt] if single else list(wrt))
+    result = _backprop([(y, seed)], [wrt] if single else list(wrt), unused)
     return result[0] if single else result
 
 
-def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
+def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node], unused: str = "ignore") -> list[Node]:
+    if unused not in ("warn", "raise", "ignore"):
+        raise GraphError(f"unused must be 'warn', 'raise' or 'ignore', got {unused!r}")
     for w in wrt:
         if not isinstance(w, Node):
             raise GraphError(f"wrt entries must be nodes, got {type(w).__name__}")
@@ -129,6 +139,8 @@ def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]:
             )
     order = toposort([o for o, _ in seeded])
     relevant = depends_on(order, wrt)
+    reached = set(order)
+    _report_unused([w for w in wrt if w not in reached and isinstance(w.op, Param)], seeded[0][0], unused)
     partials: dict[Node, list[Node]] = {}
     for out, ct in seeded:
         partials.setdefault(out, []).append(ct)
@@ -184,6 +196,18 @@ def _pull(node: Node, g, relevant: set[Node], partials: dict[Node, list[Node]]) 
         with provenance(Provenance(node, "unbroadcast", i)), scope_path(node.scope):
             gi = unbroadcast(gi, inp.type)
         partials.setdefault(inp, []).append(gi)
+
+
+def _report_unused(params: list[Node], y: Node, unused: str) -> None:
+    """Warn about (or refuse) parameters ``y`` does not depend on, at the user's call line."""
+    if not params or unused == "ignore":
+        return
+    names = ", ".join(f"{p.name!r}" + (f" (created at {p.origin})" if p.origin else "") for p in params)
+    msg = (f"the loss {y.describe()} does not depend on parameter(s) {names}: their gradient "
+           "is zero and an optimiser would never change them (pass unused='ignore' to allow this)")
+    if unused == "raise":
+        raise GraphError(msg)
+    warnings.warn(msg, UnusedParameterWarning, stacklevel=user_stacklevel())
 
 
 def _restamp(gi: Node, node: Node, i: int, narrowed: dict[Node, Node]) -> Node:

@@ -314,6 +314,8 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
             raise fail(path, where, "a leaf has no inputs")
         actual = _leaf_type(op, stored)
     else:
+        if any(isinstance(x.type, TupleType) for x in inputs) and not isinstance(op, TupleGet):
+            raise fail(path, where, "only tuple_get reads a multi-output node")
         try:
             actual = op.infer(*(x.type for x in inputs))
         except OpError as e:
@@ -322,8 +324,6 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
             raise fail(path, where, f"cannot type the node ({type(e).__name__}: {e})") from None
         if not isinstance(actual, (TensorType, TupleType)):
             raise fail(path, where, "the op's shape rule returned no type")
-        if any(isinstance(x.type, TupleType) for x in inputs) and not isinstance(op, TupleGet):
-            raise fail(path, where, "only tuple_get reads a multi-output node")
     if actual != stored:
         raise fail(path, f"{where}.type", f"stored type {stored} differs from the type its op gives, {actual}")
     name = entry["name"]

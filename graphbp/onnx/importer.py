@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import GraphbpError, GraphFormatError
 from ..graph.node import Node
+from ..io.bounded import read_file, read_region
 from ..io.container import DEFAULT_LIMITS, Limits
 from ..ops.leaves import Constant
 from ._deps import require_onnx
@@ -98,16 +99,9 @@ def import_onnx(path: str | os.PathLike, *, limits: Limits = DEFAULT_LIMITS,
 
 
 def _read_model(onnx: Any, path: str, limits: Limits) -> Any:
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise GraphFormatError(f"{path}: cannot read the model: {e.strerror}") from None
-    if size > limits.max_file_bytes:
-        raise GraphFormatError(f"{path}: file is {size} bytes, over Limits.max_file_bytes={limits.max_file_bytes}")
-    if size > 2**31 - 1:  # protobuf's own hard limit: parse would fail deep inside
-        raise GraphFormatError(f"{path}: file is {size} bytes; an ONNX protobuf cannot exceed 2 GiB")
-    with open(path, "rb") as f:
-        data = f.read(size + 1)
+    """Parse the model, its size checked before anything is read (protobuf caps at 2 GiB)."""
+    cap = min(limits.max_file_bytes, 2**31 - 1)
+    data = read_file(path, cap, "Limits.max_file_bytes" if cap == limits.max_file_bytes else "protobuf's 2 GiB")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -230,9 +224,9 @@ def _tensor(onnx: Any, t: Any, folder: str, path: str, limits: Limits) -> np.nda
     if nbytes > limits.max_array_bytes:
         raise GraphFormatError(f"{path}: {what} declares {nbytes} bytes, over Limits.max_array_bytes")
     if t.data_location == onnx.TensorProto.EXTERNAL:
-        raw = _external(t, folder, path, nbytes)
-        arr = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt).reshape(dims)
-        return arr
+        arr = np.empty(count, dtype=dt.newbyteorder("<"))
+        _external(t, folder, path, memoryview(arr).cast("B"))
+        return arr.astype(dt, copy=False).reshape(dims)
     if t.HasField("raw_data"):
         if len(t.raw_data) != nbytes:
             raise GraphFormatError(f"{path}: {what} declares {nbytes} bytes but holds {len(t.raw_data)}")
@@ -247,27 +241,21 @@ def _tensor(onnx: Any, t: Any, folder: str, path: str, limits: Limits) -> np.nda
     return np.array(arr, dtype=dt).reshape(dims)
 
 
-def _external(t: Any, folder: str, path: str, nbytes: int) -> bytes:
-    """External data: a file inside the model's folder, the declared byte range, no more."""
+def _external(t: Any, folder: str, path: str, out: memoryview) -> None:
+    """External data: a file inside the model's folder; its declared byte range is read
+    straight into ``out`` (the tensor's buffer), refused if the file does not hold it."""
     info = {e.key: e.value for e in t.external_data}
     loc = info.get("location", "")
+    root = os.path.realpath(folder)
     target = os.path.realpath(os.path.join(folder, loc))
-    if not loc or os.path.isabs(loc) or os.path.commonpath([target, os.path.realpath(folder)]) != os.path.realpath(folder):
+    if not loc or os.path.isabs(loc) or os.path.commonpath([target, root]) != root:
         raise GraphFormatError(f"{path}: initializer {t.name!r}: external data {loc!r} is outside the model's folder")
     try:
         offset = int(info.get("offset", 0))
-        length = int(info.get("length", nbytes))
+        length = int(info.get("length", out.nbytes))
     except ValueError:
         raise GraphFormatError(f"{path}: initializer {t.name!r}: bad external data offset/length") from None
-    if length != nbytes or offset < 0:
-        raise GraphFormatError(f"{path}: initializer {t.name!r}: external data holds {length} bytes, dims need {nbytes}")
-    try:
-        with open(target, "rb") as f:
-            f.seek(offset)
-            raw = f.read(nbytes)
-    except OSError as e:
-        raise GraphFormatError(f"{path}: initializer {t.name!r}: cannot read external data ({e.strerror})") from None
-    if len(raw) != nbytes:
-        raise GraphFormatError(f"{path}: initializer {t.name!r}: external data file is too short")
-    return raw
-
+    if length != out.nbytes:
+        raise GraphFormatError(f"{path}: initializer {t.name!r}: external data holds {length} bytes, "
+                               f"its dims need {out.nbytes}")
+    read_region(target, offset, out, f"external data of initializer {t.name!r}")

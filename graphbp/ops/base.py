@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import DTypeError, GraphError, ShapeError
+from ..errors import DTypePromotionWarning, DTypeError, GraphError, ShapeError
 from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.subgraph import Subgraph
@@ -191,19 +191,56 @@ def _origin():
 
 
 def as_node(value: Any, like: Node | None = None) -> Node:
-    """Nodes pass through; Python scalars and arrays become constants.
+    """Nodes pass through; Python scalars, lists and arrays become constants.
 
-    A Python scalar is weakly typed as in NumPy 2: ``x * 2.0`` keeps ``x``'s float32.
+    The dtype policy (docs/concepts.md, "Dtypes"), in the spirit of JAX's weak types: Python
+    scalars and (nested) lists or tuples of Python numbers are *weak*: next to ``like`` they
+    take the dtype NumPy 2 gives a Python scalar of their kind, so ``x * 2.0`` and
+    ``x + [1, 2, 3, 4]`` keep a float32 ``x`` float32. NumPy arrays and scalars are *strong*:
+    they keep their dtype and promote by NumPy's rules, and a
+    :class:`~graphbp.errors.DTypePromotionWarning` (at the user's line) says when that widens
+    a float ``like``, e.g. a float64 array meeting a float32 model.
     """
     if isinstance(value, Node):
         return value
     from .leaves import constant
 
-    if isinstance(value, (bool, int, float)) and like is not None:
-        return constant(value, dtype=np.result_type(like.dtype, value))
+    if like is not None and _is_weak(value):
+        kind = np.asarray(value).dtype.kind
+        return constant(value, dtype=np.result_type(like.dtype, _WEAK.get(kind, 0.0)))
     if isinstance(value, (bool, int, float, np.ndarray, np.generic, list, tuple)):
-        return constant(value)
+        node = constant(value)
+        if like is not None and like.dtype.kind == "f" and node.dtype.kind in "fiub":
+            wide = np.result_type(like.dtype, node.dtype)
+            if wide != like.dtype:
+                import warnings
+
+                from ..graph.source import user_stacklevel
+
+                warnings.warn(
+                    f"a {node.dtype.name} array promotes {like.describe()} to {wide.name}; "
+                    f"pass np.asarray(..., dtype=np.{like.dtype.name}) (or a Python scalar or list, "
+                    f"which adopt the tensor's dtype) to stay in {like.dtype.name}",
+                    DTypePromotionWarning, stacklevel=user_stacklevel())
+        return node
     raise GraphError(f"cannot use a {type(value).__name__} as a graph value")
+
+
+_WEAK = {"b": False, "i": 0, "u": 0, "f": 0.0, "c": 0j}  # a Python scalar of each kind
+
+
+def _is_weak(value: Any) -> bool:
+    """A Python number, or a non-empty (nested) list/tuple of only Python numbers."""
+    stack, seen_any = [value], False
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, (bool, int, float)):
+            seen_any = True
+        else:
+            return False
+    return seen_any
 
 
 def as_nodes(*values: Any) -> tuple[Node, ...]:

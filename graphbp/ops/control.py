@@ -179,6 +179,11 @@ def _cond(pred: Node, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
         where = user_location(3)
         raise ShapeError(f"cond: {_structure_mismatch(yes_struct, no_struct)}"
                          + (f"\n  built at {where}" if where else ""))
+    for body in (yes, no):  # the cond node would have to be effectful then, and run in order
+        eff = next((n for n in body.nodes() if n.op.effectful), None)
+        if eff is not None:
+            raise GraphError(f"cond: {eff.describe()} has effects (op.effectful); a branch cannot hold it yet, "
+                             "compute it outside and pass it in")
     union = list(dict.fromkeys(yes_cap + no_cap))
     yes = with_inputs(yes, yes_cap, union, len(xs))
     no = with_inputs(no, no_cap, union, len(xs))

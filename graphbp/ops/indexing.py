@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import GraphError, ShapeError
 from ..graph.node import Node
 from ..graph.types import Shape, TensorType, format_shape, normalize_axis
-from .base import Op, apply, as_node, describe_error, dtype_error, shape_error
+from .base import Op, apply, as_node, as_nodes, describe_error, dtype_error, shape_error
 from .creation import zeros_like
 from .shape import expand_dims
 
@@ -232,14 +232,14 @@ class ConcatSlice(Op):
 
 
 def concatenate(xs: Sequence, axis: int = 0) -> Node:
-    """``np.concatenate(xs, axis)``."""
-    nodes = [as_node(x) for x in xs]
+    """``np.concatenate(xs, axis)`` (Python lists among ``xs`` take the first node's dtype)."""
+    nodes = list(as_nodes(*xs))
     return apply(Concatenate(int(axis)), *nodes)
 
 
 def stack(xs: Sequence, axis: int = 0) -> Node:
     """``np.stack``: a composite of ``expand_dims`` and ``concatenate`` (no own rule needed)."""
-    nodes = [as_node(x) for x in xs]
+    nodes = list(as_nodes(*xs))
     if not nodes:
         raise ShapeError("stack: needs at least one array")
     return concatenate([expand_dims(n, axis) for n in nodes], axis=axis)

@@ -53,16 +53,20 @@ class Param(Leaf):
     trainable: bool = True
 
     def assign(self, new: Any) -> None:
-        """Copy ``new`` into the held array in place (programs keep pointing at it)."""
+        """Copy ``new`` into the held array in place (programs keep pointing at it).
+
+        Like a feed, ``new`` is cast only when the cast is lossless (float16 into float32,
+        int32 into int64); a float64 array for a float32 parameter is a ``DTypeError``."""
         arr = np.asarray(new)
         if arr.shape != self.value.shape:
             raise ShapeError(
                 f"param {self.param_name!r}: cannot assign shape {format_shape(arr.shape)} "
                 f"to a parameter of shape {format_shape(self.value.shape)}"
             )
-        if not np.can_cast(arr.dtype, self.value.dtype, "same_kind"):
-            raise DTypeError(
-                f"param {self.param_name!r}: cannot assign {arr.dtype} to a {self.value.dtype} parameter"
+        if arr.dtype != self.value.dtype and not (arr.dtype.kind in "fiub" and np.can_cast(arr.dtype, self.value.dtype, "safe")):
+            raise DTypeError(  # the feed rule: only lossless casts are automatic
+                f"param {self.param_name!r}: cannot assign {arr.dtype} to a {self.value.dtype} parameter "
+                f"(only lossless casts are automatic; convert with .astype(np.{self.value.dtype.name}))"
             )
         self.value[...] = arr
 

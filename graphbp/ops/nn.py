@@ -7,7 +7,9 @@ overflow for large logits unless a rewrite pass recognised it first. Their VJPs 
 well-known closed forms (``softmax - one_hot``), built from public builders so they can be
 differentiated again. ``mse`` and ``dropout`` are composites: nothing to stabilise.
 
-No gradient flows into labels or targets, and none into dropout's ``key``.
+Float labels and targets (probabilities, soft labels) get their true gradient; integer class
+labels are not differentiable (asking for their gradient is a ``DTypeError``, as for any
+integer value), and neither is dropout's ``key``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import GraphError, ShapeError
 from ..graph.node import Node
 from ..graph.types import TensorType, format_shape, normalize_axis
 from .activations import sigmoid
-from .base import Op, apply, as_node, describe_error, dtype_error, shape_error
+from .base import Op, OpError, apply, as_node, describe_error, dtype_error, shape_error
 from .elementwise import Elementwise, exp, square
 from .indexing import one_hot
 from .reduce import mean, sum as reduce_sum
@@ -90,23 +92,17 @@ class SoftmaxCrossEntropy(Op):
 
     Integer ``labels`` are class indices (shape of ``logits`` without ``axis``; the class
     count must be known statically); float ``labels`` are probabilities of ``logits``' shape.
-    ``gb.softmax_cross_entropy`` sends no gradient to labels (they are data); the stability
-    pass, rewriting a user's ``-sum(t * log_softmax(x))`` whose ``t`` may be computed, sets
-    ``target_grad`` so float targets get theirs, ``-g * log_softmax(x)``.
+    Float labels get their true gradient, ``-g * log_softmax(x)`` (soft labels, distillation,
+    and the stability pass's rewrite of a user's ``-sum(t * log_softmax(x))`` with a computed
+    ``t``); integer labels are not differentiable.
     """
 
     name: ClassVar[str] = "softmax_cross_entropy"
     vjp_formula: ClassVar[str] = (
-        "int labels: g * (softmax(x) - one_hot(labels)); "
-        "float labels p: g * (softmax(x) * sum(p, axis) - p); "
-        "none to labels, or -g * log_softmax(x) to float labels with target_grad"
+        "int labels: g * (softmax(x) - one_hot(labels)), none to labels; "
+        "float labels p: g * (softmax(x) * sum(p, axis) - p), -g * log_softmax(x) to p"
     )
     axis: int
-    target_grad: bool = False
-
-    @property
-    def nondiff_inputs(self) -> tuple[int, ...]:  # type: ignore[override]
-        return () if self.target_grad else (1,)
 
     def infer(self, x: TensorType, labels: TensorType) -> TensorType:
         dt = _float(x)
@@ -150,7 +146,7 @@ class SoftmaxCrossEntropy(Op):
         if labels.dtype.kind in "iu":
             return (p - one_hot(labels, x.shape[self.axis], p.dtype, self.axis)) * ge, None
         gx = (p * reduce_sum(labels, axis=self.axis, keepdims=True) - labels) * ge
-        return gx, -(log_softmax(x, self.axis) * ge) if self.target_grad else None
+        return gx, -(log_softmax(x, self.axis) * ge)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +155,7 @@ class SigmoidBinaryCrossEntropy(Elementwise):
     ``max(z, 0) - z t + log1p(exp(-|z|))``, elementwise with broadcasting."""
 
     name: ClassVar[str] = "sigmoid_binary_cross_entropy"
-    nondiff_inputs: ClassVar[tuple[int, ...]] = (1,)
-    vjp_formula: ClassVar[str] = "g * (sigmoid(z) - t); none to targets"
+    vjp_formula: ClassVar[str] = "g * (sigmoid(z) - t) to z; -g * z to float targets t"
 
     def compute(self, z, t):
         dt = np.result_type(z.dtype, t.dtype, np.float16)
@@ -170,7 +165,7 @@ class SigmoidBinaryCrossEntropy(Elementwise):
 
     def vjp(self, node, g):
         z, t = node.inputs
-        return g * (sigmoid(z) - t), None
+        return g * (sigmoid(z) - t), (-(g * z) if t.dtype.kind == "f" else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,8 +182,8 @@ class DropoutMask(Op):
     def infer(self, key: TensorType, like: TensorType) -> TensorType:
         if key.dtype.kind not in "iu" or key.ndim != 0:
             raise dtype_error(f"key must be an integer scalar, got {key}")
-        if not 0.0 <= self.rate < 1.0:
-            raise shape_error(f"rate must be in [0, 1), got {self.rate}")
+        if not 0.0 <= self.rate < 1.0:  # a bad value, not a bad shape
+            raise OpError(f"rate must be in [0, 1), got {self.rate}", GraphError)
         return TensorType(like.shape, like.dtype if like.dtype.kind == "f" else np.float64)
 
     def compute(self, key, like):
@@ -225,8 +220,8 @@ def softmax_cross_entropy(logits, labels, axis: int = -1) -> Node:
     ----------
     logits : node
     labels : node
-        Integer class indices (``logits.shape`` without ``axis``) or float probabilities
-        (``logits.shape``). No gradient flows into them.
+        Integer class indices (``logits.shape`` without ``axis``; not differentiable) or float
+        probabilities (``logits.shape``; their gradient is ``-log_softmax(logits)``).
     axis : int
         The class axis.
     """
@@ -235,7 +230,10 @@ def softmax_cross_entropy(logits, labels, axis: int = -1) -> Node:
 
 
 def sigmoid_binary_cross_entropy(logits, targets) -> Node:
-    """Elementwise binary cross-entropy of ``sigmoid(logits)`` against ``targets`` in [0, 1]."""
+    """Elementwise binary cross-entropy of ``sigmoid(logits)`` against ``targets`` in [0, 1].
+
+    Float targets are differentiable (the gradient is ``-logits``), for soft labels and
+    distillation."""
     z = as_node(logits)
     return apply(SigmoidBinaryCrossEntropy(), z, as_node(targets, like=z))
 

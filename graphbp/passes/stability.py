@@ -117,7 +117,7 @@ def softmax_cross_entropy(node: Node, ctx: Context):
         src = _log_softmax_source(l)
         if src is not None and src[1] == s.op.axis[0] and t.shape == l.shape and t.dtype.kind == "f":
             x, axis = src
-            return apply(SoftmaxCrossEntropy(axis, target_grad=True), x, t), (s, m, l)
+            return apply(SoftmaxCrossEntropy(axis), x, t), (s, m, l)
     return None
 
 

@@ -1,8 +1,10 @@
 """Keeping large graphs readable: collapse clusters into boxes, hide shape ops, fold scalars.
 
 :func:`plan` decides, for a :class:`~.views.ViewSpec`, which items are drawn on their own,
-which are drawn as part of a group box, and which are not drawn at all. When the picture
-would exceed ``max_nodes`` boxes it collapses, coarsest-last:
+which are drawn as part of a group box, and which are not drawn at all. An optimiser's
+update clusters (one per parameter, see :mod:`.views`) are collapsed into boxes by default,
+as a training step's diagram is about the model: ``expand_updates=True`` draws their
+arithmetic. When the picture would exceed ``max_nodes`` boxes it collapses, coarsest-last:
 
 1. each gradient cluster into one box (``∂ matmul · 5 ops``);
 2. ``gb.scope`` clusters, deepest level first, up to the top level;
@@ -29,7 +31,7 @@ DEFAULT_MAX_NODES = 250
 @dataclass
 class Group:
     key: Hashable
-    kind: str  # grad | scope | run | chunk
+    kind: str  # grad | scope | update | run | chunk
     title: str
     cluster: tuple  # where the box sits
     members: list[Node] = field(default_factory=list)
@@ -67,6 +69,7 @@ def plan(
     hide_shape_ops: bool = False,
     fold_constants: bool = True,
     max_nodes: int | None = DEFAULT_MAX_NODES,
+    expand_updates: bool = False,
 ) -> Plan:
     """Decide what is drawn. See the module docstring for the collapse ladder."""
     p = Plan()
@@ -81,6 +84,8 @@ def plan(
             n = it.node
             if is_shape_op(n) and n.inputs and n not in spec.subject.output_index and n.inputs[0] in drawn:
                 p.hidden.add(n)
+    if not expand_updates:
+        _collapse_updates(spec, p)
     if collapse is not None:
         _apply_request(spec, p, collapse)
     if max_nodes is None:
@@ -163,6 +168,16 @@ def _collapse_grads(spec: ViewSpec, p: Plan) -> None:
                 gkey = ("box",) + (key,)
                 parent = it.cluster[:i]
                 _assign(p, Group(gkey, "grad", info.label, parent), it.node)
+                break
+
+
+def _collapse_updates(spec: ViewSpec, p: Plan) -> None:
+    """Each parameter's optimiser arithmetic becomes one box (``update of W1 · 14 ops``)."""
+    for it in spec.items:
+        for i, key in enumerate(it.cluster):
+            info = spec.clusters.get(key)
+            if info is not None and info.kind == "update":
+                _assign(p, Group(("box", key), "update", info.label, it.cluster[:i]), it.node)
                 break
 
 

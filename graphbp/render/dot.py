@@ -39,6 +39,7 @@ def to_dot(
     fold_constants: bool = True,
     title: str | None = None,
     pass_index: int | None = None,
+    expand_updates: bool = False,
 ) -> graphviz.Digraph:
     """Draw a graph as a ``graphviz.Digraph`` (``.source`` is the DOT text).
 
@@ -69,6 +70,9 @@ def to_dot(
         Show one-element constants inside their consumers' labels instead of as boxes.
     pass_index : int, optional
         With ``view="optimization"``, draw the graph after that pass only.
+    expand_updates : bool
+        Draw the optimiser's arithmetic of each parameter (by default each parameter's
+        update is one box, ``update of W1 · 14 ops``).
     """
     if view == "optimization":
         from .optview import optimization_dot
@@ -79,7 +83,7 @@ def to_dot(
     subject = subject_of(target, optimized=optimized)
     spec = build_view(subject, view)
     p = plan(spec, collapse=collapse, hide_shape_ops=hide_shape_ops, fold_constants=fold_constants,
-             max_nodes=max_nodes)
+             max_nodes=max_nodes, expand_updates=expand_updates)
     scene = build_scene(spec, p, edge_labels=edge_labels)
     scene.title = _title_label(title if title is not None else _default_title(spec), p.notes)
     return scene.to_digraph()
@@ -354,6 +358,8 @@ def _group_look(spec: ViewSpec, g: Group) -> tuple[str, dict[str, str]]:
         attrs = dict(styles.RUN_BOX)
     elif g.kind == "chunk":
         attrs = dict(styles.CHUNK_BOX)
+    elif g.kind == "update":
+        attrs = dict(styles.SCOPE_BOX, color="#0f766e", shape="component")
     else:
         attrs = dict(styles.SCOPE_BOX)
     attrs["tooltip"] = f"{g.title}: {len(g.members)} nodes collapsed"

@@ -1,8 +1,10 @@
 """The optimisation view: what the rewrite passes did, as one overlay picture per step.
 
 Before and after are drawn in one graph: nodes the passes kept are drawn normally, nodes
-they removed are greyed (labelled pruned, merged into another node, or rewritten by a
-named rule), new nodes get a green border, and a fused node is one box listing the ops
+they removed are greyed and labelled with what the pass did to them: merged into another
+node, rewritten by a named rule, fused, rebuilt (the same op over rewritten inputs),
+re-derived (a gradient node derived again from a rewritten forward op, as ``stabilize``
+does), or unused after the pass (its users were rewritten away); new nodes get a green border, and a fused node is one box listing the ops
 it absorbed (the absorbed originals are not drawn again). The rewrite log
 (``program.rewrite_log``) and per-pass snapshots (``program.pass_snapshots``) written by
 the pass pipeline say which rule did what; without them the diff is structural only.
@@ -66,11 +68,12 @@ def optimization_dot(program: Any, *, pass_index: int | None = None, edge_labels
         names = {after_name}
         heading = f"pass {pass_index + 1}/{len(st) - 1}: {after_name}"
     log = [e for e in (getattr(program, "rewrite_log", None) or []) if getattr(e, "pass_name", None) in names]
-    return _overlay(before, after, log, heading, edge_labels, max_nodes)
+    by = after_name if pass_index is not None else "the passes"
+    return _overlay(before, after, log, heading, edge_labels, max_nodes, by)
 
 
 def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edge_labels: bool,
-             max_nodes: int | None) -> graphviz.Digraph:
+             max_nodes: int | None, by: str = "the passes") -> graphviz.Digraph:
     b_order, a_order = toposort(before), toposort(after)
     b_set, a_set = set(b_order), set(a_order)
     union = toposort(list(before) + list(after))
@@ -100,8 +103,7 @@ def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edg
     rebuilt = _rebuilt(removed, new, fate)
     removed = [n for n in removed if n not in rebuilt]
     new = [n for n in new if n not in set(rebuilt.values())]
-    for n in removed:
-        fate.setdefault(n, ("pruned", None, "dead code"))
+    _explain_rest(removed, [n for n in new if n not in set(rebuilt.values())], fate, by)
     shown = [n for n in union if n not in rebuilt and not (n in fate and fate[n][0] == "fused")
              and not is_scalar_constant(n)]
     note = ""
@@ -121,12 +123,11 @@ def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edg
     for kind, target, _ in fate.values():
         if kind == "merged" and target is not None:
             merged_into[target] = merged_into.get(target, 0) + 1
-    counts = (f"{len(b_order)} nodes before → {len(a_order)} after · {len(removed)} removed "
-              f"({sum(1 for n in removed if fate[n][0] == 'pruned')} pruned, "
-              f"{sum(1 for n in removed if fate[n][0] == 'merged')} merged, "
-              f"{sum(1 for n in removed if fate[n][0] == 'fused')} fused, "
-              f"{sum(1 for n in removed if fate[n][0] == 'rewritten')} rewritten) · {len(new)} new · "
-              f"{len(log)} rewrites logged")
+    kinds = [k for k in ("rewritten", "merged", "fused", "rebuilt", "re-derived", "unused")
+             if any(fate[n][0] == k for n in removed)]
+    what = ", ".join(f"{sum(1 for n in removed if fate[n][0] == k)} {k}" for k in kinds)
+    counts = (f"{len(b_order)} nodes before → {len(a_order)} after · {len(removed)} removed"
+              + (f" ({what})" if what else "") + f" · {len(new)} new · {len(log)} rewrites logged")
     for n in shown:
         label, attrs = _look(n, fate, n in new, merged_into.get(n, 0), ids)
         scene.add_node(n, label, attrs)
@@ -149,6 +150,30 @@ def _overlay(before: list[Node], after: list[Node], log: list, heading: str, edg
         lines.append(f'<FONT POINT-SIZE="9" COLOR="#6b7280">{esc(note)}</FONT>')
     scene.title = "<" + '<BR ALIGN="LEFT"/>'.join(lines) + '<BR ALIGN="LEFT"/>>'
     return scene.to_digraph()
+
+
+def _explain_rest(removed: list[Node], new: list[Node], fate: dict, by: str) -> None:
+    """Say what happened to removed nodes no log entry or exact pairing explains.
+
+    A node the pass rebuilt has a new counterpart built at the same user line, of the same
+    op class and type; a gradient node whose rule was run again on a rewritten forward op
+    (``stabilize`` re-derives the gradient of what it changed) has new gradient nodes of
+    the same forward line. Anything else was left without users by the rewrites around it."""
+    twins: dict[tuple, list[Node]] = {}
+    grad_lines: set = set()
+    for n in new:
+        twins.setdefault((type(n.op), n.origin, n.type, bool(n.provenance)), []).append(n)
+        grad_lines.update(p.forward.origin for p in n.provenance)
+    for r in removed:
+        if r in fate:
+            continue
+        pool = twins.get((type(r.op), r.origin, r.type, bool(r.provenance)))
+        if r.provenance and any(p.forward.origin in grad_lines for p in r.provenance):
+            fate[r] = ("re-derived", pool[0] if pool else None, by)
+        elif pool:
+            fate[r] = ("rebuilt", pool.pop(0), by)
+        else:
+            fate[r] = ("unused", None, by)
 
 
 def _rebuilt(removed: list[Node], new: list[Node], fate: dict) -> dict[Node, Node]:
@@ -229,8 +254,10 @@ def _look(n: Node, fate: dict, is_new: bool, merged: int, ids: dict[Node, int]) 
         if what == "merged":
             attrs.update(styles.MERGED)
             attrs["fontcolor"] = "#0e7490"
-        text = {"pruned": "pruned (dead code)", "merged": f"merged by {rule}",
-                "rewritten": f"rewritten by {rule}", "fused": "fused"}[what]
+        text = {"merged": f"merged by {rule}", "rewritten": f"rewritten by {rule}", "fused": "fused",
+                "rebuilt": f"rebuilt by {rule} (inputs rewritten)",
+                "re-derived": f"re-derived by {rule} (gradient of the rewritten op)",
+                "unused": f"unused after {rule} (its users were rewritten)"}[what]
         lines.append((text, "#6b7280"))
     elif is_new:
         attrs.update(styles.NEW)

@@ -31,7 +31,13 @@ class Subject:
     forward, backward : list[Node]
         Non-leaf nodes of each schedule, in run order.
     saved : list[Node]
-        Forward activations the backward schedule reads.
+        Forward activations the backward schedule reads for their data (see
+        :func:`activations`: optimiser arithmetic is not an activation).
+    update_owner : dict[Node, Node | None]
+        Each node that only serves parameter updates (optimiser arithmetic: no gradient
+        provenance, needed by no output and by no gradient), mapped to the trainable
+        parameter whose update it serves, or ``None`` when it serves several (the step
+        count, a shared learning rate). Diagrams group them per parameter.
     outputs : list[Node]
         What the program returns (or the nodes given).
     updates : list[tuple[Node, Node]]
@@ -57,11 +63,42 @@ class Subject:
         for i, n in enumerate(self.backward):
             self.step[n] = f"B{i}"
         self.backward_set = set(self.backward)
+        self.update_owner = update_owners(self.order, self.outputs, self.updates)
+        self.saved = activations(self.saved, self.update_owner)
         self.saved_set = set(self.saved)
         self.output_index = {}
         for i, o in enumerate(self.outputs):
             self.output_index.setdefault(o, i)
         self.update_of = {v: p for p, v in self.updates}
+
+
+def update_owners(order: Sequence[Node], outputs: Sequence[Node],
+                  updates: Sequence[tuple[Node, Node]]) -> dict[Node, Node | None]:
+    """The optimiser arithmetic of each parameter (see :attr:`Subject.update_owner`).
+
+    A node is update arithmetic when it is computed (not a leaf), was not made by
+    ``gb.grad`` (no provenance), and neither an output nor a gradient node depends on it:
+    momentum and Adam's moments, bias corrections, the learning rate cast, the step count.
+    Its owner is the trainable parameter whose new value reads it; state parameters
+    (non-trainable, like Adam's moments) own what only their own update reads."""
+    if not updates:
+        return {}
+    needed = set(toposort(list(outputs) + [n for n in order if n.provenance]))
+    candidates = {n for n in toposort([v for _, v in updates]) if n.inputs and not n.provenance and n not in needed}
+    owners: dict[Node, set[Node]] = {}
+    for p, v in sorted(updates, key=lambda pv: not getattr(pv[0].op, "trainable", False)):
+        trainable = getattr(p.op, "trainable", False)
+        for n in toposort([v]):
+            if n in candidates and (trainable or n not in owners):
+                owners.setdefault(n, set()).add(p)
+    return {n: (next(iter(ps)) if len(ps) == 1 else None) for n, ps in owners.items()}
+
+
+def activations(saved: Sequence[Node], update_owner: dict[Node, Node | None]) -> list[Node]:
+    """The saved values that are activations: the schedule's saved set (which already
+    leaves out values read only for their shape, ``Op.shape_only_inputs``) without the
+    optimiser's arithmetic, which the backward reads but no forward pass keeps for it."""
+    return [n for n in saved if n not in update_owner]
 
 
 def _program_types():

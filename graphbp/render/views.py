@@ -5,6 +5,10 @@ path, plus the cluster labels and the forward-op -> gradient-cluster links. Coll
 (:mod:`.collapse`) and drawing (:mod:`.dot`) work on any spec, so the three graph views
 share one renderer.
 
+An optimiser's update arithmetic (``Subject.update_owner``) is drawn in one ``update``
+cluster per parameter (``update of W1``), plus one for what several parameters share (the
+step count, the learning rate); :func:`~.collapse.plan` collapses them by default.
+
 Cluster keys are tuples that include the side (``"forward"``/``"backward"``), so the same
 ``gb.scope`` can appear once on each side of the joint view.
 """
@@ -32,7 +36,7 @@ class Item:
 
 @dataclass
 class ClusterInfo:
-    kind: str  # side | scope | grad
+    kind: str  # side | scope | grad | update
     label: str
     attrs: dict[str, str]
 
@@ -70,6 +74,23 @@ def _grad_key(spec: ViewSpec, side: str, fwd: Node) -> Hashable:
     return key
 
 
+UPDATE_SIDE = {"style": "rounded,filled", "fillcolor": "#f0fdfa", "color": "#99f6e4", "fontsize": "13"}
+UPDATE_CLUSTER = {"style": "rounded,dashed", "color": "#0f766e", "fontsize": "10", "fontcolor": "#0f766e"}
+
+
+def _update_path(spec: ViewSpec, side: str, n: Node) -> tuple | None:
+    """The update cluster of optimiser arithmetic ``n`` (None for any other node)."""
+    s = spec.subject
+    if n not in s.update_owner:
+        return None
+    owner = s.update_owner[n]
+    key = ("update", side, owner)
+    if key not in spec.clusters:
+        label = f"update of {node_title(owner)}" if owner is not None else "optimiser (shared by all updates)"
+        spec.clusters[key] = ClusterInfo("update", label, dict(UPDATE_CLUSTER))
+    return (key,)
+
+
 def _role(node: Node, s: Subject) -> str:
     kind = leaf_kind(node)
     if kind is not None:
@@ -102,7 +123,8 @@ def forward_view(s: Subject) -> ViewSpec:
             needed.add(o)
     for n in s.order:
         if n in needed:
-            spec.items.append(Item(n, _role(n, s), _scope_path(spec, "forward", n.scope)))
+            path = _update_path(spec, "forward", n) or _scope_path(spec, "forward", n.scope)
+            spec.items.append(Item(n, _role(n, s), path))
     return spec
 
 
@@ -123,11 +145,14 @@ def backward_view(s: Subject) -> ViewSpec:
             spec.items.append(Item(n, _role(n, s), _backward_cluster(spec, "backward", n)))
         elif n in reads:
             role = leaf_kind(n) or "fwdref"
-            spec.items.append(Item(n, role, ()))
+            spec.items.append(Item(n, role, _update_path(spec, "backward", n) or ()))
     return spec
 
 
 def _backward_cluster(spec: ViewSpec, side: str, n: Node) -> tuple:
+    update = _update_path(spec, side, n)
+    if update is not None:
+        return update
     path = _scope_path(spec, side, n.scope)
     fwd = grad_origin(n)
     return path + (_grad_key(spec, side, fwd),) if fwd is not None else path
@@ -143,10 +168,15 @@ def joint_view(s: Subject) -> ViewSpec:
     spec.clusters[f_side] = ClusterInfo("side", f"forward schedule · {nf} ops", dict(styles.FORWARD_SIDE))
     spec.clusters[b_side] = ClusterInfo("side", f"backward schedule · {nb} ops", dict(styles.BACKWARD_SIDE))
     bwd = s.backward_set
+    u_side, n_upd = ("side", "update", ()), len(s.update_owner)
     for n in s.order:
         grad_leaf = is_leaf_node(n) and bool(n.provenance)
-        if n in bwd or grad_leaf:
+        if (n in bwd or grad_leaf) and n not in s.update_owner:
             spec.items.append(Item(n, _role(n, s), (b_side,) + _backward_cluster(spec, "backward", n)))
+        elif n in s.update_owner:  # optimiser arithmetic: its own column, whichever schedule runs it
+            if u_side not in spec.clusters:
+                spec.clusters[u_side] = ClusterInfo("side", f"optimiser updates · {n_upd} ops", dict(UPDATE_SIDE))
+            spec.items.append(Item(n, _role(n, s), (u_side,) + _update_path(spec, "update", n)))
         else:
             spec.items.append(Item(n, _role(n, s), (f_side,) + _scope_path(spec, "forward", n.scope)))
     # Forward items first: Graphviz then lays the forward side out on the left.

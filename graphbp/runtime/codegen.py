@@ -19,10 +19,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
+from .numerics import guarded_nodes
 from .blocking import Merge, emit_region, find_regions, plan_merge
 from .plan import Planned, Step, materialize
 
@@ -94,7 +97,7 @@ def generate(
 ) -> Generated:
     """Write, compile and bind the code of ``plan``."""
     index = {n: k for k, n in enumerate(order)}
-    taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES"}
+    taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES", "errstate"}
     names: dict[Node, str] = {}
     for i in inputs:
         names[i] = _ident(i.op.input_name, taken)
@@ -121,6 +124,20 @@ def generate(
         ns.update(st.low.names)
     if check is not None:
         ns["check"] = check
+    # values a where discards (sqrt'(0), log of the untaken branch) compute without warnings
+    masked = guarded_nodes(order, list(outputs) + [v for _, v in updates])
+    ns["errstate"] = np.errstate
+    quiet = '    with errstate(divide="ignore", invalid="ignore", over="ignore"): '
+
+    def overwrites_operand(st: Step) -> bool:
+        """The step writes into a buffer an operand lives in (its range must be read first)."""
+        n = st.node
+        if st.low.kind != "out":
+            return False
+        if st.deferred:
+            return True
+        b = plan.buffer_of.get(n)
+        return b is not None and any(plan.buffer_of.get(r) == b for i in n.inputs for r in plan.holds.get(i, (i,)))
 
     def is_local(v: Node) -> bool:
         return isinstance(v.op, Input) or not plan.static.get(v, False)
@@ -201,16 +218,21 @@ def generate(
             me = names[n]
             desc = f"v{index[n]} = {n.op.name}({', '.join(names[i] for i in n.inputs)})"
             slot = slot_names(args, me, [f"{me}_t{j}" for j in range(len(low.temps))])
+            checked = check is not None and low.kind in ("out", "call")
+            pre = checked and overwrites_operand(st)
+            if pre:
+                lines.append(f"    r{index[n]} = check.ranges(({''.join(a + ', ' for a in args)}))")
+            lead = quiet if n in masked else "    "
             if low.kind == "out":
                 stmt = low.statement(slot, kernel(st))
                 if n in plan.fresh_outputs:
                     t = plan.types[n]
                     ns.setdefault(t.dtype.name, t.dtype.type)
                     stmt = f"{me} = empty({t.shape!r}, {t.dtype.name}); {stmt}"
-                text = f"    {stmt}" + comment(n, desc + (f" into {me} in place" if st.deferred else ""))
+                text = f"{lead}{stmt}" + comment(n, desc + (f" into {me} in place" if st.deferred else ""))
                 lines.append(_tagged(text, n, args))
             elif low.kind == "call":
-                lines.append(_tagged(f"    {me} = {low.statement(slot, kernel(st))}" + comment(n, desc), n, args))
+                lines.append(_tagged(f"{lead}{me} = {low.statement(slot, kernel(st))}" + comment(n, desc), n, args))
             elif low.kind == "view":
                 if plan.static[n]:
                     lines.append(f"    # {me} = {low.statement(slot)} (a view bound at plan time)" + comment(n, n.op.name)[3:])
@@ -218,8 +240,9 @@ def generate(
                     lines.append(_tagged(f"    {me} = {low.statement(slot)}" + comment(n, desc), n, args))
             else:
                 lines.append(f"    # {me} = {n.op.name}(...) computed at plan time" + comment(n, "const")[3:])
-            if check is not None and low.kind in ("out", "call"):
-                lines.append(f"    check({index[n]}, {me}, ({''.join(a + ', ' for a in args)}))")
+            if checked:
+                lines.append(f"    check({index[n]}, {me}, ({''.join(a + ', ' for a in args)})"
+                             + (f", r{index[n]})" if pre else ")"))
             gone = [names[i] for i in dict.fromkeys(n.inputs) if plan.last.get(i) == s and is_local(i) and i.inputs]
             if plan.last.get(n) == s and is_local(n):
                 gone.append(me)

@@ -13,12 +13,11 @@ import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FeedError, GraphbpError
-from ..graph.node import Node
 from ..ops.leaves import Param
 from . import numerics
 from .codegen import Generated, generate
@@ -115,7 +114,8 @@ class Executor:
         planned = make_plan(prog.partition, prog.outputs, prog.updates, types, sig,
                             allow_deferred=not check, fold_constants=not check, options=prog.runtime_options)
         title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
-        hook = _numerics_hook(prog.order) if check else None
+        hook = numerics.Checker(prog.order, list(prog.outputs) + [v for _, v in prog.updates],
+                                prog.rewrite_log) if check else None
         generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,
                              title=f"feeds {title}" if title else "")
         plan = CachedPlan(planned, generated)
@@ -142,13 +142,6 @@ class Executor:
         scope = {**frame.f_globals, **frame.f_locals}
         operands = [scope.get(n, np.zeros(0)) for n in names][: len(node.inputs)]
         return numerics.compute_error(node, operands, exc)
-
-
-def _numerics_hook(order: list[Node]):
-    def check(k: int, value: Any, operands: tuple = ()) -> None:
-        numerics.check_value(order[k], np.asarray(value), operands)
-
-    return check
 
 
 __all__ = ["Executor"]

@@ -42,8 +42,9 @@ def normalize_updates(updates: Updates) -> list[tuple[Node, Node]]:
         v = as_node(v, like=p)
         if len(v.shape) != len(p.shape) or any(a is not None and a != b for a, b in zip(v.shape, p.shape)):
             raise ShapeError(f"updates: new value for {p.name!r} has shape {format_shape(v.shape)}, parameter has {format_shape(p.shape)}")
-        if not np.can_cast(v.dtype, p.dtype, "same_kind"):
-            raise DTypeError(f"updates: new value for {p.name!r} is {v.dtype.name}, parameter is {p.dtype.name}")
+        if not np.can_cast(v.dtype, p.dtype, "safe"):  # the feed rule: only lossless casts
+            raise DTypeError(f"updates: new value for {p.name!r} is {v.dtype.name}, parameter is {p.dtype.name} "
+                             f"(only lossless casts are automatic; cast it with gb.cast(..., {p.dtype.name!r}))")
         out.append((p, v))
     return out
 
@@ -207,12 +208,33 @@ class Program:
 
         return repr_svg(self, "joint")
 
+    def __reduce__(self) -> tuple:
+        """Pickle through ``gb.save``'s document (so a program can go to worker processes).
+
+        The unpickled program is recompiled from the saved graph: same inputs, outputs,
+        updates and flags, with its own copies of the parameters (updating them does not
+        touch the original's, as across processes)."""
+        from ..io.container import dump_json
+        from ..io.format import to_document
+
+        doc, arrays = to_document(self)
+        return _unpickle_program, (dump_json(doc), arrays)
+
     def __repr__(self) -> str:
         ins = ", ".join(i.op.input_name for i in self.inputs)
         return (
             f"<Program ({ins}) -> {len(self.outputs)} outputs, {len(self.updates)} updates; "
             f"forward {len(self.forward)} ops, backward {len(self.backward)} ops>"
         )
+
+
+def _unpickle_program(graph_json: bytes, arrays: dict[str, np.ndarray]) -> Program:
+    """Rebuild a pickled :class:`Program`, with the same checks as ``gb.load``."""
+    import json
+
+    from ..io.format import from_document
+
+    return from_document(json.loads(graph_json), arrays, path="<pickle>")
 
 
 def compile(

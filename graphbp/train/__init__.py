@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from . import init, optim
 from .clip import clip_by_global_norm, global_norm
-from .loop import Trainer, accuracy, format_logs
+from .loop import Trainer, accuracy, format_logs, step_key
 from .progress import ProgressBar
 
 __all__ = [
     "init", "optim", "clip_by_global_norm", "global_norm", "Trainer", "accuracy", "format_logs",
-    "ProgressBar",
+    "ProgressBar", "step_key",
 ]

@@ -1,5 +1,16 @@
 """``gb.train.Trainer``: compile a training step and an evaluation program, run epochs.
 
+Training and evaluation forms. A model with dropout (or batch norm) computes differently
+while training: the Trainer takes the training graph (``loss``, ``predict``) and an
+evaluation graph over the same parameters (``eval_loss``, ``eval_predict``), built by
+calling the user's model function twice (``model(x, training=True/False)``). Dropout in the
+training graph reads an int64 scalar ``gb.input`` passed as ``dropout_key``: the Trainer
+feeds it a fresh key every step, :func:`step_key` of ``dropout_seed`` and the step count,
+so runs are reproducible and a resumed run draws the same masks. Batch norm's training form
+yields running-statistics updates as ordinary ``(param, new_value)`` pairs: pass them as
+``state_updates`` and the step applies them next to the optimiser's; its inference form
+(reading the running statistics) goes in the evaluation graph.
+
 The loop is deliberately plain (batches -> step program -> callbacks) so extensions hook
 in rather than rewrite it: ``on_step`` callbacks run after every update with the global
 step count (checkpointing every N steps), ``on_epoch`` callbacks after each epoch with
@@ -30,6 +41,12 @@ StepCallback = Callable[["Trainer", int, dict[str, float]], None]
 EpochCallback = Callable[["Trainer", int, dict[str, float]], None]
 
 
+def step_key(seed: int, step: int) -> int:
+    """The dropout key of training step ``step`` (updates applied before it) under ``seed``:
+    a hash of both, so every step draws a fresh mask and a rerun or resumed run the same."""
+    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of rows whose largest logit is at the integer label."""
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
@@ -49,7 +66,19 @@ class Trainer:
     optimizer : Optimizer
         ``gb.optim.SGD`` / ``gb.optim.Adam``; its updates are compiled into the step.
     predict : Node, optional
-        Model output passed to ``metrics`` (e.g. logits).
+        Model output passed to ``metrics`` (e.g. logits), in the training graph.
+    eval_loss, eval_predict : Node, optional
+        The evaluation graph's loss and output, over the same parameters without dropout
+        (batch norm in inference form). Default: ``loss`` and ``predict``, which is right only
+        when the training graph has no dropout (a ``dropout_key`` requires ``eval_loss``).
+    dropout_key : input node, optional
+        The int64 scalar ``gb.input`` the training graph's dropout reads; fed
+        :func:`step_key` ``(dropout_seed, step)`` at every step, never part of the data.
+    dropout_seed : int
+        Seed of the dropout keys.
+    state_updates : sequence of (param, new_value) pairs, optional
+        Updates of non-trained state applied by every step with the optimiser's (batch
+        norm's running statistics from its training form).
     metrics : mapping of name -> callable(predict_array, target_array) -> float, optional
         Computed per batch on the last data array as target and averaged by batch size.
         Defaults to ``{"accuracy": accuracy}`` when ``predict`` is given and the last
@@ -81,11 +110,25 @@ class Trainer:
         metrics: Mapping[str, Metric] | None = None,
         on_step: Sequence[StepCallback] = (),
         on_epoch: Sequence[EpochCallback] = (),
+        eval_loss: Node | None = None,
+        eval_predict: Node | None = None,
+        dropout_key: Node | None = None,
+        dropout_seed: int = 0,
+        state_updates: Sequence[tuple[Node, Node]] = (),
     ) -> None:
         self.inputs = list(inputs)
         self.loss = loss
         self.params = list(params)
         self.optimizer = optimizer
+        self.dropout_key = dropout_key
+        self.dropout_seed = int(dropout_seed)
+        self.eval_loss = loss if eval_loss is None else eval_loss
+        train_outputs = [loss] + ([predict] if predict is not None else [])
+        _check_forms(self.inputs, train_outputs, dropout_key, eval_loss)
+        if predict is not None and eval_predict is None and dropout_key is not None:
+            raise GraphError("Trainer: give eval_predict= (the model's output without dropout) with predict=")
+        self.train_predict = predict
+        predict = predict if eval_predict is None else eval_predict
         self.predict_node = predict
         if metrics is None:
             metrics = {}
@@ -96,9 +139,11 @@ class Trainer:
         self.metrics = dict(metrics)
         self.on_step: list[StepCallback] = list(on_step)
         self.on_epoch: list[EpochCallback] = list(on_epoch)
-        outputs = [loss] + ([predict] if predict is not None else [])
-        self.step_program: Program = compile(self.inputs, outputs, updates=optimizer.updates(loss, self.params))
-        self.eval_program: Program = compile(self.inputs, outputs)
+        feeds = self.inputs + ([dropout_key] if dropout_key is not None else [])
+        updates = optimizer.updates(loss, self.params) + list(state_updates)
+        self.step_program: Program = compile(feeds, train_outputs, updates=updates)
+        eval_outputs = [self.eval_loss] + ([predict] if predict is not None else [])
+        self.eval_program: Program = compile(self.inputs, eval_outputs)
         self._predict_program: Program | None = None
         self.step = 0
         self.epoch = 0
@@ -159,7 +204,8 @@ class Trainer:
                 if skip:  # batches done before the checkpoint we resumed from
                     skip -= 1
                     continue
-                outs = self.step_program(*batch)
+                key = () if self.dropout_key is None else (step_key(self.dropout_seed, self.step),)
+                outs = self.step_program(*batch, *key)
                 self.step += 1
                 if checkpoint is not None and checkpoint_every and self.step % checkpoint_every == 0:
                     save_trainer(self, checkpoint, i + 1)
@@ -224,6 +270,30 @@ class Trainer:
             names = ", ".join(i.op.input_name for i in self.inputs)
             raise GraphError(f"Trainer: got {len(data)} data arrays for {len(self.inputs)} inputs ({names})")
         return data
+
+
+def _check_forms(inputs: list[Node], train: list[Node], key: Node | None, eval_loss: Node | None) -> None:
+    """Explain the dropout mistakes a training loop would otherwise make silently."""
+    from ..ops.nn import DropoutMask
+
+    order = toposort(train)
+    if key is not None and (not isinstance(key.op, Input) or key.dtype.kind not in "iu" or key.ndim != 0):
+        raise GraphError(f"Trainer: dropout_key must be an integer scalar gb.input, got {key.describe()}")
+    extra = [n for n in order if isinstance(n.op, Input) and n not in inputs and n is not key]
+    if extra:
+        names = ", ".join(repr(n.op.input_name) for n in extra)
+        raise GraphError(f"Trainer: the loss reads input(s) {names} that are not data inputs; a dropout "
+                         "key is fed by the Trainer when passed as dropout_key= (a fresh key per step)")
+    for n in order:
+        if isinstance(n.op, DropoutMask) and not isinstance(n.inputs[0].op, Input):
+            raise GraphError(f"Trainer: dropout built at {n.origin} has a constant key, so every step would "
+                             "draw the same mask; use a gb.input('key', (), dtype='int64') and pass it as dropout_key=")
+    if key is not None:
+        if eval_loss is None:
+            raise GraphError("Trainer: with dropout_key=, give eval_loss= (the loss built without dropout) "
+                             "so evaluate() does not drop out")
+        if key in set(toposort([eval_loss])):
+            raise GraphError("Trainer: eval_loss reads the dropout key; build it without dropout")
 
 
 def format_logs(epoch: int, epochs: int | None, logs: Mapping[str, float]) -> str:

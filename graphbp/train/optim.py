@@ -57,15 +57,17 @@ class Optimizer:
             self._lr_param = self._new_state("lr", np.asarray(_positive(lr, "lr"), np.float64))
 
     # -- public API -------------------------------------------------------------------
-    def updates(self, loss: Node, params: Sequence[Node]) -> Updates:
+    def updates(self, loss: Node, params: Sequence[Node], *, unused: str = "warn") -> Updates:
         """Update pairs for one step of descent on scalar ``loss`` over ``params``.
 
         Gradients are derived with :func:`graphbp.grad` (and clipped when the optimiser
         was given ``clip_norm``). The step count's own update is included, so pass the
-        whole list to ``gb.compile(updates=...)``.
+        whole list to ``gb.compile(updates=...)``. ``unused`` is passed to ``gb.grad``:
+        a parameter ``loss`` does not depend on warns (``"warn"``), raises (``"raise"``)
+        or is allowed (``"ignore"``).
         """
         params = self._check_params(params)
-        grads = grad(loss, params)
+        grads = grad(loss, params, unused=unused)
         return self.apply_gradients(params, grads)
 
     def apply_gradients(self, params: Sequence[Node], grads: Sequence[Node]) -> Updates:
