@@ -177,3 +177,17 @@ def test_training_step_with_budget_matches_none():
     assert len(results) >= 2
     for out, params in results[1:]:
         _assert_same([out, *params], [results[0][0], *results[0][1]], 1e-12)
+
+
+def test_a_forward_value_only_the_backward_read_is_not_computed_twice():
+    """Found by hypothesis: a forward value whose only readers were backward nodes is
+    recomputed there, so the forward schedule drops it (and the plan still has every type)."""
+    steps = [("elu_shift", (0,)), ("var_keep", (0,)), ("elu_shift", (0,)), ("multiply", (0, 4)),
+             ("add", (0, 0)), ("add", (0, 0))]
+    xs, loss, rng = _build(steps, [6], 0)
+    grads = gb.grad(loss, xs)
+    args = [rng.uniform(-1, 1, size=SHAPE) for _ in xs]
+    prog = gb.compile(xs, [loss, *grads], remat="min_cut")
+    copied = {c.provenance[0].forward for c in prog.remat.recomputed}
+    assert copied and set(prog.partition.forward) <= set(prog.order)
+    _assert_same(prog(*args), gb.evaluate([loss, *grads], dict(zip(xs, args))), 1e-9)

@@ -128,6 +128,10 @@ class Program:
             self.outputs = [rebuilt.get(o, o) for o in self.outputs]
             self.updates = [(p, rebuilt.get(v, v)) for p, v in self.updates]
             self.order = toposort(self.outputs + [v for _, v in self.updates])
+            reached = set(self.order)  # a forward value now only recomputed is not computed twice
+            if not reached.issuperset(self.partition.forward):
+                self.partition = Partition.from_lists(
+                    [n for n in self.partition.forward if n in reached], self.partition.backward)
         self.forward, self.backward = self.partition.schedules()
         self._executor = Executor(self)  # memory plan + generated code per shape signature
 
