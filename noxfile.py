@@ -42,10 +42,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate the op reference and (when present) the diagram gallery."""
-    session.install("-e", ".[onnx]")
-    for script in ("docs/gen_ops.py", "docs/gen_interop.py", "docs/gen_gallery.py"):
+    """Regenerate the op reference, the interop page, the gallery and the explorer pages, then build
+    docs/ with Sphinx and MyST (``graphbp-diagram`` directives render at build time) into docs/_build/html."""
+    session.install("-e", ".[onnx,docs]")
+    for script in ("docs/gen_ops.py", "docs/gen_interop.py", "docs/gen_gallery.py", "docs/gen_explorer.py"):
         if (ROOT / script).exists():
             session.run("python", script)
         else:
             session.log(f"{script} not found, skipped")
+    session.run("python", "-m", "sphinx", "-b", "html", "docs", "docs/_build/html", *session.posargs)

@@ -25,6 +25,6 @@ from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoin
 from .check import GradCheckError, check_grad  # noqa: E402
 from .onnx import export_onnx, import_onnx  # noqa: E402 - needs the onnx extra only when called
 from . import render  # noqa: E402 - a callable package: gb.render(target, path) draws
-from .render import explain, to_dot  # noqa: E402
+from .render import explain, to_dot, to_html, to_latex  # noqa: E402
 
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
@@ -14,7 +13,6 @@ DEPTH = 100_000
 
 def test_hundred_thousand_op_chain(tmp_path):
     limit = sys.getrecursionlimit()
-    t0 = time.perf_counter()
     x = gb.input("x", (2,), dtype="float64")
     c = gb.constant(np.array([1.0, -1.0]))
     h = x
@@ -31,4 +29,3 @@ def test_hundred_thousand_op_chain(tmp_path):
     loaded = gb.load(path)
     assert loaded.compile(optimize=False)(np.zeros(2))[0] == 0.0
     assert sys.getrecursionlimit() == limit  # nothing raised the limit to get through
-    assert time.perf_counter() - t0 < 120

@@ -110,7 +110,7 @@ def test_compressed_arrays_load_only_when_trusted(tmp_path, level):
 def test_ratio_cap_names_itself_and_can_be_raised(tmp_path):
     path = tmp_path / "padded.gbp"
     path.write_bytes(bombs.bomb_json(8 * MIB))
-    with pytest.raises(gb.GraphFormatError, match="ratio over the limit of 100 .Limits.max_compression_ratio"):
+    with pytest.raises(gb.GraphFormatError, match="ratio over the limit of 16 .Limits.max_compression_ratio"):
         gb.load(path)
     assert gb.load(path, limits=gb.Limits(max_compression_ratio=2000)).params[0].shape == (4,)
 

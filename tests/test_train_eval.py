@@ -71,3 +71,22 @@ def test_state_updates_run_in_the_step_and_the_eval_form_reads_them():
     trainer.fit([data, np.zeros_like(data)], epochs=1, batch_size=8, shuffle=False)
     np.testing.assert_allclose(running.value, [2.0, 2.0], rtol=1e-5)
     assert trainer.evaluate(data, np.zeros_like(data))["loss"] == pytest.approx(4.0, rel=1e-5)
+
+
+def test_batch_norm_training_and_inference_forms_through_the_trainer():
+    from graphbp.ops.norm import batch_norm, batch_norm_train
+
+    x = gb.input("x", (None, 4))
+    t = gb.input("t", (None,), dtype="int64")
+    W = gb.param("W", np.full((4, 3), 0.1, np.float32))
+    gamma, beta = gb.param("gamma", np.ones(4, np.float32)), gb.param("beta", np.zeros(4, np.float32))
+    rm = gb.param("running_mean", np.zeros(4, np.float32), trainable=False)
+    rv = gb.param("running_var", np.ones(4, np.float32), trainable=False)
+    train = batch_norm_train(x, gamma, beta, rm, rv)
+    loss = gb.mean(gb.softmax_cross_entropy(train.output @ W, t))
+    eval_loss = gb.mean(gb.softmax_cross_entropy(batch_norm(x, gamma, beta, rm, rv) @ W, t))
+    trainer = gb.train.Trainer([x, t], loss, [W, gamma, beta], gb.optim.SGD(1e-9), eval_loss=eval_loss,
+                               state_updates=train.updates)
+    X = np.random.default_rng(0).normal(3.0, 2.0, (64, 4)).astype(np.float32)
+    trainer.fit([X, np.arange(64) % 3], epochs=1, batch_size=16, shuffle=False)
+    assert np.all(rm.value > 0.5) and not np.allclose(rv.value, 1.0)  # four steps of momentum 0.1

@@ -262,15 +262,22 @@ def _import_mpi() -> Any:
     return MPI
 
 
+ABORT_GRACE = 0.5
+"""Seconds a failing rank waits after printing its traceback before it aborts the job."""
+
+
 def _install_abort_hook(comm: MpiCommunicator) -> None:
     previous = sys.excepthook
 
     def abort_job(kind, value, tb):
-        sys.stderr.write(f"graphbp.distributed: rank {comm.rank} of {comm.size} failed; aborting all ranks\n")
-        sys.stderr.write("".join(traceback.format_exception(kind, value, tb)))
+        # One write, then a moment for mpiexec to forward it: MPI_Abort kills the stdio
+        # forwarders too, and a traceback still in the pipe would be lost.
+        sys.stderr.write(f"graphbp.distributed: rank {comm.rank} of {comm.size} failed; aborting all ranks\n"
+                         + "".join(traceback.format_exception(kind, value, tb)))
         sys.stderr.flush()
         if previous is not sys.__excepthook__:
             previous(kind, value, tb)
+        time.sleep(ABORT_GRACE)
         comm.abort(1)
 
     sys.excepthook = abort_job

@@ -67,7 +67,7 @@ class Limits:
     max_ndim: int = 64
     max_sequence: int = 4096
     max_int: int = 2**62
-    max_compression_ratio: float = 100.0
+    max_compression_ratio: float = 16.0
     compressed_arrays: bool = False
 
 

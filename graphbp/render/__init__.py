@@ -1,7 +1,8 @@
 """Graphviz/DOT and text views of graphs and programs.
 
 ``gb.to_dot(target, view=...)`` returns a ``graphviz.Digraph``; ``gb.render(target, path)``
-writes .svg/.png/.pdf/.dot; ``gb.explain(target)`` (and ``program.explain()``) gives text.
+writes .svg/.png/.pdf/.dot or the interactive .html explorer; ``gb.explain(target)`` (and
+``program.explain()``) gives text, ``gb.to_latex(target)`` the schedules as equations.
 See docs/reading-diagrams.md for how to read the pictures.
 """
 
@@ -11,6 +12,8 @@ import types
 from .collapse import DEFAULT_MAX_NODES
 from .dot import to_dot
 from .explain import Explanation, explain
+from .html import to_html
+from .latex import to_latex
 from .optview import pass_counts, pass_diagrams
 from .output import RenderError, dot_available, render, repr_mimebundle, repr_svg, to_svg
 
@@ -26,6 +29,8 @@ __all__ = [
     "repr_mimebundle",
     "repr_svg",
     "to_dot",
+    "to_html",
+    "to_latex",
     "to_svg",
 ]
 

@@ -72,9 +72,11 @@ def add_render(sub: argparse._SubParsersAction) -> None:
                        description="Draw forward, backward, joint and optimisation diagrams of the "
                        "Program or nodes returned by FUNCTION (default: build) in FILE.py.")
     p.add_argument("target", metavar="FILE.py[:FUNCTION]")
-    p.add_argument("--view", default="forward,backward,joint",
-                   help=f"comma-separated views among {', '.join(VIEWS)} (default forward,backward,joint)")
-    p.add_argument("--format", default="svg", choices=["svg", "png", "pdf", "dot"], help="output format (default svg)")
+    p.add_argument("--view", default=None,
+                   help=f"comma-separated views among {', '.join(VIEWS)} (default forward,backward,joint; "
+                   "for html also optimization when FUNCTION returns a Program)")
+    p.add_argument("--format", default="svg", choices=["svg", "png", "pdf", "dot", "html"],
+                   help="output format (default svg); html writes one interactive explorer file with every view")
     p.add_argument("--out", default=".", help="output directory (default: current directory)")
     p.add_argument("--collapse", default=None, help="'scope', 'grad', 'layers', a depth, or scope names (comma-separated)")
     p.add_argument("--hide-shape-ops", action="store_true", help="draw reshape/transpose/... as plain edges")
@@ -106,13 +108,20 @@ def _collapse_arg(text: str | None) -> Any:
 def run_render(args: argparse.Namespace) -> int:
     from .output import render
 
-    views = [v.strip() for v in args.view.split(",") if v.strip()]
+    views = [v.strip() for v in (args.view or "forward,backward,joint").split(",") if v.strip()]
     try:
         bad = [v for v in views if v not in VIEWS]
         if bad or not views:
             raise CommandError(f"unknown view(s) {', '.join(bad) or '(none)'}; choose among {', '.join(VIEWS)}")
         target, stem, func = load_target(args.target)
         os.makedirs(args.out, exist_ok=True)
+        if args.format == "html":
+            path = os.path.join(args.out, f"{stem}.{func}.html")
+            render(target, path, views=views if args.view else None, optimized=not args.unoptimized,
+                   collapse=_collapse_arg(args.collapse), hide_shape_ops=args.hide_shape_ops,
+                   max_nodes=args.max_nodes or None)
+            print(path)
+            return 0
         for view in views:
             path = os.path.join(args.out, f"{stem}.{func}.{view}.{args.format}")
             if view == "optimization":

@@ -23,18 +23,29 @@ class Explanation(str):
         return str(self)
 
 
-def explain(target: Any, *, optimized: bool = True, rows: int | None = None,
-            shapes: dict[str, tuple[int, ...]] | None = None) -> Explanation:
+def explain(target: Any, *, optimized: bool | None = None, rows: int | None = None,
+            shapes: dict[str, tuple[int, ...]] | None = None, format: str = "text") -> Explanation:
     """Describe ``target`` (Program, node or nodes) as text.
 
     Parameters
     ----------
+    optimized : bool, optional
+        Describe the compiled graph (default for text) or the graph as built (default for
+        LaTeX, whose equations then name the forward op of the user's code).
+    format : {"text", "latex"}
+        ``"latex"``: the schedules as numbered equations (:func:`graphbp.to_latex`).
     rows : int, optional
         The batch size used to pick the peak step when shapes have unknown dims.
     shapes : dict of input name -> concrete shape, optional
         With a Program that has ``memory_plan``, report the planner's peak for these shapes.
     """
-    s = subject_of(target, optimized=optimized)
+    if format == "latex":
+        from .latex import to_latex
+
+        return Explanation(to_latex(target, optimized=bool(optimized)))
+    if format != "text":
+        raise ValueError(f"explain: format must be 'text' or 'latex', got {format!r}")
+    s = subject_of(target, optimized=optimized is not False)
     out: list[str] = []
     out.append(_header(s))
     for name, nodes in (("forward", s.forward), ("backward", s.backward)):

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import GraphbpError
 from .dot import to_dot
 
-FORMATS = ("svg", "png", "pdf", "dot")
+FORMATS = ("svg", "png", "pdf", "dot", "html")
 
 
 class RenderError(GraphbpError):
@@ -42,15 +42,22 @@ def run_dot(source: str, fmt: str) -> bytes:
 
 
 def render(target: Any, path: str | os.PathLike, view: str = "forward", **options: Any) -> str:
-    """Write a diagram of ``target`` to ``path``; the suffix (.svg .png .pdf .dot) is the format.
+    """Write a diagram of ``target`` to ``path``; the suffix (.svg .png .pdf .dot .html) is the format.
 
     ``options`` are those of :func:`graphbp.to_dot` (``optimized``, ``collapse``,
-    ``hide_shape_ops``, ``max_nodes``, ...). Returns the path written.
+    ``hide_shape_ops``, ``max_nodes``, ...). Returns the path written. A ``.html`` file is
+    the interactive explorer with every view (:func:`graphbp.render.html.to_html`; choose
+    tabs with ``views=[...]``).
     """
     path = os.fspath(path)
     fmt = os.path.splitext(path)[1].lower().lstrip(".")
     if fmt not in FORMATS:
-        raise RenderError(f"cannot tell the format of {path!r}: use a .svg, .png, .pdf or .dot suffix")
+        raise RenderError(f"cannot tell the format of {path!r}: use a .svg, .png, .pdf, .dot or .html suffix")
+    if fmt == "html":
+        from .html import to_html
+
+        write_atomic(path, to_html(target, **options).encode("utf-8"))
+        return path
     source = to_dot(target, view, **options).source
     data = source.encode("utf-8") if fmt == "dot" else run_dot(source, fmt)
     write_atomic(path, data)

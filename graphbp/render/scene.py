@@ -85,7 +85,13 @@ class Scene:
         return len(self.nodes)
 
     # -- emission --------------------------------------------------------------------
-    def to_digraph(self, name: str = "graphbp") -> graphviz.Digraph:
+    def ids(self) -> tuple[dict[Hashable, str], dict[tuple, str]]:
+        """The DOT names :meth:`to_digraph` gives: ``{node key: "n3"}`` and
+        ``{cluster path: "cluster_2"}`` (the HTML explorer maps SVG elements back with them)."""
+        ids, cluster_id, _, _ = self._layout()
+        return ids, cluster_id
+
+    def _layout(self) -> tuple[dict, dict, dict, dict]:
         ids = {key: f"n{i}" for i, key in enumerate(self.nodes)}
         # Cluster tree in first-appearance order.
         children: dict[tuple, list[tuple]] = {(): []}
@@ -103,6 +109,10 @@ class Scene:
         for path in _preorder(children):
             if path:
                 cluster_id[path] = f"cluster_{len(cluster_id)}"
+        return ids, cluster_id, children, members
+
+    def to_digraph(self, name: str = "graphbp") -> graphviz.Digraph:
+        ids, cluster_id, children, members = self._layout()
         key_cluster = {path[-1]: cid for path, cid in cluster_id.items()}
 
         g = graphviz.Digraph(name=name)

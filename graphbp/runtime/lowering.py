@@ -26,9 +26,9 @@ method/index/attribute expressions over them, so code generation and cache block
 the slots (:func:`render`), never edit text.
 
 Small-array overhead matters (a 32-layer MLP at batch 16 spends most of its time in call
-overhead), hence ``np.dot`` for 2-D matmul (0.8 us where ``np.matmul`` costs 1.2 us),
-``np.add.reduce`` for ``sum`` (1.1 us vs 2.3 us for ``np.sum``) and ``u*u*u`` for ``u**3``
-(a few ms vs ~80 ms for ``np.power`` on 4M floats).
+overhead), hence the cheapest entry point for each op: ``np.dot`` for 2-D matmul,
+``np.add.reduce`` for ``sum``, ``u*u*u`` for ``u**3`` (what each costs against the obvious
+call is measured in docs/performance.md, "How the executor gets there").
 """
 
 from __future__ import annotations
