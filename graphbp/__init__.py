@@ -19,6 +19,7 @@ from .ops import Op
 from .runtime import Program, RuntimeOptions, Schedule, compile, evaluate
 from . import passes  # noqa: E402 - the rewrite passes gb.compile runs (gb.passes.PASS_NAMES)
 from . import data, train  # noqa: E402 - after the ops: training builds graphs with them
+from . import nn  # noqa: E402 - recurrent cells (plain functions of nodes)
 from . import distributed  # noqa: E402 - imports without mpi4py; gb.distributed.world() needs it
 from .train import clip_by_global_norm, init, optim
 from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoint  # noqa: E402
