@@ -12,7 +12,7 @@ from .errors import (
     DTypeError, FeedError, GraphbpError, GraphError, GraphFormatError, NumericsError, ShapeError,
     UnusedParameterWarning, DTypePromotionWarning,
 )
-from .graph import Node, Provenance, TensorType, scope, toposort
+from .graph import Node, Provenance, TensorType, checkpoint, scope, toposort
 from .graph.nx import to_networkx
 from .ops import *  # noqa: F401,F403 - every op builder is public as gb.<name>
 from .ops import Op
