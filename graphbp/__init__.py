@@ -12,13 +12,14 @@ from .errors import (
     DTypeError, FeedError, GraphbpError, GraphError, GraphFormatError, NumericsError, ShapeError,
     UnusedParameterWarning, DTypePromotionWarning,
 )
-from .graph import Node, Provenance, TensorType, scope, toposort
+from .graph import Node, Provenance, TensorType, checkpoint, scope, toposort
 from .graph.nx import to_networkx
 from .ops import *  # noqa: F401,F403 - every op builder is public as gb.<name>
 from .ops import Op
 from .runtime import Program, RuntimeOptions, Schedule, compile, evaluate
 from . import passes  # noqa: E402 - the rewrite passes gb.compile runs (gb.passes.PASS_NAMES)
 from . import data, train  # noqa: E402 - after the ops: training builds graphs with them
+from . import nn  # noqa: E402 - recurrent cells (plain functions of nodes)
 from . import distributed  # noqa: E402 - imports without mpi4py; gb.distributed.world() needs it
 from .train import clip_by_global_norm, init, optim
 from .io import Limits, LoadedGraph, load, load_checkpoint, save, save_checkpoint  # noqa: E402

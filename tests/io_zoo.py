@@ -59,6 +59,7 @@ def build(seed: int = 0):
                + gb.logsumexp(sl) + gb.mean(gb.concatenate([sq, sq * 2.0], axis=0)) + gb.var(tk) + gb.sum(bt) * 1e-3 + gb.mse(sq, oh))
         c0, c1 = gb.cond(gb.greater(gb.sum(sq), 0.0), lambda a: (a * v, gb.tanh(a)),  # v is captured
                          lambda a: (a + 1.0, a * a), sq)
+        h_end, hs = gb.scan(lambda h, r: (gb.tanh(h * v + r), h * r), sq[0], sq)  # a loop over sq's rows
         # the ops passes make, as a rewritten program holds them
         fused = apply(MatMulBiasAct("tanh", ("matmul", "add", "tanh")), x, W, b)
     with gb.scope("image"):
@@ -69,7 +70,7 @@ def build(seed: int = 0):
         cba = apply(ConvBiasAct.of(c.op, "relu", ("conv2d", "add", "relu")), img, kc, gb.reshape(gb.sum(kc, axis=(1, 2, 3)), (-1, 1, 1)))
         pools = pools + gb.mean(cba)
     with gb.scope("heads"):
-        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5)) + pools + gb.mean(c0 * c1)
+        loss = ce + bce + red + gb.mean(apply(AddN(3), fused, sq, sq * 0.5)) + pools + gb.mean(c0 * c1) + gb.mean(hs) + gb.sum(h_end)
     (gv,) = gb.grad(loss, [v])
     hvp = gb.grad(gb.sum(gv * gv), W)  # second order: differentiates gradient nodes
     opt = gb.optim.SGD(0.01, momentum=0.9)

@@ -362,6 +362,49 @@ def _cond_ref(p, x, y, structure):
     return a + 2.0 * b if structure == "tuple" else a
 
 
+def _scan_samples(rng):
+    """A tanh recurrence over xs read forward and in reverse, a nested carry with an integer
+    counter beside two float carries and no xs (``length``), length 1, and a sequence
+    length unknown at build time."""
+    out = [Sample((_n(rng, 3), _n(rng, 5, 3), 0.5 * _n(rng, 3, 3)), {"kind": k}) for k in ("rnn", "reverse", "nested")]
+    out.append(Sample((_n(rng, 3), _n(rng, 1, 3), 0.5 * _n(rng, 3, 3)), {"kind": "rnn"}))
+    out.append(Sample((_n(rng, 3), _n(rng, 4, 3), 0.5 * _n(rng, 3, 3)), {"kind": "rnn"}, declared=(None, (None, 3), None)))
+    return out
+
+
+def _scan_step(np_or_gb, w, kind):
+    """One step, written once for graphbp nodes and NumPy arrays."""
+    tanh, matmul = (gb.tanh, gb.matmul) if np_or_gb is gb else (np.tanh, np.matmul)
+    if kind == "nested":
+        def step(c, _):
+            n, (a, b) = c["n"], c["ab"]
+            return {"n": n + 1, "ab": (tanh(matmul(w, a)) + b * 0.5, a * b)}, (a * 2.0, b)
+        return step
+    return lambda h, x: (tanh(matmul(w, h) + x), h * x)
+
+
+def _scan_build(h, xs, w, kind):
+    if kind == "nested":
+        c, (ya, yb) = gb.scan(_scan_step(gb, w, kind), {"n": np.int64(0), "ab": (h, gb.sin(h))}, length=4)
+        return c["ab"][0] + c["ab"][1] * gb.cast(c["n"], h.dtype) + gb.sum(ya * yb, axis=0)
+    hT, ys = gb.scan(_scan_step(gb, w, kind), h, xs, reverse=kind == "reverse")
+    return hT + gb.sum(gb.sin(ys), axis=0)
+
+
+def _scan_ref(h, xs, w, kind):
+    step = _scan_step(np, w, kind)
+    if kind == "nested":
+        c, ys = {"n": np.int64(0), "ab": (h, np.sin(h))}, []
+        for _ in range(4):
+            c, y = step(c, None)
+            ys.append(y[0] * y[1])
+        return c["ab"][0] + c["ab"][1] * c["n"] + np.sum(ys, axis=0)
+    ys = [None] * len(xs)
+    for t in (reversed(range(len(xs))) if kind == "reverse" else range(len(xs))):
+        h, ys[t] = step(h, xs[t])
+    return h + np.sum(np.sin(ys), axis=0)
+
+
 def _cmp(name, cls, fn, ref):
     return _binary(name, cls, fn, ref, ints=True, grad=False)
 
@@ -527,6 +570,7 @@ OPDB: list[OpInfo] = [
     OpInfo("mse", (), gb.mse, lambda p, t: np.mean((p - t) ** 2), _binary_samples()),
     # ----------------------------------------------------------------------- control flow
     OpInfo("cond", (O.Cond, O.TupleGet), _cond_build, _cond_ref, _cond_samples, second_order=True),
+    OpInfo("scan", (O.Scan,), _scan_build, _scan_ref, _scan_samples, second_order=True),
     OpInfo("dropout", (O.DropoutMask,), lambda x, key, rate: gb.dropout(x, rate, key), _dropout_ref,
            lambda rng: [Sample((_n(rng, 4, 5), np.array(7)), {"rate": 0.3}),
                         Sample((_n(rng, 6, 3), np.array(123)), {"rate": 0.5}, declared=((None, 3), None))]),

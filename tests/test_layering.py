@@ -15,8 +15,9 @@ ALLOWED = {
     ("graph/node.py", "ops"),  # the NumPy-style operators build through the op builders
     ("runtime/program.py", "render"),  # Program.explain / to_dot / notebook display, lazily
     # the subgraph IR (issue 9): a body compiles and runs itself, builds its input leaves,
-    # and gb.cond's rule differentiates its branches; each import is made at call time
+    # and gb.cond's and gb.scan's rules differentiate their bodies; each import is made at call time
     ("graph/subgraph.py", "runtime"), ("graph/subgraph.py", "ops"), ("ops/control.py", "autodiff"),
+    ("ops/loop.py", "autodiff"),
 }
 
 

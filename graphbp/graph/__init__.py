@@ -1,6 +1,6 @@
 """Graph data structures: nodes, static types, build context, traversal."""
 
-from .context import Provenance, provenance, scope
+from .context import Provenance, checkpoint, provenance, scope
 from .node import Node
 from .source import SourceLocation
 from .traverse import depends_on, toposort, users
@@ -13,6 +13,7 @@ __all__ = [
     "SourceLocation",
     "TensorType",
     "broadcast_shapes",
+    "checkpoint",
     "depends_on",
     "provenance",
     "scope",

@@ -30,8 +30,9 @@ class Provenance:
     ``forward`` is the forward node whose rule produced it; ``rule`` is one of ``"vjp"``
     (the op's chain-rule rule, for input ``input_index``), ``"unbroadcast"`` (a broadcast
     operand's gradient summed back to its shape), ``"accumulate"`` (partial gradients from
-    several consumers summed), ``"seed"`` (the initial cotangent) or ``"zeros"`` (a ``wrt``
-    the output does not depend on).
+    several consumers summed), ``"seed"`` (the initial cotangent), ``"zeros"`` (a ``wrt``
+    the output does not depend on) or ``"remat"`` (a copy of ``forward`` recomputed in the
+    backward schedule instead of saved, see ``graphbp/runtime/remat.py``).
     """
 
     forward: "Node"
@@ -46,15 +47,36 @@ class Provenance:
             return f"unbroadcast to input {self.input_index} of {op}"
         if self.rule == "accumulate":
             return f"accumulate gradient of {op}"
+        if self.rule == "remat":
+            return f"recomputed {op} (not saved)"
         return f"{self.rule} for {op}"
+
+
+CHECKPOINT_SCOPE = "@checkpoint"
+"""The scope component :func:`checkpoint` adds (``@`` keeps it apart from user scope names)."""
 
 
 @contextlib.contextmanager
 def scope(name: str) -> Iterator[None]:
     """Group the nodes built inside the block under ``name`` (nested scopes join with ``/``)."""
-    if not name or "/" in name:
-        raise ValueError(f"scope name must be non-empty and contain no '/', got {name!r}")
+    if not name or "/" in name or name.startswith("@"):
+        raise ValueError(f"scope name must be non-empty and contain no '/' nor a leading '@', got {name!r}")
     token = _SCOPE.set(_SCOPE.get() + (name,))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+@contextlib.contextmanager
+def checkpoint() -> Iterator[None]:
+    """Recompute the nodes built inside the block in the backward pass instead of saving them
+    (like ``jax.checkpoint``): only the region's inputs are kept for the backward pass.
+
+    The mark is a scope component (:data:`CHECKPOINT_SCOPE`), so it survives the rewrite
+    passes, graph files and drawings (the region draws as a cluster) like any scope; the
+    runtime's rematerialisation (``graphbp/runtime/remat.py``) reads it."""
+    token = _SCOPE.set(_SCOPE.get() + (CHECKPOINT_SCOPE,))
     try:
         yield
     finally:

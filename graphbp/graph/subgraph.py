@@ -175,17 +175,20 @@ class Subgraph:
         return [env[o] for o in self.outputs]
 
     # -- running --------------------------------------------------------------------
-    def evaluate(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Run the body on ``arrays`` through a program compiled once (then cached here).
-
-        The body is compiled unoptimised: the passes of the enclosing program already
-        rewrote it through ``replace_subgraphs``."""
+    def program(self):
+        """The body compiled once (then cached here), unoptimised: the passes of the
+        enclosing program already rewrote it through ``replace_subgraphs``. Its output
+        buffers are reused by the next call (a loop copies what it keeps)."""
         prog = self._memo.get("program")
         if prog is None:
             from ..runtime.program import Program
 
             prog = self._memo["program"] = Program(list(self.inputs), list(self.outputs), optimize=False)
-        outs = prog(*arrays)
+        return prog
+
+    def evaluate(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Run the body on ``arrays`` through :meth:`program`; the results are copies."""
+        outs = self.program()(*arrays)
         return tuple(np.array(o, copy=True) for o in outs)  # the program's buffers are reused next call
 
 

@@ -44,6 +44,7 @@ from .conv import Conv2D, Conv2DWeightGrad, ConvTranspose2D, conv1d, conv2d, con
 from .pool import AvgPool2D, AvgPool2DGrad, MaxPool2D, MaxPool2DGather, MaxPool2DGrad, avg_pool2d, max_pool2d
 from .norm import BatchNormTrain, batch_norm, batch_norm_train, layer_norm
 from .control import Cond, TupleGet, cond, unpack
+from .loop import Scan, scan
 
 OP_CLASSES: tuple[type[Op], ...] = (
     Input, Param, Constant,
@@ -62,7 +63,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     AllreduceMean,
     Conv2D, ConvTranspose2D, Conv2DWeightGrad,
     MaxPool2D, MaxPool2DGrad, MaxPool2DGather, AvgPool2D, AvgPool2DGrad,
-    TupleGet, Cond,
+    TupleGet, Cond, Scan,
 )
 
 __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` namespace
@@ -78,7 +79,7 @@ __all__ = [  # the builders ``from graphbp.ops import *`` puts in the ``gb`` nam
     "concatenate", "stack", "split", "getitem", "take", "one_hot",
     "full_like", "zeros_like", "ones_like", "reshape_like", "embed_slice", "scatter_add",
     "softmax", "log_softmax", "softmax_cross_entropy", "sigmoid_binary_cross_entropy",
-    "mse", "dropout", "cond",
+    "mse", "dropout", "cond", "scan",
     "conv2d", "conv1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "flatten",
     "batch_norm", "batch_norm_train", "layer_norm",
 ]

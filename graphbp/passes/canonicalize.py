@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph.node import Node
+from ..graph.types import TupleType
 from ..ops import elementwise as ew
 from ..ops import shape as sh
 from ..ops.base import Op, apply
@@ -228,8 +229,8 @@ def fold_constants(node: Node, ctx: Context):
     for i in node.inputs:
         if type(i.op) is not Constant:
             return None
-    if isinstance(op, Leaf) or not node.type.is_concrete:
-        return None
+    if isinstance(op, Leaf) or isinstance(node.type, TupleType) or not node.type.is_concrete:
+        return None  # a multi-output node is read through its projections: nothing to fold into
     size = node.type.size()
     if size is None or size > FOLD_LIMIT:
         return None

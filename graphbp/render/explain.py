@@ -148,6 +148,13 @@ def _summary(s: Subject, rows: int | None, shapes: dict | None) -> list[str]:
     lines.append(f"  saved activations: {len(s.saved)} tensors, {saved}")
     for n in s.saved:
         lines.append(f"    {s.step.get(n, '?'):>4}  {node_title(n):<18} {short_type(n.type):<14} {bytes_poly(n.type)}")
+    remat = getattr(s.program, "remat", None)
+    if remat is not None and remat.recomputed:  # rematerialisation (runtime/remat.py)
+        lines.append(f"  recomputed in backward (remat={remat.mode}): {len(remat.recomputed)} values, "
+                     f"saved {remat.saved_before} -> {remat.saved_after} B at {remat.reference_rows} rows")
+        for n in remat.recomputed:
+            lines.append(f"    {s.step.get(n, '?'):>4}  {node_title(n):<18} {short_type(n.type):<14} copy of "
+                         f"{s.step.get(n.provenance[0].forward, '?')}")
     lines.append("  (row = one unit of an unknown dim, usually the batch)")
     return lines
 

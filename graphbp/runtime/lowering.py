@@ -42,7 +42,7 @@ import numpy as np
 
 from ..graph.node import Node
 from ..graph.types import TensorType
-from ..ops import activations as act, control, conv, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
+from ..ops import activations as act, control, conv, loop, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
 from ..ops import shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
 from ..ops.collective import AllreduceMean
@@ -397,6 +397,7 @@ LOWERINGS: dict[type, Lowerer] = {
     AllreduceMean: generic,
     control.TupleGet: lambda node, types, out: _view(Index(X0, (Lit(node.op.index),)), lambda x: x[node.op.index]),
     control.Cond: generic,  # runs the chosen body's program (compiled once, held by the body)
+    loop.Scan: generic,  # runs the body's program once per step into preallocated (T, ...) buffers
     # convolution and pooling: op.compute runs their own windowed NumPy kernels
     conv.Conv2D: generic, conv.ConvTranspose2D: generic, conv.Conv2DWeightGrad: generic,
     pool.MaxPool2D: generic, pool.MaxPool2DGrad: generic, pool.MaxPool2DGather: generic,

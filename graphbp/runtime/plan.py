@@ -53,6 +53,10 @@ class MemoryPlan:
         Bytes an interpreter keeping every computed value would hold.
     n_buffers, n_inplace, n_values : int
         Buffer count, values written over a dying operand, computed values.
+    saved_before : int or None
+        With rematerialisation: bytes the backward would keep without it (``saved`` is after).
+    recomputed, recompute_flops : int
+        Values the backward recomputes instead of reading saved, and their FLOPs.
     """
 
     signature: tuple
@@ -64,6 +68,19 @@ class MemoryPlan:
     n_buffers: int
     n_inplace: int
     n_values: int
+    saved_before: int | None = None
+    recomputed: int = 0
+    recompute_flops: int = 0
+
+    def with_remat(self, report, types: dict[Node, TensorType]) -> MemoryPlan:
+        """This plan with the rematerialisation figures of ``report`` (a ``RematReport``) at
+        the plan's concrete types."""
+        if report is None or not report.recomputed:
+            return self
+        before = sum(nbytes(types[n]) for n in report.saved_nodes_before)
+        flops = sum(c.op.flops([types[i] for i in c.inputs], types[c]).at(1) for c in report.recomputed)
+        return dataclasses.replace(self, saved_before=before, recomputed=len(report.recomputed),
+                                   recompute_flops=flops)
 
     def __str__(self) -> str:
         mib = 1 << 20
@@ -72,7 +89,9 @@ class MemoryPlan:
             f"backward peak {self.backward_peak / mib:.2f} MiB, saved for backward "
             f"{self.saved / mib:.2f} MiB; {self.n_buffers} buffers, {self.buffers / mib:.2f} MiB "
             f"(naive {self.naive / mib:.2f} MiB), {self.n_inplace} in-place of {self.n_values} values"
-        )
+        ) + ("" if self.saved_before is None else (
+            f"; remat: saved {self.saved_before / mib:.2f} -> {self.saved / mib:.2f} MiB, "
+            f"{self.recomputed} values recomputed ({self.recompute_flops / 1e6:.3g} MFLOP)"))
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@ from .executor import Executor
 from .gcpause import without_gc
 from .options import DEFAULT, RuntimeOptions
 from .plan import MemoryPlan
+from .remat import rematerialize
 from .schedule import Partition, partition
 
 Updates = Mapping[Node, Node] | Sequence[tuple[Node, Node]] | None
@@ -77,6 +78,8 @@ class Program:
         check_numerics: bool = False,
         passes: Mapping[str, bool] | None = None,
         runtime: RuntimeOptions | None = None,
+        remat: str = "none",
+        memory_budget: int | None = None,
     ) -> None:
         if runtime is not None and not isinstance(runtime, RuntimeOptions):
             raise GraphError(f"compile: runtime= takes a gb.RuntimeOptions, got {type(runtime).__name__}")
@@ -118,6 +121,17 @@ class Program:
             self.rewrite_log, self.pass_timings = result.log, result.timings
             self.hazards, self.pass_snapshots = result.hazards, result.snapshots
         self.partition: Partition = partition(self.order)
+        # Rematerialisation rebuilds the partition (and the backward nodes reading recomputed
+        # values), so the outputs, updates and order follow its map of rebuilt nodes.
+        self.partition, rebuilt, self.remat = rematerialize(self.partition, remat, budget=memory_budget)
+        if rebuilt:
+            self.outputs = [rebuilt.get(o, o) for o in self.outputs]
+            self.updates = [(p, rebuilt.get(v, v)) for p, v in self.updates]
+            self.order = toposort(self.outputs + [v for _, v in self.updates])
+            reached = set(self.order)  # a forward value now only recomputed is not computed twice
+            if not reached.issuperset(self.partition.forward):
+                self.partition = Partition.from_lists(
+                    [n for n in self.partition.forward if n in reached], self.partition.backward)
         self.forward, self.backward = self.partition.schedules()
         self._executor = Executor(self)  # memory plan + generated code per shape signature
 
@@ -138,7 +152,8 @@ class Program:
     def memory_plan(self, *shapes: tuple[int, ...]) -> MemoryPlan:
         """Peak bytes of the forward and backward schedules, bytes saved for backward and
         buffer bytes, for the last call's shape signature (or for the feed shapes given)."""
-        return self._executor.get(shapes).planned.report
+        planned = self._executor.get(shapes).planned
+        return planned.report.with_remat(self.remat, planned.types)
 
     def _check_shapes(self, feeds: list[np.ndarray]) -> dict[Node, TensorType]:
         """Propagate the feeds' concrete shapes through every op's shape rule (once per
@@ -236,6 +251,8 @@ def compile(
     check_numerics: bool = False,
     passes: Mapping[str, bool] | None = None,
     runtime: RuntimeOptions | None = None,
+    remat: str = "none",
+    memory_budget: int | None = None,
 ) -> Program:
     """Compile ``outputs`` (and parameter ``updates``) as a function of ``inputs``.
 
@@ -259,7 +276,15 @@ def compile(
         Thresholds of the memory plan and code generation (cache-blocking size and block
         sizes, constant folding size, plans kept per program, ...). The defaults were
         measured on the benchmarks; see :class:`graphbp.RuntimeOptions`.
+    remat : {"none", "min_cut"}
+        Which forward values the backward pass recomputes instead of saving (docs/memory.md).
+        ``"none"`` recomputes only ``gb.checkpoint()`` regions; ``"min_cut"`` also every cheap
+        value (elementwise, views, small reductions) where a minimum cut says it saves bytes.
+    memory_budget : int, optional
+        With ``remat="min_cut"``: bytes (unknown dims at 256 rows) the values kept for the
+        backward pass may hold; more is recomputed (down to segment checkpointing) to fit,
+        else a ``GraphError`` names the smallest budget that fits.
     """
     outs = [outputs] if isinstance(outputs, Node) else list(outputs)
     return Program(inputs, outs, updates, optimize=optimize, debug=debug, check_numerics=check_numerics,
-                   passes=passes, runtime=runtime)
+                   passes=passes, runtime=runtime, remat=remat, memory_budget=memory_budget)
