@@ -112,6 +112,16 @@ def test_xs_none_with_length_and_length_one():
         _check_same([a], gb.sum(hT * hT), gb.sum(hU * hU), (RNG.normal(size=3),), [a, W])
 
 
+def test_carries_that_swap_places_each_step():
+    """Outputs that are the body's own inputs: each carry buffer is read before any is written."""
+    x = gb.input("x", (2,), "float64")
+    (a, b), ys = gb.scan(lambda c, _: ((c[1], c[0]), c[0]), (x, x * 2.0), length=3)
+    (f, g), fib = gb.scan(lambda c, _: ((c[1], c[0] + c[1]), c[0]), (x, x), length=5)
+    for opt in (False, True):
+        out = gb.compile([x], [a, b, ys, f, g, fib], optimize=opt)(np.ones(2))
+        assert [o[..., 0].tolist() for o in out] == [2.0, 1.0, [1, 2, 1], 8.0, 13.0, [1, 1, 2, 3, 5]]
+
+
 def test_length_zero_returns_init_and_empty_ys():
     x = gb.input("x", (None, 3), "float64")
     h0 = gb.input("h0", (3,), "float64")

@@ -110,8 +110,9 @@ class Scan(Op):
         carry = [np.array(c, copy=True) for c in arrays[:nc]]  # written in place each step
         want_stacked = any(i >= nc + self.n_ys for i in emitted)
         stacked = [np.empty((steps, *c.shape), c.dtype) for c in carry] if want_stacked else []
-        step_types = [TensorType(a.shape, a.dtype) for a in
-                      (*carry, *(np.empty(x.shape[1:], x.dtype) for x in xs), *invariants)]
+        step_types = [*(TensorType(a.shape, a.dtype) for a in carry),
+                      *(TensorType(x.shape[1:], x.dtype) for x in xs),
+                      *(TensorType(a.shape, a.dtype) for a in invariants)]
         y_types = self.body.infer(step_types)[nc:]
         ys = [np.empty((steps, *t.shape), t.dtype) if t.is_concrete else None for t in y_types]
         if not steps and any(y is None for y in ys):
@@ -144,10 +145,8 @@ class Scan(Op):
         live_y = [j for j in range(ny) if full[nc + j] is not None]
         live_s = [k for k in fc if full[nc + ny + k] is not None]
         out: list[Node | None] = [None] * len(node.inputs)
-        if not (fc or fx or fp) or not (live_y or any(full[k] is not None for k in fc) or live_s):
-            return out
-        if not (fc or live_y):  # only the stacked carries of integer carries are read
-            return out
+        if not (fc or fx or fp) or not (fc or live_y):  # nothing to differentiate, or only
+            return out  # integer carries' values were read
         if self.emit is None:
             stacked = unpack(node)[nc + ny:]
         else:  # a pruned scan (a loaded, optimised graph): the same loop, all outputs
