@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..graph.cost import bytes_poly
 from ..graph.node import Node
 from ..graph.types import TensorType
 from ..ops.leaves import Constant, Input, Param
@@ -77,7 +78,8 @@ class MemoryPlan:
         the plan's concrete types."""
         if report is None or not report.recomputed:
             return self
-        before = sum(nbytes(types[n]) for n in report.saved_nodes_before)
+        before = sum(nbytes(types[n]) if n in types else bytes_poly(n.type).at(report.reference_rows)
+                     for n in report.saved_nodes_before)  # a value dropped from the plan: no type here
         flops = sum(c.op.flops([types[i] for i in c.inputs], types[c]).at(1) for c in report.recomputed)
         return dataclasses.replace(self, saved_before=before, recomputed=len(report.recomputed),
                                    recompute_flops=flops)
