@@ -212,6 +212,11 @@ def test_rules_run_inside_the_body_and_invariant_work_is_hoisted():
     (opt,) = [n for n in f.order if isinstance(n.op, Scan)]
     assert [n.op.name for n in opt.op.body.nodes()].count("exp") == 1
     assert len(opt.type) == 2  # the stacked carries nobody differentiates are pruned
+    gW = gb.grad(gb.sum(ys), W)
+    fg = gb.compile([x], [hT, gW])
+    fwd = [n for n in fg.order if isinstance(n.op, Scan) and not n.op.reverse]
+    assert len(fwd) == 1 and 2 in fwd[0].op.emitted()  # one forward loop, its residuals kept
+    np.testing.assert_allclose(fg(RNG.normal(size=(5, 3)))[1].shape, (3, 3))
     xv = RNG.normal(size=(5, 3))
     for u, v in zip(f(xv), gb.compile([x], [hT, ys], optimize=False)(xv)):
         np.testing.assert_allclose(u, v, rtol=1e-12)
