@@ -75,19 +75,16 @@ _IN_PLACE: dict[str, np.ufunc] = {"tanh": np.tanh}
 """Activations that are one ufunc, applied in place on the matmul's result buffer."""
 
 
-@dataclasses.dataclass(frozen=True)
-class MatMulBiasAct(Op):
-    """``act(a @ w + bias)``: the matmul writes its result buffer, bias and activation are
-    applied in place (``activation`` names one of :data:`MATMUL_ACTIVATIONS`, or ``None``)."""
+class _AbsorbsActivation:
+    """What ``matmul_bias_act`` and ``conv_bias_act`` share: the activation they absorbed,
+    named (a name keeps the op saveable), and the names of the ops they stand for."""
 
-    name: ClassVar[str] = "matmul_bias_act"
-    vjp_formula: ClassVar[str] = "gz = act's rule at z = a @ w + bias; gz @ w.T, a.T @ gz, gz"
-    activation: str | None = None
-    absorbed: tuple[str, ...] = ()
+    activation: str | None
+    absorbed: tuple[str, ...]
 
     def __post_init__(self) -> None:
         if self.activation is not None and self.activation not in MATMUL_ACTIVATIONS:
-            raise ValueError(f"matmul_bias_act: activation must be one of {sorted(MATMUL_ACTIVATIONS)} "
+            raise ValueError(f"{self.name}: activation must be one of {sorted(MATMUL_ACTIVATIONS)} "
                              f"or None, got {self.activation!r}")
 
     @property
@@ -96,6 +93,17 @@ class MatMulBiasAct(Op):
 
     def parts(self) -> tuple[str, ...]:
         return self.absorbed
+
+
+@dataclasses.dataclass(frozen=True)
+class MatMulBiasAct(_AbsorbsActivation, Op):
+    """``act(a @ w + bias)``: the matmul writes its result buffer, bias and activation are
+    applied in place (``activation`` names one of :data:`MATMUL_ACTIVATIONS`, or ``None``)."""
+
+    name: ClassVar[str] = "matmul_bias_act"
+    vjp_formula: ClassVar[str] = "gz = act's rule at z = a @ w + bias; gz @ w.T, a.T @ gz, gz"
+    activation: str | None = None
+    absorbed: tuple[str, ...] = ()
 
     def infer(self, a: TensorType, w: TensorType, b: TensorType) -> TensorType:
         z = ew.Add().infer(MatMul().infer(a, w), b)
@@ -134,7 +142,7 @@ class MatMulBiasAct(Op):
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvBiasAct(_Geometry):
+class ConvBiasAct(_AbsorbsActivation, _Geometry):
     """``act(conv2d(x, w) + bias)``: the convolution's result buffer takes the bias and the
     activation in place, as ``matmul_bias_act`` does for a dense layer. The fields are the
     convolution's settings (plain data, so graph files hold them); ``bias`` broadcasts over
@@ -152,18 +160,6 @@ class ConvBiasAct(_Geometry):
     @property
     def conv(self) -> Conv2D:
         return Conv2D(self.stride, self.padding, self.dilation, self.groups)
-
-    def __post_init__(self) -> None:
-        if self.activation is not None and self.activation not in MATMUL_ACTIVATIONS:
-            raise ValueError(f"conv_bias_act: activation must be one of {sorted(MATMUL_ACTIVATIONS)} "
-                             f"or None, got {self.activation!r}")
-
-    @property
-    def activation_op(self) -> Op | None:
-        return None if self.activation is None else MATMUL_ACTIVATIONS[self.activation]
-
-    def parts(self) -> tuple[str, ...]:
-        return self.absorbed
 
     def infer(self, x: TensorType, w: TensorType, b: TensorType) -> TensorType:
         y = self.conv.infer(x, w)
