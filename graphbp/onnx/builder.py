@@ -95,6 +95,12 @@ class OnnxBuilder:
             return name
         return self.op("Cast", [name], to=tensor_dtype(self.helper, want))
 
+    def fill(self, shape: str, value: float, dtype) -> str:
+        """A tensor of ``value`` with the runtime ``shape`` (an int64 1-D tensor's name)."""
+        tensor = self.helper.make_tensor("value", tensor_dtype(self.helper, dtype), [1],
+                                         [np.asarray(value, dtype).item()])
+        return self.op("ConstantOfShape", [shape], value=tensor)
+
     def shape(self, name: str) -> str:
         return self.op("Shape", [name])
 

@@ -302,9 +302,7 @@ def _squeeze(b, node, xs):
 @emits(ops.Full)
 def _full(b, node, xs):
     shape = b.shape(xs[0]) if xs else b.ints(node.op.shape)
-    value = b.helper.make_tensor("value", tensor_dtype(b.helper, node.dtype), [1],
-                                 [np.asarray(node.op.value, node.dtype).item()])
-    return b.op("ConstantOfShape", [shape], value=value)
+    return b.fill(shape, node.op.value, node.dtype)
 
 
 # --------------------------------------------------------------------------- indexing
@@ -350,8 +348,7 @@ def _embed_slice(b, node, xs):
     total = b.op("ReduceProd", [shape], keepdims=1)
     grid = b.op("Reshape", [b.op("Range", [b.const(0, np.int64), b.squeeze(total, [0]), b.const(1, np.int64)]), shape])
     pos = b.op("Reshape", [_slice(b, grid, node.op.index), b.ints([-1])])
-    flat = b.op("ConstantOfShape", [total], value=b.helper.make_tensor(
-        "value", tensor_dtype(b.helper, node.dtype), [1], [0]))
+    flat = b.fill(total, 0, node.dtype)
     out = b.op("ScatterElements", [flat, pos, b.op("Reshape", [g, b.ints([-1])])], axis=0)
     return b.op("Reshape", [out, shape])
 
@@ -389,8 +386,7 @@ def _scatter_add(b, node, xs):
     idx_nd = node.inputs[1].ndim
     shape = b.shape(xs[2]) if len(xs) == 3 else b.ints(node.op.shape)
     perm = [ax] + [i for i in range(nd) if i != ax]
-    zeros = b.op("ConstantOfShape", [shape], value=b.helper.make_tensor(
-        "value", tensor_dtype(b.helper, node.dtype), [1], [0]))
+    zeros = b.fill(shape, 0, node.dtype)
     data = b.op("Transpose", [zeros], perm=perm)
     idx = _index(b, node, xs, 1)
     size = b.dim(xs[2] if len(xs) == 3 else zeros, ax)
@@ -532,8 +528,7 @@ def _max_pool2d_grad(b, node, xs):
     x, _, g = xs
     g = b.cast(g, node.inputs[2].dtype, node.dtype)
     shape = b.shape(x)
-    zeros = b.op("ConstantOfShape", [b.op("ReduceProd", [shape], keepdims=1)],
-                 value=b.helper.make_tensor("value", tensor_dtype(b.helper, node.dtype), [1], [0]))
+    zeros = b.fill(b.op("ReduceProd", [shape], keepdims=1), 0, node.dtype)
     flat = b.op("ScatterElements", [zeros, _argmax_positions(b, node, x), b.op("Reshape", [g, b.ints([-1])])],
                 axis=0, reduction="add")
     return b.op("Reshape", [flat, shape])
