@@ -300,3 +300,33 @@ def test_reads_from_the_end_only_make_a_reverse_scan(tmp_path):
     rng = np.random.default_rng(3)
     feeds = {"h0": rng.normal(size=2), "b": rng.normal(size=(6, 2))}
     _same_as_onnxruntime(model, feeds, tmp_path, reverse=True, n_xs=1)
+
+
+@pytest.mark.parametrize("majority_reverse", [False, True])
+def test_an_onnx_scan_imports_with_its_directions_and_axes(majority_reverse, tmp_path):
+    """ONNX ``Scan`` (what other exporters write) as gb.scan: a scan input along axis 1, per
+    input and per output directions, an output along axis 1; ONNX Runtime is the oracle."""
+    from onnx import TensorProto as TP, helper
+
+    d = int(majority_reverse)
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["h", "a_t"], ["ha"]), helper.make_node("Tanh", ["ha"], ["t"]),
+         helper.make_node("Add", ["t", "b_t"], ["h_new"]), helper.make_node("Identity", ["h"], ["y1"]),
+         helper.make_node("Mul", ["b_t", "c_t"], ["y2"])], "body",
+        [helper.make_tensor_value_info(n, TP.DOUBLE, [2]) for n in ("h", "a_t", "b_t", "c_t")],
+        [helper.make_tensor_value_info(n, TP.DOUBLE, [2]) for n in ("h_new", "y1", "y2")])
+    node = helper.make_node("Scan", ["h0", "a", "b", "c"], ["hT", "ys1", "ys2"], body=body, num_scan_inputs=3,
+                            scan_input_axes=[0, 1, 0], scan_input_directions=[d, 1 - d, d],
+                            scan_output_directions=[1, 0], scan_output_axes=[0, 1])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("h0", TP.DOUBLE, [2]),
+                      helper.make_tensor_value_info("a", TP.DOUBLE, ["n", 2]),
+                      helper.make_tensor_value_info("b", TP.DOUBLE, [2, "n"]),
+                      helper.make_tensor_value_info("c", TP.DOUBLE, ["n", 2])],
+        [helper.make_tensor_value_info(n, TP.DOUBLE, s) for n, s in (("hT", [2]), ("ys1", [None, 2]), ("ys2", [2, None]))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    rng = np.random.default_rng(4)
+    feeds = {"h0": rng.normal(size=2), "a": rng.normal(size=(5, 2)), "b": rng.normal(size=(2, 5)),
+             "c": rng.normal(size=(5, 2))}
+    _same_as_onnxruntime(model, feeds, tmp_path, reverse=majority_reverse, n_xs=3)
