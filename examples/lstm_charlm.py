@@ -24,8 +24,11 @@ import graphbp as gb
 from graphbp.train.charlm import bigram_bits
 
 
-def model(vocab_size: int, embed: int = 32, hidden: int = 128, seed: int = 0) -> SimpleNamespace:
-    """Ids ``x``, next ids ``y`` (B, T) and the carry ``(h0, c0)`` in; loss and final carry out."""
+def model(vocab_size: int | None = None, embed: int = 32, hidden: int = 128, seed: int = 0) -> SimpleNamespace:
+    """Ids ``x``, next ids ``y`` (B, T) and the carry ``(h0, c0)`` in; loss and final carry out.
+    ``vocab_size`` defaults to the bundled corpus's."""
+    if vocab_size is None:
+        vocab_size = gb.data.CharVocab.from_text(gb.data.load_text()).size
     rng = np.random.default_rng(seed)
     s = 1.0 / math.sqrt(hidden)
     x, y = gb.input("x", (None, None), "int64"), gb.input("y", (None, None), "int64")
@@ -53,7 +56,7 @@ def model(vocab_size: int, embed: int = 32, hidden: int = 128, seed: int = 0) ->
 
 def build() -> gb.Program:
     """The loss and its gradients as one program (forward and backward schedules)."""
-    m = model(len(gb.data.CharVocab.from_text(gb.data.load_text())))
+    m = model()
     return gb.compile(inputs=[m.x, m.y, m.h0, m.c0], outputs=[m.loss, *gb.grad(m.loss, m.params)])
 
 

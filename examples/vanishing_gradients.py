@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -35,23 +36,29 @@ DEPTH, WIDTH, BATCH = 20, 64, 128
 STEPS, HIDDEN, INPUTS = 100, 32, 8
 
 
-def mlp_grad_norms(activation: str, seed: int = 0) -> np.ndarray:
-    """``||dL/dW_l||`` for each layer of the 20-layer MLP, L = mean squared output."""
+def model(activation: str = "sigmoid", seed: int = 0) -> SimpleNamespace:
+    """The 20-layer, 64-wide MLP without biases: sigmoid with the naive N(0, 0.1^2) weights,
+    or ReLU with He's N(0, 2 / fan_in); loss = mean squared error against ``y``."""
     rng = np.random.default_rng(seed)
     act = gb.sigmoid if activation == "sigmoid" else gb.relu
-    x = gb.constant(rng.normal(size=(BATCH, WIDTH)))
-    weights = []
+    x, y = gb.input("x", (None, WIDTH), "float64"), gb.input("y", (None, WIDTH), "float64")
+    params = []
     h = x
     for layer in range(DEPTH):
         if activation == "sigmoid":
             w0 = rng.normal(0.0, 0.1, (WIDTH, WIDTH))  # naive: a small fixed scale
         else:
             w0 = gb.init.he_normal((WIDTH, WIDTH), seed=seed + layer).astype(np.float64)
-        w = gb.param(f"W{layer}", w0)
-        weights.append(w)
-        h = act(h @ w)
-    loss = gb.mean(gb.square(h))
-    grads = gb.compile([], gb.grad(loss, weights))()
+        params.append(gb.param(f"W{layer}", w0))
+        h = act(h @ params[-1])
+    return SimpleNamespace(x=x, y=y, params=params, loss=gb.mean(gb.square(h - y)))
+
+
+def mlp_grad_norms(activation: str, seed: int = 0) -> np.ndarray:
+    """``||dL/dW_l||`` for each layer of the MLP on 128 random inputs, target 0."""
+    m = model(activation, seed)
+    rng = np.random.default_rng(seed)
+    grads = gb.compile([m.x, m.y], gb.grad(m.loss, m.params))(rng.normal(size=(BATCH, WIDTH)), np.zeros((BATCH, WIDTH)))
     return np.array([np.linalg.norm(g) for g in grads])
 
 
