@@ -18,8 +18,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from test_onnx import assert_close, run_ort  # noqa: E402
-from graphbp.onnx.emit import NOT_EXPORTED  # noqa: E402
-from graphbp.ops.loop import Scan  # noqa: E402
 from test_random_graphs import SHAPE, _build, graphs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,8 +43,6 @@ def _feeds(program, rng) -> dict[str, np.ndarray]:
 def test_every_example_program_runs_the_same_in_onnxruntime(example, tmp_path):
     ns = runpy.run_path(os.path.join(ROOT, "examples", example), run_name="__example__")
     program = ns["build"]()
-    if Scan in NOT_EXPORTED and any(isinstance(n.op, Scan) for n in gb.toposort(program.user_outputs)):
-        pytest.xfail("ONNX export of scan (Loop) is not written yet")  # runs as soon as its emitter exists
     model = gb.export_onnx(program, tmp_path / "m.onnx")
     onnx.checker.check_model(model, full_check=True)
     feeds = _feeds(program, np.random.default_rng(0))
