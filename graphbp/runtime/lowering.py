@@ -177,7 +177,14 @@ def _cast(node, types, out):
 
 def _matmul(node, types, out):
     a, b = types
-    fn = "dot" if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype == out.dtype else "matmul"
+    same = a.dtype == b.dtype == out.dtype
+    if a.ndim > 2 and b.ndim == 2 and same and out.is_concrete:
+        # stacked rows times a matrix (a loop's hoisted projection, (T, B, in) @ W): one
+        # gemm over (T*B, in) instead of np.matmul's one per leading index
+        k, n = a.shape[-1], b.shape[-1]
+        return out_kind(call("dot", Method(X0, "reshape", (Lit(-1), Lit(k))), X1,
+                             Method(OUT, "reshape", (Lit(-1), Lit(n)))))
+    fn = "dot" if a.ndim == 2 and b.ndim == 2 and same else "matmul"
     return out_kind(call(fn, X0, X1, OUT))
 
 
@@ -242,6 +249,18 @@ def _reshaper(may_copy: bool) -> Lowerer:
                      may_copy=may_copy)
 
     return lower
+
+
+def _sigmoid(node, types, out):
+    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or types[0] != out:
+        return None
+    # 1 / (1 + exp(-x)) in place, five calls: x is first raised to -log(max float) + 1, below
+    # which the value underflows anyway, so exp never overflows (the stable kernel of
+    # op.compute takes three temporaries and a where; this is the recurrent gates' hot path)
+    low = Lit(float(1.0 - np.log(np.finfo(out.dtype).max)))
+    return out_kind(call("maximum", X0, low, OUT), call("negative", OUT, OUT), call("exp", OUT, OUT),
+                    call("add", OUT, Lit(1.0), OUT), call("reciprocal", OUT, OUT),
+                    inplace=_inplace_ok(types, out, (0,)))
 
 
 def _relu(node, types, out):
@@ -387,7 +406,7 @@ LOWERINGS: dict[type, Lowerer] = {
     sh.Transpose: _transpose, sh.BroadcastTo: _broadcast, sh.Reshape: _reshaper(may_copy=True),
     sh.ExpandDims: _reshaper(may_copy=False), sh.Squeeze: _reshaper(may_copy=False),
     act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
-    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: generic, act.Softplus: generic,
+    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: generic,
     indexing.OneHot: _one_hot,
     indexing.GetItem: generic, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
