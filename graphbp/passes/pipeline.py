@@ -22,6 +22,7 @@ from ..errors import GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
+from .residuals import reuse_residuals
 from .core import LogEntry, PassResult, Rule, run_rules, verify
 from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
@@ -83,13 +84,15 @@ def _canonicalize(name: str) -> Callable[[list[Node], PassContext], PassResult |
 
 
 def _licm(roots: list[Node], ctx: PassContext) -> PassResult | None:
-    """Move carry-independent work out of scan bodies; then merge what two loops hoisted
-    alike (a forward scan's input projection and its reverse scan's recomputation of it)."""
+    """Move carry-independent work out of scan bodies, read per-step values a forward scan
+    computes from it instead of recomputing them after it (a reverse scan's hoisted
+    recomputation), then merge what two loops hoisted alike (CSE)."""
     res = licm.hoist_loops(roots)
     if not res.log:
         return None
-    again = run_rules(res.roots, ctx.rules(canonicalize.RULES), "licm", cse="cse" in ctx.on)
-    return PassResult(again.roots, res.log + again.log)
+    reused = reuse_residuals(res.roots)
+    again = run_rules(reused.roots, ctx.rules(canonicalize.RULES), "licm", cse="cse" in ctx.on)
+    return PassResult(again.roots, res.log + reused.log + again.log)
 
 
 _CANON = ("algebraic", "constant_fold", "cse")
