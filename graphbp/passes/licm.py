@@ -128,8 +128,15 @@ def _region(roots: Sequence[Node], within: set[Node]) -> list[Node]:
 
 
 def _worth(region: list[Node]) -> bool:
-    """Moving pays when the region does real work beyond views (a view costs nothing)."""
+    """Hoisting pays when the region does real work beyond views (a view costs nothing)."""
     return any(not n.op.view and n.op.leaf_kind is None for n in region)
+
+
+def _worth_sinking(region: list[Node]) -> bool:
+    """Sinking pays when the region holds a contraction or reduction (one call over all
+    steps instead of one per step); elementwise work alone is not worth the stacked values
+    the loop would have to emit for it."""
+    return any(not n.op.view and not n.op.elementwise and n.op.leaf_kind is None for n in region)
 
 
 def _build(nodes: list[Node], lift: _Lift, env: dict[Node, Node]) -> None:
@@ -230,9 +237,9 @@ def move_out(scan: Node, operands: Sequence[Node]) -> _Moved | None:
     def region(n: Node) -> list[Node]:
         return _region([n], movable)
 
-    accs = {k: e for k, e in accs.items() if e in movable and lift.stacked[e] and _worth(region(e))}
+    accs = {k: e for k, e in accs.items() if e in movable and lift.stacked[e] and _worth_sinking(region(e))}
     sunk_ys = [j for j in range(ny) if outs[nc + j] in movable and lift.stacked[outs[nc + j]]
-               and _worth(region(outs[nc + j]))]
+               and _worth_sinking(region(outs[nc + j]))]
     moved_regions = _region([*accs.values(), *(outs[nc + j] for j in sunk_ys)], movable)
     frontier = [i for n in moved_regions for i in n.inputs if i in needed and i not in ph and i.op.leaf_kind is None]
     frontier = list(dict.fromkeys(frontier))  # body values the loop emits for after it

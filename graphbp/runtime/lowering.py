@@ -258,7 +258,7 @@ def _sigmoid(node, types, out):
     # which the value underflows anyway, so exp never overflows (the stable kernel of
     # op.compute takes three temporaries and a where; this is the recurrent gates' hot path)
     low = Lit(float(1.0 - np.log(np.finfo(out.dtype).max)))
-    return out_kind(call("maximum", X0, low, OUT), call("negative", OUT, OUT), call("exp", OUT, OUT),
+    return out_kind(call("maximum", X0, low, out=OUT), call("negative", OUT, OUT), call("exp", OUT, OUT),
                     call("add", OUT, Lit(1.0), OUT), call("reciprocal", OUT, OUT),
                     inplace=_inplace_ok(types, out, (0,)))
 
