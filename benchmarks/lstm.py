@@ -289,7 +289,11 @@ def load_impls(peers_on: bool) -> dict:
 
 # ------------------------------------------------------------------------- probes
 def probe(impl: str) -> dict:
-    """Seconds from building the model to the end of its first step (a fresh process)."""
+    """Seconds from building the model to the end of its first step (a fresh process; the
+    framework is imported before the clock starts)."""
+    for module in {"graphbp": ("graphbp",), "torch nn.LSTM": ("torch",), "torch cell loop": ("torch",),
+                   "jax scan": ("jax", "jax.numpy")}.get(impl, ()):
+        __import__(module)
     t0 = time.perf_counter()
     step, feeds = IMPLS[impl]()
     step(*feeds)
@@ -298,6 +302,8 @@ def probe(impl: str) -> dict:
 
 def compile_probe(steps: int) -> dict:
     """graphbp build + grad + compile at sequence length ``steps``, and the first call."""
+    import graphbp  # noqa: F401 - imports are not compile time
+
     d = w7_data(0, steps)
     t0 = time.perf_counter()
     prog = build_graphbp(d)
@@ -313,3 +319,58 @@ if __name__ == "__main__":
         print(json.dumps(compile_probe(int(sys.argv[2]))))
     else:
         raise SystemExit(__doc__)
+
+
+# ------------------------------------------------------------------------- run.py and report.py
+FIRST_CALL_TARGET, COMPILE_RATIO_TARGET = 0.3, 1.2
+
+
+def run(results: dict, repeats: int, peers_on: bool, interleaved) -> None:
+    """The W7 rows of ``benchmarks/run.py``: step times (interleaved medians), first calls
+    and graphbp's build + compile time at sequence 32 and 1,024 (fresh processes, median of 3)."""
+    import statistics
+    import subprocess
+
+    med = interleaved(load_impls(peers_on), repeats, 3)
+    results["times"]["W7"] = med
+    print("W7 lstm-charlm: emb 32, LSTM 128, seq 32, batch 32, vocab 64, softmax-CE, SGD")
+    for name, t in med.items():
+        print(f"  {name:24s} {t * 1e3:9.3f} ms   ratio {t / med['numpy-hand']:5.2f}")
+
+    def fresh(*argv: str) -> dict:
+        out = subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    results["w7_probe"] = {}
+    for impl in med:
+        runs = [fresh("probe", impl) for _ in range(3)]
+        results["w7_probe"][impl] = statistics.median(r["first_call"] for r in runs)
+        print(f"  {impl:24s} first call {results['w7_probe'][impl]:.3f} s")
+    results["w7_compile"] = []
+    for steps in (32, 1024):
+        runs = [fresh("compile", str(steps)) for _ in range(3)]
+        r = {k: statistics.median(q[k] for q in runs) for k in ("build_compile", "first_call")}
+        results["w7_compile"].append(dict(r, steps=steps))
+        print(f"  graphbp seq {steps:5d}: build + grad + compile {r['build_compile']:.3f} s, "
+              f"first call {r['first_call']:.3f} s")
+
+
+def report(res: dict) -> list[str]:
+    """docs/performance.md lines for W7's first calls and compile times."""
+    lines: list[str] = []
+    if res.get("w7_probe"):
+        lines += ["", "## W7 first call (fresh process: build, compile or jit, first step; median of 3)", "",
+                  "| implementation | first call (s) |", "|---|---|"]
+        lines += [f"| {impl} | {t:.3f} |" for impl, t in res["w7_probe"].items()]
+        g = res["w7_probe"].get("graphbp")
+        if g is not None:
+            lines += ["", f"Target for graphbp: <= {FIRST_CALL_TARGET} s "
+                          f"({'met' if g <= FIRST_CALL_TARGET else 'missed'})."]
+    if res.get("w7_compile"):
+        lines += ["", "## W7 build + compile time against the sequence length (graphbp, fresh process, median of 3)",
+                  "", "| sequence | build + grad + compile (s) | first call (s, runs every step) |", "|---|---|---|"]
+        lines += [f"| {r['steps']} | {r['build_compile']:.3f} | {r['first_call']:.3f} |" for r in res["w7_compile"]]
+        a, b = res["w7_compile"][0]["build_compile"], res["w7_compile"][-1]["build_compile"]
+        lines += ["", f"Target: 1,024 within {COMPILE_RATIO_TARGET}x of 32: {b / a:.2f}x "
+                      f"({'met' if b / a <= COMPILE_RATIO_TARGET else 'missed'})."]
+    return lines
