@@ -12,7 +12,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-EXAMPLES = ("mlp_digits", "cnn_digits", "lstm")  # the ones that exist are written
+EXAMPLES = ("mlp_digits", "cnn_digits", "lstm_charlm")
 
 
 def main() -> int:

@@ -148,8 +148,9 @@ class GraphbpDiagram(SphinxDirective):
             for title, block in blocks:
                 out.append(nodes.rubric(text=title))
                 if block:
-                    inner = block[len("\\begin{align}"):-len("\\end{align}")].strip()
-                    out.append(nodes.math_block(inner, inner, nowrap=False, number=None))
+                    # the whole align, unwrapped: Sphinx would wrap the rows in \begin{split},
+                    # where MathJax refuses \tag (the step numbers)
+                    out.append(nodes.math_block(block, block, nowrap=True, number=None))
             return out
         name = f"{hashlib.sha256(body.encode('utf-8')).hexdigest()[:20]}.html"
         out_dir = os.path.join(self.env.app.outdir, "_graphbp")

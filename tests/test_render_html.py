@@ -154,3 +154,17 @@ def test_every_example_compiles_with_pdflatex(tmp_path, example):
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (tmp_path / "eq.pdf").stat().st_size > 1000
+
+
+@needs_dot
+def test_explorer_of_a_scan_model_lists_multi_output_nodes_and_body_clusters():
+    import lstm_charlm
+
+    data = _payload(gb.to_html(lstm_charlm.build(), views=["forward", "joint"], equations=False))
+    scans = [r for r in data["nodes"] if r["op"] == "scan"]
+    assert len(scans) == 2  # the forward loop and its reverse (the gradient)
+    for r in scans:  # a scan's value is a tuple: its shape lists the items'
+        assert r["sh"].startswith("((") and r["ty"].startswith("(")
+    for view in data["views"]:
+        bodies = [c for c in view["clusters"].values() if c["kind"] == "body"]
+        assert bodies and all(c["members"] for c in bodies)

@@ -120,3 +120,34 @@ def test_directive_renders_svg_latex_html_and_warns_on_failure(project):
     proc = _build(project)
     assert proc.returncode == 0, proc.stderr
     assert len((project / "calls.txt").read_text(encoding="utf-8")) == 6
+
+
+def test_the_gallery_page_builds_with_the_directive(tmp_path):
+    """docs/gallery.md (MLP, CNN, LSTM: explorer, SVG and equations each) under docs/conf.py."""
+    why = _needs()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"the Sphinx test must run in CI: {why}")
+        pytest.skip(why)
+    src = tmp_path / "src"
+    src.mkdir()
+    conf = (ROOT / "docs" / "conf.py").read_text(encoding="utf-8")
+    (src / "conf.py").write_text(conf.replace('graphbp_diagram_root = ".."', f"graphbp_diagram_root = {str(ROOT)!r}"),
+                                 encoding="utf-8")
+    page = (ROOT / "docs" / "gallery.md").read_text(encoding="utf-8")
+    (src / "index.md").write_text(page, encoding="utf-8")
+    proc = _build(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "graphbp-diagram" not in proc.stderr  # every example drew (links to other pages may warn)
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    fences = page.count("```{graphbp-diagram}")
+    assert html.count('class="figure graphbp-diagram') + html.count('<figure class="graphbp-diagram') == fences
+    assert html.count('<iframe class="graphbp-explorer"') == 3
+    assert html.count('<div class="graphbp-svg"><svg') == 6
+    assert "could not be drawn" not in html
+    # the equations go to MathJax as align environments (\tag is an error inside split)
+    assert html.count("\\begin{align}") == 6 and "\\tag{seed}" in html and "\\begin{split}" not in html
+    for name in ("mlp_digits", "cnn_digits", "lstm_charlm"):
+        assert f"examples/{name}.py:build" in html  # each explorer's iframe title names its source
+    explorers = sorted((tmp_path / "out" / "_graphbp").glob("*.html"))
+    assert len(explorers) == 3 and all("graphbp explorer" in p.read_text(encoding="utf-8") for p in explorers)

@@ -13,6 +13,7 @@ import linecache
 from typing import Any
 
 from ..graph.node import Node
+from ..graph.types import TupleType
 from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text, rules_of
 from .costs import bytes_poly, flops
 from .subject import Subject, node_title, origin_text, short_type
@@ -89,4 +90,11 @@ def _kind(s: Subject, n: Node) -> str:
 
 
 def _shape(n: Node) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in n.type.shape) + ("," if len(n.type.shape) == 1 else "") + ")"
+    return _shape_text(n.type)
+
+
+def _shape_text(t: Any) -> str:
+    """``(?, 128)``; a multi-output node (``gb.scan``, ``gb.cond``) lists its items' shapes."""
+    if isinstance(t, TupleType):
+        return "(" + ", ".join(_shape_text(i) for i in t.items) + ")"
+    return "(" + ", ".join("?" if d is None else str(d) for d in t.shape) + ("," if len(t.shape) == 1 else "") + ")"
