@@ -139,7 +139,7 @@ def test_killed_rank_ends_the_job_and_a_rerun_resumes_to_the_same_params(tmp_pat
     proc, took = _run(2, "kill", str(STEPS), str(out), str(ckpt))
     assert proc.returncode != 0 and took < 60
     pid = (tmp_path / "final.npz.pid1").read_text()
-    assert f"graphbp.distributed: 2 ranks: rank 0 is pid " in proc.stderr
+    assert "graphbp.distributed: 2 ranks: rank 0 is pid " in proc.stderr
     assert f"rank 1 is pid {pid} on " in proc.stderr, proc.stderr[-3000:]
     assert f"PID {pid} RUNNING AT" in proc.stdout + proc.stderr  # the launcher's own report
     assert not out.exists()
