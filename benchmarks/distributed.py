@@ -90,6 +90,8 @@ def worker(steps: int) -> dict:
         "step_overlap_s": lambda: overlapped(*feeds),
         "step_no_comm_s": lambda: no_comm(*feeds),
         "allreduce_s": lambda: comm.allreduce_mean(buf, out),
+        # MPI's own blocking Allreduce (no signature check, no deadline) for comparison
+        "mpi_allreduce_s": lambda: comm._comm.Allreduce(buf, out, op=comm._mpi.SUM),
     }, steps, comm)}
     gathered = comm._comm.allgather(result)  # the slowest rank sets the pace
     if comm.rank != 0:
@@ -115,7 +117,8 @@ def _table(runs: dict, load: tuple[float, float]) -> str:
             lines.append(f"| {label}, {what} | {1e3 * r[key]:.2f} | {rate:,.0f} | {rate / rate1:.2f}x | {share} |")
     r = runs["2 ranks"]
     lines += ["", f"allreduce of {r['grad_bytes'] / 2**20:.2f} MiB alone: {1e3 * r['allreduce_s']:.2f} ms "
-              f"({1e3 * runs['2 ranks, -bind-to core']['allreduce_s']:.2f} ms bound to cores); "
+              f"({1e3 * runs['2 ranks, -bind-to core']['allreduce_s']:.2f} ms bound to cores; MPI's blocking "
+              f"Allreduce {1e3 * r['mpi_allreduce_s']:.2f} ms); "
               f"one rank's 128 rows take {r['step_no_comm_s'] / one['step_half_s']:.2f}x as long with "
               "the other rank computing at the same time as alone",
               "allreduce share = 1 - (step without communication) / step"]
