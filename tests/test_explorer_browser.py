@@ -236,3 +236,27 @@ def test_equations_typeset_with_the_bundled_katex(browser, tmp_path, example):
     if example == "mlp_digits":
         browser.save_screenshot(str(_artifacts() / "explorer-equations-katex.png"))
     assert _errors(browser) == []
+
+
+def test_a_scan_body_folds_and_unfolds_in_place(browser, tmp_path):
+    """The LSTM's loop body is a cluster: a click on its title folds it, another unfolds it."""
+    import lstm_charlm
+
+    path = tmp_path / "lstm.html"
+    gb.render(lstm_charlm.build(), path, views=["forward"], equations=False)
+    data = json.loads(re.search(r'<script type="application/json" id="gb-data">(.*?)</script>',
+                                path.read_text(encoding="utf-8"), re.S).group(1).replace("<\\/", "</"))
+    by = _open(browser, path, "forward")
+    forward = _view(data, "forward")
+    cid, body = next((c, info) for c, info in forward["clusters"].items() if info["kind"] == "body")
+    assert body["label"] == "scan · body" and len(body["members"]) > 10
+    assert "gb-collapsed" not in _classes(browser, cid)
+    title = browser.find_element(by.CSS_SELECTOR, f'[id="{cid}"] > text')
+    title.click()
+    assert "gb-collapsed" in _classes(browser, cid)
+    assert all("gb-hidden" in _classes(browser, s) for s in body["members"])
+    browser.find_element(by.CSS_SELECTOR, f'[id="{cid}"] > text').click()
+    assert "gb-collapsed" not in _classes(browser, cid)
+    assert all("gb-hidden" not in _classes(browser, s) for s in body["members"])
+    browser.save_screenshot(str(_artifacts() / "explorer-scan-body.png"))
+    assert _errors(browser) == []
