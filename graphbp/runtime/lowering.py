@@ -89,7 +89,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "power": np.power, "maximum": np.maximum, "minimum": np.minimum, "negative": np.negative,
     "exp": np.exp, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt, "square": np.square,
     "absolute": np.absolute, "sign": np.sign, "reciprocal": np.reciprocal, "sin": np.sin,
-    "cos": np.cos, "tanh": np.tanh, "greater": np.greater, "greater_equal": np.greater_equal,
+    "cos": np.cos, "tanh": np.tanh, "logaddexp": np.logaddexp, "greater": np.greater, "greater_equal": np.greater_equal,
     "less": np.less, "less_equal": np.less_equal, "equal": np.equal, "not_equal": np.not_equal,
     "bitwise_and": np.bitwise_and, "dot": np.dot, "maximum_reduce": np.maximum.reduce,
     "matmul": np.matmul, "add_reduce": np.add.reduce, "copyto": np.copyto,
@@ -244,6 +244,27 @@ def _reshaper(may_copy: bool) -> Lowerer:
     return lower
 
 
+def _sigmoid(node, types, out):
+    """``1 / (1 + exp(-x))`` in five in-place calls: one ``exp`` where the op's kernel,
+    exact in both tails, branches on the sign (``exp(-|x|)`` and a ``where``: about twice
+    the passes). ``-x`` is clipped to the largest finite ``log`` first, so ``exp`` cannot
+    overflow (no warning); below ``x = -88`` (float32) the result then stays at
+    ``6e-39`` instead of decaying to 0, a difference in the subnormal range."""
+    if out.dtype.kind != "f" or not _same(types[0], out):
+        return None
+    limit = float(np.floor(np.log(np.finfo(out.dtype).max)))
+    return out_kind(call("negative", X0, OUT), call("minimum", OUT, Lit(limit), out=OUT),
+                    call("exp", OUT, OUT), call("add", OUT, Lit(1), OUT), call("divide", Lit(1), OUT, OUT),
+                    inplace=(0,))
+
+
+def _softplus(node, types, out):
+    """``log(1 + exp(x))`` as one ``logaddexp(0, x)`` into the planned buffer."""
+    if out.dtype.kind != "f" or not _same(types[0], out):
+        return None
+    return out_kind(call("logaddexp", Lit(0), X0, OUT), inplace=(0,))
+
+
 def _relu(node, types, out):
     return out_kind(call("maximum", X0, Lit(0), out=OUT), inplace=_inplace_ok(types, out, (0,)))
 
@@ -387,7 +408,7 @@ LOWERINGS: dict[type, Lowerer] = {
     sh.Transpose: _transpose, sh.BroadcastTo: _broadcast, sh.Reshape: _reshaper(may_copy=True),
     sh.ExpandDims: _reshaper(may_copy=False), sh.Squeeze: _reshaper(may_copy=False),
     act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
-    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: generic, act.Softplus: generic,
+    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: _softplus,
     indexing.OneHot: _one_hot,
     indexing.GetItem: generic, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
