@@ -37,6 +37,7 @@ from ..graph.context import stamp
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from ..ops import elementwise as ew
+from ..ops import shape as sh
 from ..ops.fused import AddN
 from ..ops.leaves import Constant, constant
 from .core import LogEntry, PassResult, count_uses, rewrite
@@ -100,6 +101,8 @@ class _Reader:
         return all(i.type == n.type or self.scalar(i, n) for i in n.inputs)
 
     def atom(self, n: Node, like: Node) -> Poly:
+        if isinstance(n.op, sh.BroadcastTo) and self.scalar(n.inputs[0], like):
+            n = n.inputs[0]  # a broadcast scalar (a gradient seed) is a coefficient
         if self.scalar(n, like):
             if type(n.op) is Constant:
                 return {((), ()): float(np.asarray(n.op.value).reshape(()))}
@@ -202,7 +205,7 @@ def _term(mono: Mono, scal: tuple[int, ...], num: float) -> Expr:
 
 def _flat(poly: Poly) -> Expr:
     """Terms added one after another (negative ones subtracted), constants last."""
-    keys = sorted(poly, key=lambda k: (not k[0], k))
+    keys = sorted(poly, key=lambda k: (not k[0], poly[k] < 0, k))  # a positive term first
     if len(keys) > 1:
         keys = [k for k in keys if poly[k] != 0.0] or keys[:1]
     e: Expr | None = None
