@@ -250,8 +250,8 @@ def _sigmoid(node, types, out):
     the passes). ``-x`` is clipped to the largest finite ``log`` first, so ``exp`` cannot
     overflow (no warning); below ``x = -88`` (float32) the result then stays at
     ``6e-39`` instead of decaying to 0, a difference in the subnormal range."""
-    if out.dtype.kind != "f" or not _same(types[0], out):
-        return None
+    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
+        return None  # float16 keeps the op's kernel (a clip at log(65504) = 11 would show)
     limit = float(np.floor(np.log(np.finfo(out.dtype).max)))
     return out_kind(call("negative", X0, OUT), call("minimum", OUT, Lit(limit), out=OUT),
                     call("exp", OUT, OUT), call("add", OUT, Lit(1), OUT), call("divide", Lit(1), OUT, OUT),
@@ -263,8 +263,8 @@ def _softplus(node, types, out):
     op's kernel, ``logaddexp(0, x)``, is one call about ten times slower than all six
     (measured in docs/performance.md). Exact in both tails (no overflow; ``exp`` underflows
     quietly to 0 past ``|x| = 103`` in float32, as in the kernel)."""
-    if out.dtype.kind != "f" or not _same(types[0], out):
-        return None
+    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
+        return None  # float16 keeps the op's kernel
     return out_kind(call("maximum", X0, Lit(0), out=T0), call("absolute", X0, OUT), call("negative", OUT, OUT),
                     call("exp", OUT, OUT), call("log1p", OUT, OUT), call("add", OUT, T0, OUT),
                     inplace=(0,), temps=(out,))
