@@ -8,7 +8,9 @@ gives three gradient terms ``g c u u`` (one per factor ``u`` of the cube) and a 
 coefficients (constants and one-element operands), merges like terms (``3 c g u^2``),
 and writes it back factored (``g (1 + 3c u^2)``, powers as ``square``), choosing by
 counting full-size operations. It rewrites a node only when the factored form takes
-fewer full-size operations than the nodes it replaces, so hand-factored code is left alone.
+fewer full-size operations than the nodes it replaces, and only nodes autodiff made (with
+gradient provenance): the user's own arithmetic, an optimiser's update included, keeps
+its operations and so its rounding (it may still be read as the factors of a gradient).
 
 Limits, each for a reason: products are read through any number of users (recomputing a
 product is what CSE undoes when both sides now write it the same way), but a sum only
@@ -303,7 +305,7 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassRe
     log: list[LogEntry] = []
 
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
-        hit = reader.read(n) if reader.member(n) and not absorbed(n) else None
+        hit = reader.read(n) if n.provenance and reader.member(n) and not absorbed(n) else None
         if hit is None:
             return None
         poly, replaced = hit

@@ -244,30 +244,40 @@ def _reshaper(may_copy: bool) -> Lowerer:
     return lower
 
 
+def _exp_range(dtype: np.dtype) -> tuple[float, float]:
+    """Arguments whose ``exp`` (and its reciprocal) is a normal float: clipping to them keeps
+    ``exp`` and ``1 / (1 + exp)`` from overflowing or underflowing (no floating-point flags
+    even under ``errstate(all="raise")``)."""
+    lo = float(np.ceil(np.log(np.finfo(dtype).tiny)))  # -87 (float32), -708 (float64)
+    return lo, -lo  # and 1 / (1 + exp(-lo)) is still normal
+
+
 def _sigmoid(node, types, out):
-    """``1 / (1 + exp(-x))`` in five in-place calls: one ``exp`` where the op's kernel,
-    exact in both tails, branches on the sign (``exp(-|x|)`` and a ``where``: about twice
-    the passes). ``-x`` is clipped to the largest finite ``log`` first, so ``exp`` cannot
-    overflow (no warning); below ``x = -88`` (float32) the result then stays at
-    ``6e-39`` instead of decaying to 0, a difference in the subnormal range."""
+    """``1 / (1 + exp(-x))`` in six in-place calls, one ``exp``, where the op's kernel
+    (exact in both tails by branching on the sign: ``exp(-|x|)`` and a ``where``) makes about
+    twice the passes. ``-x`` is clipped to the range where ``exp`` is a normal float
+    (:func:`_exp_range`); beyond ``|x| = 87`` (float32) the result then stays at ``1`` or at
+    ``1.6e-38`` instead of decaying to 0, a difference at the edge of the subnormal range."""
     if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
         return None  # float16 keeps the op's kernel (a clip at log(65504) = 11 would show)
-    limit = float(np.floor(np.log(np.finfo(out.dtype).max)))
-    return out_kind(call("negative", X0, OUT), call("minimum", OUT, Lit(limit), out=OUT),
-                    call("exp", OUT, OUT), call("add", OUT, Lit(1), OUT), call("divide", Lit(1), OUT, OUT),
-                    inplace=(0,))
+    lo, hi = _exp_range(out.dtype)
+    return out_kind(call("negative", X0, OUT), call("maximum", OUT, Lit(lo), out=OUT),
+                    call("minimum", OUT, Lit(hi), out=OUT), call("exp", OUT, OUT), call("add", OUT, Lit(1), OUT),
+                    call("divide", Lit(1), OUT, OUT), inplace=(0,))
 
 
 def _softplus(node, types, out):
-    """``max(x, 0) + log1p(exp(-|x|))``: six calls of ufuncs NumPy vectorises, where the
-    op's kernel, ``logaddexp(0, x)``, is one call about ten times slower than all six
-    (measured in docs/performance.md). Exact in both tails (no overflow; ``exp`` underflows
-    quietly to 0 past ``|x| = 103`` in float32, as in the kernel)."""
+    """``max(x, 0) + log1p(exp(max(-|x|, lo)))``: seven calls of ufuncs NumPy vectorises,
+    where the op's kernel, ``logaddexp(0, x)``, is one call about ten times slower than all
+    of them (measured in docs/performance.md). ``lo`` keeps ``exp`` from underflowing
+    (:func:`_exp_range`): past ``|x| = 87`` (float32) the log term is ``1e-38`` instead of
+    smaller, a difference in the subnormal range."""
     if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
         return None  # float16 keeps the op's kernel
+    lo, _ = _exp_range(out.dtype)
     return out_kind(call("maximum", X0, Lit(0), out=T0), call("absolute", X0, OUT), call("negative", OUT, OUT),
-                    call("exp", OUT, OUT), call("log1p", OUT, OUT), call("add", OUT, T0, OUT),
-                    inplace=(0,), temps=(out,))
+                    call("maximum", OUT, Lit(lo), out=OUT), call("exp", OUT, OUT), call("log1p", OUT, OUT),
+                    call("add", OUT, T0, OUT), inplace=(0,), temps=(out,))
 
 
 def _relu(node, types, out):
