@@ -8,9 +8,9 @@ gives three gradient terms ``g c u u`` (one per factor ``u`` of the cube) and a 
 coefficients (constants and one-element operands), merges like terms (``3 c g u^2``),
 and writes it back factored (``g (1 + 3c u^2)``, powers as ``square``), choosing by
 counting full-size operations. It rewrites a node only when the factored form takes
-fewer full-size operations than the nodes it replaces, and only nodes autodiff made (with
-gradient provenance): the user's own arithmetic, an optimiser's update included, keeps
-its operations and so its rounding (it may still be read as the factors of a gradient).
+fewer full-size operations than the nodes it replaces. Forward chains and gradients are
+rewritten; arithmetic the user writes on gradients (an optimiser's update, tested bit-exact
+against its NumPy formula) keeps its operations and so its rounding.
 
 Limits, each for a reason: products are read through any number of users (recomputing a
 product is what CSE undoes when both sides now write it the same way), but a sum only
@@ -295,6 +295,10 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassRe
         for i in dict.fromkeys(n.inputs):
             users.setdefault(i, []).append(n)
     rootset = set(roots)
+    updates: set[Node] = set()  # user arithmetic on gradients (an optimiser's update)
+    for n in order:
+        if not n.provenance and any(i.provenance or i in updates for i in n.inputs):
+            updates.add(n)
 
     def absorbed(n: Node) -> bool:
         """Read into each of its users' polynomials (so not rewritten on its own)."""
@@ -305,7 +309,7 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassRe
     log: list[LogEntry] = []
 
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
-        hit = reader.read(n) if n.provenance and reader.member(n) and not absorbed(n) else None
+        hit = reader.read(n) if reader.member(n) and not absorbed(n) and n not in updates else None
         if hit is None:
             return None
         poly, replaced = hit
