@@ -19,7 +19,7 @@ from .. import ops
 from ..graph.node import Node
 from ..ops.base import apply
 from ..errors import GraphError
-from ..ops import activations as act, collective, control, conv, loop, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
+from ..ops import activations as act, collective, control, conv, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
 from ..ops import shape as sh
 from .builder import INT64_MAX, INT64_MIN, OnnxBuilder, tensor_dtype
 
@@ -29,9 +29,6 @@ EMITTERS: dict[type, Emitter] = {}
 NOT_EXPORTED: dict[type, str] = {
     nn.DropoutMask: "draws its mask from NumPy's generator, which no ONNX runtime reproduces; "
                     "export the evaluation graph (built without dropout)",
-    loop.Scan: "not written yet: ONNX Loop is the mapping (xs read with Gather at the iteration "
-               "number, ys and stacked carries as scan outputs, reversed after the loop when "
-               "reverse=True), but neither the emitter nor an importer handler for Loop exists yet",
 }
 """Op classes with no ONNX export, and why (listed in docs/interop.md)."""
 
@@ -434,13 +431,14 @@ def _sigmoid_bce(b, node, xs):
     return b.op("Add", [b.op("Sub", [b.op("Relu", [z]), b.op("Mul", [z, t])]), soft])
 
 
-@emits(collective.AllreduceMean)
+@emits(collective.AllreduceMean, collective.AllreduceStart, collective.AllreduceWait)
 def _allreduce_mean(b, node, xs):
-    """The one-process group's mean is a copy; ONNX has no collectives across processes."""
+    """The one-process group's mean is a copy; ONNX has no collectives across processes.
+    (A wait's second operand, the start's send buffer, only orders the pair.)"""
     if node.op.group != "self":
-        raise GraphError(f"export_onnx: allreduce_mean over group {node.op.group!r} cannot be exported: "
+        raise GraphError(f"export_onnx: {node.op.name} over group {node.op.group!r} cannot be exported: "
                          f"ONNX has no collectives; export the single-process program\n  node: {node.describe()}")
-    return b.op("Identity", xs)
+    return b.op("Identity", xs[:1])
 
 
 # --------------------------------------------------------------------- convolution, pooling
@@ -594,3 +592,6 @@ def _cond(b, node, xs):
     n_out = len(node.type.items)
     out = b.op("If", [pred], outputs=n_out, then_branch=branches[0], else_branch=branches[1])
     return [out] if n_out == 1 else out
+
+
+from . import emit_loop  # noqa: E402,F401 - registers gb.scan's emitter (ONNX Loop)

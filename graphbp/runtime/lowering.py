@@ -45,7 +45,7 @@ from ..graph.types import TensorType
 from ..ops import activations as act, control, conv, loop, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
 from ..ops import shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
-from ..ops.collective import AllreduceMean
+from ..ops.collective import AllreduceMean, AllreduceStart, AllreduceWait
 from ..ops.fused import AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Constant
 from .records import (  # noqa: F401 - re-exported: the record types are part of a lowering's vocabulary
@@ -177,7 +177,14 @@ def _cast(node, types, out):
 
 def _matmul(node, types, out):
     a, b = types
-    fn = "dot" if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype == out.dtype else "matmul"
+    same = a.dtype == b.dtype == out.dtype
+    if a.ndim > 2 and b.ndim == 2 and same and out.is_concrete:
+        # stacked rows times a matrix (a loop's hoisted projection, (T, B, in) @ W): one
+        # gemm over (T*B, in) instead of np.matmul's one per leading index
+        k, n = a.shape[-1], b.shape[-1]
+        return out_kind(call("dot", Method(X0, "reshape", (Lit(-1), Lit(k))), X1,
+                             Method(OUT, "reshape", (Lit(-1), Lit(n)))))
+    fn = "dot" if a.ndim == 2 and b.ndim == 2 and same else "matmul"
     return out_kind(call(fn, X0, X1, OUT))
 
 
@@ -216,6 +223,15 @@ def _view(expr: Arg, fn: Callable[[np.ndarray], np.ndarray], **fields: Any) -> L
     return Lowered("view", expr=expr, view=fn, **fields)
 
 
+def _getitem(node, types, out):
+    """Basic indexing is a view (an LSTM's gate slices): ``x[a:b, ...]`` inline, not a
+    kernel call per step. A 0-d result would be a NumPy scalar, not a view: the kernel."""
+    if out.ndim == 0 or not node.op.index:
+        return None
+    index = tuple(slice(*i) if isinstance(i, tuple) else i for i in node.op.index)
+    return _view(Index(X0, tuple(Lit(i) for i in index)), lambda x: x[index])
+
+
 def _transpose(node, types, out):
     axes = node.op.axes
     if axes == tuple(range(len(axes)))[::-1]:
@@ -244,37 +260,36 @@ def _reshaper(may_copy: bool) -> Lowerer:
     return lower
 
 
-def _exp_range(dtype: np.dtype) -> tuple[float, float]:
-    """Arguments whose ``exp`` (and its reciprocal) is a normal float: clipping to them keeps
-    ``exp`` and ``1 / (1 + exp)`` from overflowing or underflowing (no floating-point flags
-    even under ``errstate(all="raise")``)."""
-    lo = float(np.ceil(np.log(np.finfo(dtype).tiny)))  # -87 (float32), -708 (float64)
-    return lo, -lo  # and 1 / (1 + exp(-lo)) is still normal
+def _exp_floor(dtype: np.dtype) -> float:
+    """The smallest argument whose ``exp`` is a normal float (-87 in float32, -708 in
+    float64): clipping to it keeps ``exp`` from underflowing (no floating-point flag even
+    under ``errstate(all="raise")``)."""
+    return float(np.ceil(np.log(np.finfo(dtype).tiny)))
 
 
 def _sigmoid(node, types, out):
-    """``1 / (1 + exp(-x))`` in six in-place calls, one ``exp``, where the op's kernel
-    (exact in both tails by branching on the sign: ``exp(-|x|)`` and a ``where``) makes about
-    twice the passes. ``-x`` is clipped to the range where ``exp`` is a normal float
-    (:func:`_exp_range`); beyond ``|x| = 87`` (float32) the result then stays at ``1`` or at
-    ``1.6e-38`` instead of decaying to 0, a difference at the edge of the subnormal range."""
-    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
-        return None  # float16 keeps the op's kernel (a clip at log(65504) = 11 would show)
-    lo, hi = _exp_range(out.dtype)
-    return out_kind(call("negative", X0, OUT), call("maximum", OUT, Lit(lo), out=OUT),
-                    call("minimum", OUT, Lit(hi), out=OUT), call("exp", OUT, OUT), call("add", OUT, Lit(1), OUT),
-                    call("divide", Lit(1), OUT, OUT), inplace=(0,))
+    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or types[0] != out:
+        return None
+    # 1 / (1 + exp(-x)) in place, six calls (the stable kernel of op.compute takes three
+    # temporaries and a where; this is the recurrent gates' hot path). x is first clamped to
+    # where exp(-x) and the result stay normal numbers, so nothing overflows or underflows;
+    # beyond it the value is 0 or 1 to within the smallest normal number.
+    bound = Lit(float(-np.log(np.finfo(out.dtype).tiny) - 1.0))
+    return out_kind(call("minimum", X0, bound, out=OUT), call("negative", OUT, OUT),
+                    call("minimum", OUT, bound, out=OUT), call("exp", OUT, OUT),
+                    call("add", OUT, Lit(1.0), OUT), call("reciprocal", OUT, OUT),
+                    inplace=_inplace_ok(types, out, (0,)))
 
 
 def _softplus(node, types, out):
     """``max(x, 0) + log1p(exp(max(-|x|, lo)))``: seven calls of ufuncs NumPy vectorises,
     where the op's kernel, ``logaddexp(0, x)``, is one call about ten times slower than all
     of them (measured in docs/performance.md). ``lo`` keeps ``exp`` from underflowing
-    (:func:`_exp_range`): past ``|x| = 87`` (float32) the log term is ``1e-38`` instead of
+    (:func:`_exp_floor`): past ``|x| = 87`` (float32) the log term is ``1e-38`` instead of
     smaller, a difference in the subnormal range."""
     if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
         return None  # float16 keeps the op's kernel
-    lo, _ = _exp_range(out.dtype)
+    lo = _exp_floor(out.dtype)
     return out_kind(call("maximum", X0, Lit(0), out=T0), call("absolute", X0, OUT), call("negative", OUT, OUT),
                     call("maximum", OUT, Lit(lo), out=OUT), call("exp", OUT, OUT), call("log1p", OUT, OUT),
                     call("add", OUT, T0, OUT), inplace=(0,), temps=(out,))
@@ -387,6 +402,13 @@ def _matmul_bias_act(node, types, out):
     return out_kind(*calls)
 
 
+def _allreduce_wait(node, types, out):
+    """The wait completes the started buffer in place: it is the output when it dies here
+    (it always does: only the wait reads a start)."""
+    got = generic(node, types, out)
+    return dataclasses.replace(got, inplace=(0,)) if got.kind == "out" else got
+
+
 def _takes_out(node: Node) -> bool:
     try:
         return "out" in inspect.signature(node.op.compute).parameters
@@ -425,12 +447,12 @@ LOWERINGS: dict[type, Lowerer] = {
     act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
     act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: _softplus,
     indexing.OneHot: _one_hot,
-    indexing.GetItem: generic, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
+    indexing.GetItem: _getitem, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
     nn.Softmax: _softmax, nn.SoftmaxCrossEntropy: _cross_entropy,
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,
     AddN: _add_n, MatMulBiasAct: _matmul_bias_act,
-    AllreduceMean: generic,
+    AllreduceMean: generic, AllreduceStart: generic, AllreduceWait: _allreduce_wait,
     control.TupleGet: lambda node, types, out: _view(Index(X0, (Lit(node.op.index),)), lambda x: x[node.op.index]),
     control.Cond: generic,  # runs the chosen body's program (compiled once, held by the body)
     loop.Scan: generic,  # runs the body's program once per step into preallocated (T, ...) buffers
