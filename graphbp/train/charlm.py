@@ -182,10 +182,10 @@ def write_scan_bodies(program: Program, out: Path, suffix: str) -> list[Path]:
 
     part = program.partition
     paths = []
-    for name, reverse in (("scan_body", False), ("reverse_scan_body", True)):
+    for name, reverse, view in (("scan_body", False, "forward"), ("reverse_scan_body", True, "backward")):
         node = next(n for n in [*part.forward, *part.backward] if isinstance(n.op, Scan) and n.op.reverse is reverse)
         path = out / f"{name}{suffix}"
-        render(list(node.op.subgraphs()[0].outputs), path)
+        render(list(node.op.subgraphs()[0].outputs), path, view=view)  # the pullback's nodes are gradient nodes
         paths.append(path)
     return paths
 
