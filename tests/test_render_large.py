@@ -23,7 +23,7 @@ import pytest
 
 import graphbp as gb
 from graphbp.render.dot import scene_of
-from graphbp.render.scene import ROUTED_OVERLAY_MAX
+from graphbp.render.scene import OVERLAY_SPAN_MAX
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_dot = pytest.mark.skipif(not gb.render.dot_available(), reason="Graphviz's dot is not installed")
@@ -82,8 +82,22 @@ def test_large_joint_scene_is_laid_out_without_its_cross_arrows():
 def test_small_joint_scene_routes_its_cross_arrows():
     prog = residual(3)
     scene = scene_of(prog, "joint")
-    assert len(scene) <= ROUTED_OVERLAY_MAX and not scene.layered()
+    assert 0 < scene.overlay_span() <= OVERLAY_SPAN_MAX and not scene.layered()
     assert "drawn straight" not in scene.title
+
+
+def test_overlay_span_counts_the_ranks_cross_arrows_skip():
+    from graphbp.render.scene import Scene
+
+    scene = Scene()
+    for k in "abcdxy":
+        scene.add_node(k, k, {})
+    for tail, head in ("ab", "bc", "cd", "xy"):
+        scene.add_edge(tail, head, {})
+    scene.add_edge("a", "y", {"constraint": "false"}, overlay=True)  # ranks 0 -> 1
+    scene.add_edge("d", "x", {"constraint": "false"}, overlay=True)  # ranks 3 -> 0
+    assert scene.overlay_span() == 1 + 3
+    assert scene.overlay_span() <= OVERLAY_SPAN_MAX and not scene.layered()
 
 
 @needs_dot

@@ -54,9 +54,11 @@ class DrawEdge:
     overlay: bool = False
 
 
-#: Above this many boxes, a scene's overlay edges are drawn over a finished layout instead of
-#: being laid out with it (see :meth:`Scene.layered`).
-ROUTED_OVERLAY_MAX = 120
+#: When a scene's overlay edges would span more ranks than this in total (estimated by
+#: :meth:`Scene.overlay_span`), they are drawn over a finished layout instead of being laid
+#: out with it (see :meth:`Scene.layered`). Measured: 2,000 ranks lay out in about 0.3 s of
+#: Graphviz time, 9,600 in 5 s, 43,000 in 4 minutes.
+OVERLAY_SPAN_MAX = 2000
 
 
 @dataclass
@@ -105,8 +107,33 @@ class Scene:
 
     def layered(self) -> bool:
         """Whether this scene is laid out in two passes: without its overlay edges first, then
-        with them drawn straight over the result (large scenes that have overlay edges)."""
-        return len(self.nodes) > ROUTED_OVERLAY_MAX and any(e.overlay for e in self.edges.values())
+        with them drawn straight over the result (when they would span too many ranks)."""
+        return self.overlay_span() > OVERLAY_SPAN_MAX
+
+    def overlay_span(self) -> int:
+        """Estimated number of ranks the overlay edges span in total, i.e. how many virtual
+        nodes ``dot`` would add for them: each box is ranked by its longest path from a source
+        over the other edges (as each column ranks on its own), and an overlay edge spans the
+        difference of its ends' ranks. Iterative; edges closing a cycle are left out."""
+        overlay = [e for e in self.edges.values() if e.overlay]
+        if not overlay:
+            return 0
+        succ: dict[Hashable, list[Hashable]] = {k: [] for k in self.nodes}
+        indeg = dict.fromkeys(self.nodes, 0)
+        for e in self.edges.values():
+            if not e.overlay and e.attrs.get("constraint") != "false":
+                succ[e.tail].append(e.head)
+                indeg[e.head] += 1
+        rank = dict.fromkeys(self.nodes, 0)
+        ready = [k for k in self.nodes if indeg[k] == 0]
+        while ready:
+            k = ready.pop()
+            for h in succ[k]:
+                rank[h] = max(rank[h], rank[k] + 1)
+                indeg[h] -= 1
+                if indeg[h] == 0:
+                    ready.append(h)
+        return sum(abs(rank[e.tail] - rank[e.head]) for e in overlay)
 
     # -- emission --------------------------------------------------------------------
     def ids(self) -> tuple[dict[Hashable, str], dict[tuple, str]]:
