@@ -117,17 +117,31 @@ class Scan(Op):
         ys = [np.empty((steps, *t.shape), t.dtype) if t.is_concrete else None for t in y_types]
         if not steps and any(y is None for y in ys):
             raise GraphError(f"scan: a body output's shape is unknown for zero steps: {y_types}")
-        program = self.body.program()
-        for t in (range(steps - 1, -1, -1) if self.reverse else range(steps)):
+        program, run = self.body.program(), None
+        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        if want_stacked and steps:  # each step's carry lives where it is kept: stacked[t]
             for s, c in zip(stacked, carry):
-                s[t] = c
-            outs = program(*carry, *(x[t] for x in xs), *invariants)
+                s[order[0]] = c
+            carry = [s[order[0]] for s in stacked]
+        for k, t in enumerate(order):
+            args = (*carry, *(x[t] for x in xs), *invariants)
+            if run is None:  # feeds checked and planned once; every step has these shapes
+                run = program.runner(*args)
+            outs = run(*args)
             for j, y in enumerate(outs[nc:]):
                 if ys[j] is None:  # a shape the types leave open: known after the first step
                     ys[j] = np.empty((steps, *np.shape(y)), y_types[j].dtype)
                 ys[j][t] = y
-            for c, new in zip(carry, outs[:nc]):
-                np.copyto(c, new)  # the program reuses its buffers next step
+            if want_stacked and k + 1 < steps:  # the program reuses its buffers next step
+                nxt = order[k + 1]
+                for s, new in zip(stacked, outs[:nc]):
+                    s[nxt] = new
+                carry = [s[nxt] for s in stacked]
+            elif want_stacked:  # the last step: the final carries
+                carry = [np.array(new, copy=True) for new in outs[:nc]]
+            else:
+                for c, new in zip(carry, outs[:nc]):
+                    np.copyto(c, new)
         full = [*carry, *ys, *stacked] if want_stacked else [*carry, *ys]
         return tuple(full[i] for i in emitted)
 

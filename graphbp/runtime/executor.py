@@ -43,6 +43,18 @@ class Executor:
         self.params = [n for n in program.order if isinstance(n.op, Param)]
         self.dtypes = [i.dtype for i in program.inputs]
 
+    def plan_for(self, feeds: list[np.ndarray]) -> CachedPlan:
+        """The plan of the feeds' shape signature (built if new; it checks the feeds)."""
+        sig = tuple(f.shape for f in feeds)
+        with self.lock:
+            plan = self.plans.get(sig)
+            if plan is None:
+                plan = self._build(feeds, sig)
+            else:
+                self.plans.move_to_end(sig)
+            self.last_signature = sig
+            return plan
+
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         sig = tuple(f.shape for f in feeds)
         with self.lock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -143,6 +143,23 @@ class Program:
                 return out
         feeds = bind_feeds(self.inputs, args, kwargs)
         return self._executor.run(feeds)
+
+    def runner(self, *args: Any) -> Callable[..., list[np.ndarray]]:
+        """The generated ``step`` for the feeds' types and shapes, checked and planned once:
+        a loop body calls it every step with feeds of the same types and shapes, without
+        binding or checking them again (``Scan``'s kernel). A failing call runs again on the
+        checked path, which names the op that failed."""
+        feeds = bind_feeds(self.inputs, args, {})
+        if self.check_numerics:
+            return self
+        step = self._executor.plan_for(feeds).generated.step
+
+        def run(*arrays: np.ndarray) -> list[np.ndarray]:
+            try:
+                return step(*arrays)
+            except Exception:
+                return self._executor.run(list(arrays))  # re-raises, explained
+        return run
 
     def source(self, *shapes: tuple[int, ...]) -> str:
         """The generated Python of the last call's shape signature (or of the feed shapes
