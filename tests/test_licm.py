@@ -178,3 +178,30 @@ def test_batched_forms():
     row = TensorType((4,), m.dtype)
     assert batched_op(add, (True, False), (m, row), m) == add  # an unstacked row broadcasts
     assert batched_op(add, (False, True), (m, row), m) is None  # a stacked row would not
+
+
+def test_the_gate_gradients_are_one_concatenate_and_explain_reports_each_step():
+    inputs, loss, params = _charlm("lstm")
+    outs = _outs(loss, params, second=False)
+    prog = _check(inputs, outs, _feeds())
+    (rev,) = [s for s in _scans(prog) if s.op.reverse]
+    ops = _body_ops(rev)
+    assert "embed_slice" not in ops and ops.count("concatenate") == 1
+    assert "add_slices_concatenate" in {e.rule for e in prog.rewrite_log}
+    text = prog.explain()
+    assert "per step (forward): 16 body ops" in text and "per step (reverse)" in text
+    assert "saved for the backward pass 8 (" in text  # h, c and the gate values the reverse loop reads
+
+
+def test_split_gradients_tiling_part_of_an_axis_stay_as_they_are():
+    x = gb.input("x", (4, 6), "float64")
+    a, b, c = gb.split(x, 3, axis=1)
+    loss = gb.sum(gb.sin(a)) + gb.sum(gb.cos(c))  # b unused: its gradient is no piece
+    g = gb.grad(loss, x)
+    prog = gb.compile([x], [g])
+    xv = RNG.normal(size=(4, 6))
+    np.testing.assert_allclose(prog(xv)[0], gb.evaluate([g], {x: xv})[0])
+    full = gb.grad(gb.sum(gb.sin(a)) + gb.sum(gb.cos(c)) + gb.sum(b * b), x)
+    prog = gb.compile([x], [full])
+    assert "concatenate" in [n.op.name for n in prog.order]
+    np.testing.assert_allclose(prog(xv)[0], gb.evaluate([full], {x: xv})[0])
