@@ -205,3 +205,15 @@ def test_split_gradients_tiling_part_of_an_axis_stay_as_they_are():
     prog = gb.compile([x], [full])
     assert "concatenate" in [n.op.name for n in prog.order]
     np.testing.assert_allclose(prog(xv)[0], gb.evaluate([full], {x: xv})[0])
+
+
+def test_a_sum_over_batched_products_is_one_matmul():
+    x = gb.input("x", (5, 3, 4), "float64")
+    W = gb.param("W", RNG.normal(size=(4, 2)))
+    A = gb.param("A", RNG.normal(size=(5, 6, 3)))
+    y = gb.tanh(x @ W)
+    loss = gb.sum(y * y) + gb.sum(gb.sum(A @ x, axis=0) ** 2)
+    outs = [loss, *gb.grad(loss, [W, A])]
+    prog = _check([x], outs, (RNG.normal(size=(5, 3, 4)),))
+    assert sum(e.rule == "sum_batched_matmul" for e in prog.rewrite_log) == 2
+    assert not [n for n in prog.order if n.op.name == "sum" and n.inputs[0].op.name == "matmul"]

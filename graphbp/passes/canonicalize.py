@@ -16,6 +16,7 @@ from ..ops import shape as sh
 from ..ops.base import Op, apply
 from ..ops.creation import Full
 from ..ops.indexing import Concatenate, EmbedSlice
+from ..ops.linalg import MatMul
 from ..ops.leaves import Constant, Leaf, constant
 from ..ops.reduce import Sum
 from .core import Context, is_const_scalar, rule
@@ -300,6 +301,28 @@ def add_slices_concatenate(node: Node, ctx: Context):
     return apply(Concatenate(axis), *parts), tuple(adds[1:] + pieces)
 
 
+@rule("algebraic", Sum)
+def sum_batched_matmul(node: Node, ctx: Context):
+    """``sum(a @ b, axis=0)`` over a batch of products (the weight gradient of a layer applied
+    to a ``(T, B, in)`` sequence: ``sum_t h_t^T g_t``) is one matmul over the batch laid side
+    by side: ``a`` as ``(m, T*k)``, ``b`` as ``(T*k, n)``; a transposed ``a`` stays a view."""
+    (p,) = node.inputs
+    if node.op.axis != (0,) or node.op.keepdims or not isinstance(p.op, MatMul) or ctx.n_uses(p) != 1:
+        return None
+    a, b = p.inputs
+    if a.ndim != 3 or b.ndim != 3 or a.dtype != b.dtype or p.dtype != node.dtype:
+        return None
+    m, n = p.shape[1], p.shape[2]
+    if m is None or n is None or a.shape[0] is None or a.shape[0] != b.shape[0]:
+        return None
+    if isinstance(a.op, sh.Transpose) and a.op.axes == (0, 2, 1):
+        left = sh.transpose(sh.reshape(a.inputs[0], (-1, m)))
+    else:
+        left = sh.reshape(sh.transpose(a, (1, 0, 2)), (m, -1))
+    return apply(MatMul(), left, sh.reshape(b, (-1, n))), (p,)
+
+
 RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
          reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand,
-         sum_broadcast, sum_scalar_factor, scalar_factors, add_slices_concatenate, fold_constants)
+         sum_broadcast, sum_scalar_factor, scalar_factors, add_slices_concatenate, sum_batched_matmul,
+         fold_constants)
