@@ -103,6 +103,9 @@ class Scan(Op):
         return Poly()  # the work is in the body, which is costed where it runs
 
     def compute(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.compute_with(Subgraph.program, *arrays)
+
+    def compute_with(self, run_body, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         nc, nx = self.n_carry, self.n_xs
         emitted = self.emitted()
         xs, invariants = arrays[nc:nc + nx], arrays[nc + nx:]
@@ -117,7 +120,7 @@ class Scan(Op):
         ys = [np.empty((steps, *t.shape), t.dtype) if t.is_concrete else None for t in y_types]
         if not steps and any(y is None for y in ys):
             raise GraphError(f"scan: a body output's shape is unknown for zero steps: {y_types}")
-        program = self.body.program()
+        program = run_body(self.body)  # may reuse its output buffers next step: copied below
         for t in (range(steps - 1, -1, -1) if self.reverse else range(steps)):
             for s, c in zip(stacked, carry):
                 s[t] = c

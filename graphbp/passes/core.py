@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import GraphError
 from ..graph.context import Provenance, stamp
 from ..graph.node import Node
-from ..graph.rewrite import rebuild, restamp, rewrite  # noqa: F401 - the one rebuild helper, re-exported
+from ..graph.rewrite import holds_bodies, rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..graph.types import TupleType
 from ..ops.base import OpError
@@ -153,24 +153,25 @@ def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: 
     return PassResult(roots, log)
 
 
-def _in_bodies(cur: Node, table: RuleTable, pass_name: str, log: list, cse: bool, max_local: int) -> Node:
-    """Run the same rules inside the bodies of a higher-order node (``op.subgraphs()``);
-    ``cur`` rebuilt over the rewritten bodies when one changed. Bodies are rewritten on
-    their own: their placeholders stand for the operands, so nothing outside is read."""
-    bodies = cur.op.subgraphs()
-    if not bodies:
-        return cur
-
+def in_bodies(run: Callable[[list[Node]], PassResult], log: list[LogEntry]) -> Callable[[list[Node]], list[Node]]:
+    """The pass ``run`` as a rewriter of a body's outputs (for :func:`step_into` and
+    ``rewrite(bodies=...)``), its log entries added to ``log``: every pass steps into
+    scan and cond bodies this way, nested ones included."""
     def inside(roots: list[Node]) -> list[Node]:
-        res = run_rules(roots, table.rules, pass_name, cse=cse, max_local=max_local)
+        res = run(roots)
         log.extend(res.log)
         return res.roots
 
-    op = cur.op.replace_subgraphs([b.map(inside) for b in bodies])
-    if op is cur.op:
+    return inside
+
+
+def _in_bodies(cur: Node, table: RuleTable, pass_name: str, log: list, cse: bool, max_local: int) -> Node:
+    """Run the same rules inside the bodies of a higher-order node; ``cur`` rebuilt over
+    the rewritten bodies when one changed."""
+    if not cur.op.subgraphs():
         return cur
-    return Node(op, cur.inputs, cur.type, name=cur.name, origin=cur.origin, scope=cur.scope,
-                provenance=cur.provenance)
+    return step_into(cur, in_bodies(lambda rs: run_rules(rs, table.rules, pass_name, cse=cse, max_local=max_local),
+                                    log))
 
 
 def _outputs_read(order: list[Node]) -> dict[Node, list[int]]:
