@@ -155,6 +155,12 @@ class Program:
         planned = self._executor.get(shapes).planned
         return planned.report.with_remat(self.remat, planned.types)
 
+    def plan_timings(self, *shapes: tuple[int, ...]) -> dict[str, float]:
+        """Seconds the first call of a shape signature spent before running (``shapes``,
+        ``plan``, ``codegen``); the last call's signature unless shapes are given. With
+        ``pass_timings`` it splits compile time by phase."""
+        return dict(self._executor.get(shapes).timings)
+
     def _check_shapes(self, feeds: list[np.ndarray]) -> dict[Node, TensorType]:
         """Propagate the feeds' concrete shapes through every op's shape rule (once per
         shape signature: the executor caches the plan built from the result), so a batch
