@@ -131,9 +131,10 @@ def forward_graph(order: list[Node]) -> list[Node]:
     return [n for n in toposort(sources) if not n.provenance]
 
 
-def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResult, list[Hazard]]:
+def nan_guard(roots: list[Node], pass_name: str = "nan_guard", order: list[Node] | None = None
+              ) -> tuple[PassResult, list[Hazard]]:
     """Find guarded singular ops and mask their cotangents (see the module docstring)."""
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     hazards: list[Hazard] = []
     log: list[LogEntry] = []
 
@@ -147,7 +148,7 @@ def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResu
     candidates += [p.forward for n in order for p in n.provenance if p.rule == "vjp" and p.forward.op.singular_inputs]
     if not candidates:  # the common case: nothing to guard, no forward graph to walk
         if inside is None:
-            return PassResult(list(roots), []), []
+            return PassResult(list(roots), [], order), []
         return PassResult(rewrite(roots, order=order, bodies=inside), log), hazards
     forward = forward_graph(order)
     fwd_users: dict[Node, list[Node]] = {}

@@ -33,7 +33,7 @@ def _uniform(n: Node) -> bool:
     return all(i.type == n.type for i in n.inputs)
 
 
-def flatten_adds(roots: list[Node]) -> PassResult:
+def flatten_adds(roots: list[Node], order: list[Node] | None = None) -> PassResult:
     """Trees of same-typed adds whose inner adds have one use become one ``add_n``.
 
     Autodiff accumulates fan-out gradients as a chain of binary adds; a parameter shared by
@@ -41,7 +41,7 @@ def flatten_adds(roots: list[Node]) -> PassResult:
     collects its terms with an explicit stack, so the pass is linear in the graph size (a
     rule that absorbed one level per application would copy the term list k times).
     """
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     uses: dict[Node, int] = {}
     user: dict[Node, Node] = {}
     for n in order:
@@ -83,7 +83,7 @@ def flatten_adds(roots: list[Node]) -> PassResult:
 
 
 # ------------------------------------------------------------------ gelu value + derivative
-def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
+def share_gelu(roots: list[Node], pass_name: str = "share_gelu", order: list[Node] | None = None) -> PassResult:
     """A forward ``gelu_tanh(u)`` and a backward ``gelu_tanh_grad(u)`` share one ``tanh``.
 
     Both ops evaluate ``t = tanh(k u (1 + c u^2))``; separately, the backward recomputes it
@@ -95,7 +95,7 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
     user's and the seed's scalar factors in ``recanonicalize``. Forward nodes keep the
     gelu's (forward) provenance, derivative nodes the gradient node's.
     """
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     fwd: dict[Node, Node] = {}
     for n in order:
         if (isinstance(n.op, act.Gelu) and n.op.approximate == "tanh" and not n.provenance
@@ -104,7 +104,7 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
     grads = {n for n in order if isinstance(n.op, act.GeluTanhGrad) and n.provenance
              and n.inputs[0] in fwd and n.type == n.inputs[0].type}
     if not grads and not holds_bodies(order):
-        return PassResult(list(roots), [])
+        return PassResult(list(roots), [], order)
     used = {fwd[g.inputs[0]] for g in grads}
     q_of: dict[Node, Node] = {}  # u -> the forward's 1 + tanh(...)
     log: list[LogEntry] = []
@@ -150,11 +150,11 @@ def _single_use(p: Node, users: dict, roots: set, side: bool) -> bool:
     return len(users.get(p, ())) == 1 and p not in roots and bool(p.provenance) == side
 
 
-def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult:
+def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul", order: list[Node] | None = None) -> PassResult:
     """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``, and
     ``act(conv2d(x, w) + b)`` (``b`` per channel) one ``conv_bias_act``: the product's
     buffer takes the bias and the activation in place."""
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     users = _users(order)
     rootset = set(roots)
     groups: dict[Node, tuple[Op, tuple[Node, ...], list[Node]]] = {}
@@ -181,7 +181,7 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
         groups[root] = (op, (*mm.inputs, b), members)
         taken.update(members)
     if not groups and not holds_bodies(order):
-        return PassResult(list(roots), [])
+        return PassResult(list(roots), [], order)
     log: list[LogEntry] = []
     inside = in_bodies(lambda rs: fuse_matmul(rs, pass_name), log)
 

@@ -113,11 +113,11 @@ class Program:
         if optimize:  # rewrite passes (graphbp/passes); schedules are built on the result
             from ..passes import optimize as run_passes
 
-            result = run_passes(roots, passes, debug=debug)
+            result = run_passes(roots, passes, debug=debug, order=self.order)
             k = len(self.user_outputs)
             self.outputs = result.roots[:k]
             self.updates = [(p, v) for (p, _), v in zip(self.updates, result.roots[k:])]
-            self.order = toposort(result.roots)
+            self.order = toposort(result.roots) if result.order is None else result.order
             self.rewrite_log, self.pass_timings = result.log, result.timings
             self.hazards, self.pass_snapshots = result.hazards, result.snapshots
         self.partition: Partition = partition(self.order)
