@@ -77,8 +77,11 @@ class Lowered:
     def statement(self, slot: Callable[[Slot], str], kernel: str = "") -> str:
         """The source of an ``out`` lowering's statements, or of a ``call``/``view`` expression."""
         if self.expr is not None:  # a view, or a view run per call because it may copy
-            return render(self.expr, slot)
-        return "; ".join(render(c, slot, kernel) for c in self.calls)
+            return self.expr.render(slot, kernel)
+        calls = self.calls
+        if len(calls) == 1:
+            return calls[0].render(slot, kernel)
+        return "; ".join([c.render(slot, kernel) for c in calls])
 
 
 Lowerer = Callable[[Node, list[TensorType], TensorType], "Lowered | None"]

@@ -114,11 +114,11 @@ class Program:
         if optimize:  # rewrite passes (graphbp/passes); schedules are built on the result
             from ..passes import optimize as run_passes
 
-            result = run_passes(roots, passes, debug=debug)
+            result = run_passes(roots, passes, debug=debug, order=self.order)
             k = len(self.user_outputs)
             self.outputs = result.roots[:k]
             self.updates = [(p, v) for (p, _), v in zip(self.updates, result.roots[k:])]
-            self.order = toposort(result.roots)
+            self.order = toposort(result.roots) if result.order is None else result.order
             self.rewrite_log, self.pass_timings = result.log, result.timings
             self.hazards, self.pass_snapshots = result.hazards, result.snapshots
         self.partition: Partition = partition(self.order)
@@ -173,6 +173,12 @@ class Program:
         buffer bytes, for the last call's shape signature (or for the feed shapes given)."""
         planned = self._executor.get(shapes).planned
         return planned.report.with_remat(self.remat, planned.types)
+
+    def plan_timings(self, *shapes: tuple[int, ...]) -> dict[str, float]:
+        """Seconds the first call of a shape signature spent before running (``shapes``,
+        ``plan``, ``codegen``); the last call's signature unless shapes are given. With
+        ``pass_timings`` it splits compile time by phase."""
+        return dict(self._executor.get(shapes).timings)
 
     def _check_shapes(self, feeds: list[np.ndarray]) -> dict[Node, TensorType]:
         """Propagate the feeds' concrete shapes through every op's shape rule (once per
