@@ -108,3 +108,34 @@ def test_interop_doc_table_is_generated_from_the_backend_tables():
     spec.loader.exec_module(gen)
     text = gen.OUT.read_text()
     assert text == gen.generate(text), "docs/interop.md is stale: run python docs/gen_interop.py"
+
+
+def _single_op_session(op_type: str, dtype, shapes, **attrs):
+    from onnx import helper
+
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    ins = [helper.make_tensor_value_info(f"i{k}", et, list(s)) for k, s in enumerate(shapes)]
+    node = helper.make_node(op_type, [f"i{k}" for k in range(len(shapes))], ["y"], **attrs)
+    graph = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", et, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+_IMAGE_KERNELS = {"Conv": [(1, 2, 5, 5), (3, 2, 3, 3)], "ConvTranspose": [(1, 2, 5, 5), (2, 3, 3, 3)],
+                  "AveragePool": [(1, 2, 5, 5)], "GlobalAveragePool": [(1, 2, 5, 5)], "MaxPool": [(1, 2, 5, 5)]}
+_POOL_ATTRS = {"AveragePool": {"kernel_shape": [2, 2]}, "MaxPool": {"kernel_shape": [2, 2]}}
+
+
+@pytest.mark.parametrize("op_type", sorted(_IMAGE_KERNELS))
+def test_which_image_ops_onnxruntime_runs_in_float64(op_type):
+    """docs/interop.md says which image ops ONNX Runtime cannot run in float64: this asks it.
+    If a kernel appears (or goes), the docs' paragraph on float64 convolutions must change."""
+    shapes, attrs = _IMAGE_KERNELS[op_type], _POOL_ATTRS.get(op_type, {})
+    _single_op_session(op_type, np.float32, shapes, **attrs)  # the float32 kernel exists
+    if op_type == "MaxPool":
+        sess = _single_op_session(op_type, np.float64, shapes, **attrs)
+        assert sess.run(None, {"i0": np.ones(shapes[0])})[0].dtype == np.float64
+    else:
+        with pytest.raises(NO_KERNEL, match="Could not find an implementation"):
+            _single_op_session(op_type, np.float64, shapes, **attrs)

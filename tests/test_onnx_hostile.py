@@ -120,3 +120,80 @@ def test_without_the_onnx_extra_import_graphbp_works_and_export_says_how_to_inst
                        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
     assert r.returncode == 0, r.stderr
     assert "pip install 'graphbp[onnx]'" in r.stdout
+
+
+def _loop_model(tmp_path, body, trips=3, name="loop.onnx", cond=""):
+    """``y = Loop(trips, cond, x)`` over ``x: float[3]`` with ``body``."""
+    inits = [numpy_helper.from_array(np.array(trips, np.int64), "M")]
+    node = helper.make_node("Loop", ["M", cond, "x"], ["y"], body=body)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], initializer=inits)
+    path = tmp_path / name
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]).SerializeToString())
+    return path
+
+
+def _body(nodes, cond_out="cond_out", n_carry=1):
+    ins = [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+    ins += [helper.make_tensor_value_info(f"c{k}", TensorProto.FLOAT, [3]) for k in range(n_carry)]
+    outs = [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+            helper.make_tensor_value_info("c_new", TensorProto.FLOAT, [3])]
+    return helper.make_graph(nodes, "body", ins, outs)
+
+
+def test_a_counting_loop_imports_as_a_scan_and_while_loops_are_refused(tmp_path):
+    body = _body([helper.make_node("Identity", ["cond"], ["cond_out"]),
+                  helper.make_node("Tanh", ["c0"], ["c_new"])])
+    m = gb.import_onnx(_loop_model(tmp_path, body))
+    x = np.array([0.1, -0.2, 0.3], np.float32)
+    (y,) = gb.compile(m.inputs, m.outputs)(x)
+    np.testing.assert_allclose(y, np.tanh(np.tanh(np.tanh(x))), rtol=1e-6)
+    stops = _body([helper.make_node("Less", ["i", "M"], ["cond_out"]), helper.make_node("Tanh", ["c0"], ["c_new"])])
+    with pytest.raises(gb.GraphFormatError, match="computes its condition: a while loop"):
+        gb.import_onnx(_loop_model(tmp_path, stops))
+    with pytest.raises(gb.GraphFormatError, match="condition input is a while loop"):
+        gb.import_onnx(_loop_model(tmp_path, body, cond="x"))
+    wrong = _body([helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Tanh", ["c0"], ["c_new"])],
+                  n_carry=2)
+    with pytest.raises(gb.GraphFormatError, match="body has 4 inputs"):
+        gb.import_onnx(_loop_model(tmp_path, wrong))
+    with pytest.raises(gb.GraphFormatError, match="trip count must be one integer >= 0"):
+        gb.import_onnx(_loop_model(tmp_path, body, trips=-1))
+
+
+def test_bodies_nested_too_deep_are_refused(tmp_path):
+    """Loops inside loops 20 deep (protobuf itself stops at about 30): refused by depth."""
+    inner = _body([helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("Neg", ["c0"], ["c_new"])])
+    for _ in range(20):
+        loop = helper.make_node("Loop", ["M", "", "c0"], ["c_new"], body=inner)
+        inner = _body([helper.make_node("Identity", ["cond"], ["cond_out"]), loop])
+    with pytest.raises(gb.GraphFormatError, match="nested more than MAX_NESTING=16 deep"):
+        gb.import_onnx(_loop_model(tmp_path, inner, trips=1))
+
+
+def test_mutated_loop_models_raise_only_graph_format_errors(tmp_path):
+    """Byte mutations of an exported LSTM-style scan (Loop body, Gather reads, flips)."""
+    xs = gb.input("xs", (None, 3), "float64")
+    w = gb.param("w", np.full((3, 3), 0.1))
+    hT, ys = gb.scan(lambda h, x: (gb.tanh(h @ w + x), h), np.zeros(3), xs, reverse=True)
+    loss = gb.sum(hT) + gb.sum(ys)
+    path = tmp_path / "scan.onnx"
+    gb.export_onnx([loss, *gb.grad(loss, [w])], path, inputs=[xs])
+    good = path.read_bytes()
+    rng = np.random.default_rng(1)
+    caught = 0
+    for case in range(200):
+        data = bytearray(good)
+        if case % 2:
+            for _ in range(rng.integers(1, 8)):
+                data[rng.integers(len(data))] = rng.integers(256)
+        else:
+            data = data[: rng.integers(len(data))]
+        bad = tmp_path / "fuzz.onnx"
+        bad.write_bytes(bytes(data))
+        try:
+            gb.import_onnx(bad)
+        except gb.GraphFormatError:
+            caught += 1
+    assert caught > 50

@@ -19,7 +19,7 @@ from .. import ops
 from ..graph.node import Node
 from ..ops.base import apply
 from ..errors import GraphError
-from ..ops import activations as act, collective, control, conv, loop, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
+from ..ops import activations as act, collective, control, conv, elementwise as ew, fused, indexing as ix, nn, pool, reduce as rd
 from ..ops import shape as sh
 from .builder import INT64_MAX, INT64_MIN, OnnxBuilder, tensor_dtype
 
@@ -29,9 +29,6 @@ EMITTERS: dict[type, Emitter] = {}
 NOT_EXPORTED: dict[type, str] = {
     nn.DropoutMask: "draws its mask from NumPy's generator, which no ONNX runtime reproduces; "
                     "export the evaluation graph (built without dropout)",
-    loop.Scan: "not written yet: ONNX Loop is the mapping (xs read with Gather at the iteration "
-               "number, ys and stacked carries as scan outputs, reversed after the loop when "
-               "reverse=True), but neither the emitter nor an importer handler for Loop exists yet",
 }
 """Op classes with no ONNX export, and why (listed in docs/interop.md)."""
 
@@ -594,3 +591,6 @@ def _cond(b, node, xs):
     n_out = len(node.type.items)
     out = b.op("If", [pred], outputs=n_out, then_branch=branches[0], else_branch=branches[1])
     return [out] if n_out == 1 else out
+
+
+from . import emit_loop  # noqa: E402,F401 - registers gb.scan's emitter (ONNX Loop)

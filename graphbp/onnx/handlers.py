@@ -25,6 +25,10 @@ PARAM_DOC = "graphbp param"
 STATE_DOC = "graphbp state"  # a non-trainable parameter (optimiser state, running statistics)
 CONST_DOC = "graphbp constant"
 
+MAX_NESTING = 16
+"""Bodies (``If`` branches, ``Loop`` bodies) nested deeper than this are refused, so a
+hostile model cannot drive the importer's recursion into Python's limit."""
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Static:
@@ -57,6 +61,7 @@ class Ctx:
         self.initializers: dict[str, tuple[np.ndarray, str]] = {}
         self.params: dict[str, Node] = {}
         self.where = ""
+        self.depth = 0  # how many bodies (If branches, Loop bodies) enclose this graph
         self._count = [0]  # nodes converted, nested graphs included (shared with children)
 
     def count_node(self) -> None:
@@ -66,9 +71,12 @@ class Ctx:
 
     def child(self) -> "Ctx":
         """The context of a nested graph: its own values, the outer ones visible beneath."""
+        if self.depth >= MAX_NESTING:
+            raise self.fail(f"bodies are nested more than MAX_NESTING={MAX_NESTING} deep")
         sub = Ctx(self.onnx, self.path, self.opset, self.limits)
         sub.values = collections.ChainMap({}, self.values)
         sub.initializers, sub.params, sub._count = self.initializers, self.params, self._count
+        sub.depth, sub.where = self.depth + 1, self.where
         return sub
 
     def fail(self, what: str) -> GraphFormatError:
@@ -438,6 +446,8 @@ def _unsqueeze(ctx, n, args):
 
 @handles("Squeeze")
 def _squeeze(ctx, n, args):
+    if isinstance(args[0], ShapeOf) and len(args[0].axes) + len(args[0].extra) == 1:
+        return args[0]  # one runtime dim as a scalar (a Loop's trip count)
     x = ctx.node(args[0])
     axes = _axes_arg(ctx, n, args, "Squeeze")
     return ops.squeeze(x, None if axes is None else tuple(axes))
@@ -470,7 +480,18 @@ def _slice(ctx, n, args):
     big = 1 << 62
     for s, e, a, st in zip(starts, ends, axes, steps):
         index[a % x.ndim] = slice(None if abs(s) >= big else s, None if abs(e) >= big else e, st)
+    if _flips_time(tuple(index)) and isinstance(x.op, ops.GetItem) and _flips_time(x.op.index):
+        return x.inputs[0]  # reversed twice: an imported reverse scan's ys, flipped back by the exporter's Slice
     return x[tuple(index)]
+
+
+def _flips_time(index) -> bool:
+    """True for ``[::-1]`` (or ``[-1::-1]``) on axis 0, nothing else."""
+    first, rest = index[0], index[1:]
+    if isinstance(first, slice):
+        first = (first.start, first.stop, first.step)
+    full = all(r == slice(None) or r == (None, None, None) for r in rest)
+    return isinstance(first, tuple) and first[0] in (None, -1) and first[1] is None and first[2] == -1 and full
 
 
 @handles("Gather")

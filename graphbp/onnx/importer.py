@@ -27,7 +27,7 @@ from ..io.bounded import read_file, read_region
 from ..io.container import DEFAULT_LIMITS, Limits
 from ..ops.leaves import Constant
 from ._deps import require_onnx
-from . import handlers_image  # noqa: F401 - registers the image ops' handlers
+from . import handlers_image, handlers_loop  # noqa: F401 - register the image ops' and Loop's handlers
 from .handlers import HANDLERS, Ctx, Static
 
 MAX_STATIC_ELEMENTS = 1 << 24

@@ -1,0 +1,172 @@
+"""``gb.scan`` through ONNX ``Loop``: forward, gradient and grad-of-grad programs run by ONNX
+Runtime with graphbp's values, an LSTM training step, and the import back into a
+``gb.scan`` that ``gb.grad`` differentiates. The op database's scan samples run through
+tests/test_onnx.py as well."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphbp as gb
+from graphbp.ops.loop import Scan
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from test_onnx import assert_close, run_ort  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def _scans(outputs) -> list[Scan]:
+    return [n.op for n in gb.toposort(list(outputs)) if isinstance(n.op, Scan)]
+
+
+def _loops(model) -> int:
+    return sum(n.op_type == "Loop" for n in model.graph.node)
+
+
+def _check(inputs, outs, feeds, tmp_path, *, round_trip: bool = True):
+    """ONNX Runtime equals graphbp on ``outs``; the re-imported model again, and its own
+    gradients (taken by gb.grad on the imported scans) equal graphbp's."""
+    args = [feeds[x.op.input_name] for x in inputs]
+    want = gb.compile(inputs, outs, optimize=False)(*args)
+    path = tmp_path / "scan.onnx"
+    model = gb.export_onnx(outs, path, inputs=inputs)
+    onnx.checker.check_model(model, full_check=True)
+    assert _loops(model) >= 1
+    got = run_ort(model, feeds)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert_close(g, w, f"output {k} (ONNX Runtime)")
+    if not round_trip:
+        return model, None
+    back = gb.import_onnx(path)
+    again = gb.compile(back.inputs, back.outputs, optimize=False)(*args)
+    for k, (g, w) in enumerate(zip(again, want)):
+        assert_close(g, w, f"output {k} (imported)")
+    return model, back
+
+
+def _rnn(h0, xs, w, u, reverse=False):
+    return gb.scan(lambda h, x: (gb.tanh(x @ u + h @ w), h * 2.0), h0, xs, reverse=reverse)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_forward_gradient_and_grad_of_grad_programs(reverse, tmp_path):
+    """A tanh RNN with its weights as loop invariants: the loss, its gradients (a reverse
+    scan) and a Hessian-vector product (a scan over the reverse scan's pullback)."""
+    xs = gb.input("xs", (None, 2, 3), "float64")
+    h0 = gb.input("h0", (2, 4), "float64")
+    w = gb.param("w", 0.4 * RNG.normal(size=(4, 4)))
+    u = gb.param("u", 0.4 * RNG.normal(size=(3, 4)))
+    hT, ys = _rnn(h0, xs, w, u, reverse)
+    loss = gb.sum(hT * hT) + gb.sum(gb.sin(ys))
+    grads = gb.grad(loss, [w, u, xs, h0])
+    v = gb.constant(RNG.normal(size=(4, 4)))
+    hvp = gb.grad(gb.sum(grads[0] * v), [w, u])
+    assert len(_scans([*grads, *hvp])) >= 3
+    feeds = {"xs": RNG.normal(size=(5, 2, 3)), "h0": RNG.normal(size=(2, 4))}
+    model, back = _check([xs, h0], [loss, *grads, *hvp], feeds, tmp_path)
+    imported = _scans(back.outputs)
+    assert imported and any(s.reverse for s in imported)  # the reverse scans come back reversed
+    assert any(s.reverse == reverse for s in _scans(back.outputs[:1]))
+
+
+def test_gb_grad_of_an_imported_scan_equals_the_original_gradient(tmp_path):
+    xs = gb.input("xs", (6, 3), "float64")
+    h0 = gb.input("h0", (4,), "float64")
+    w = gb.param("w", 0.5 * RNG.normal(size=(4, 4)))
+    u = gb.param("u", 0.5 * RNG.normal(size=(3, 4)))
+    hT, ys = _rnn(h0, xs, w, u)
+    loss = gb.sum(hT) + gb.sum(ys * ys)
+    feeds = {"xs": RNG.normal(size=(6, 3)), "h0": RNG.normal(size=(4,))}
+    want = gb.compile([xs, h0], gb.grad(loss, [w, u, xs, h0]))(feeds["xs"], feeds["h0"])
+    _, back = _check([xs, h0], [loss], feeds, tmp_path)
+    by_name = {p.name: p for p in back.params}
+    (scan,) = _scans(back.outputs)
+    assert scan.n_xs == 1 and not scan.reverse  # xs read per step became the scan's xs
+    grads = gb.grad(back.outputs[0], [by_name["w"], by_name["u"], *back.inputs])
+    got = gb.compile(back.inputs, grads)(feeds["xs"], feeds["h0"])
+    for k, (g, w_) in enumerate(zip(got, want)):
+        assert_close(g, w_, f"gradient {k} of the imported model")
+
+
+def test_nested_carries_integer_counter_and_length_without_xs(tmp_path):
+    x = gb.input("x", (3,), "float64")
+    w = gb.param("w", 0.5 * RNG.normal(size=(3, 3)))
+
+    def step(c, _):
+        n, (a, b) = c["n"], c["ab"]
+        return {"n": n + 1, "ab": (gb.tanh(w @ a) + 0.5 * b, a * b)}, {"y": a * 2.0, "k": n}
+
+    c, ys = gb.scan(step, {"n": np.int64(0), "ab": (x, gb.sin(x))}, length=4)
+    loss = gb.sum(c["ab"][0]) + gb.sum(c["ab"][1] * gb.cast(c["n"], "float64")) + gb.sum(ys["y"] ** 2)
+    outs = [loss, ys["k"], *gb.grad(loss, [x, w])]
+    _check([x], outs, {"x": RNG.normal(size=3)}, tmp_path)
+
+
+def test_length_zero_returns_init_and_empty_ys(tmp_path):
+    xs = gb.input("xs", (None, 3), "float64")
+    h0 = gb.input("h0", (3,), "float64")
+    w = gb.param("w", RNG.normal(size=(3, 3)))
+    for reverse in (False, True):
+        hT, ys = gb.scan(lambda h, x: (gb.tanh(h @ w + x), h), h0, xs, reverse=reverse)
+        outs = [hT, ys, *gb.grad(gb.sum(hT) + gb.sum(ys), [h0, w, xs])]
+        feeds = {"xs": np.zeros((0, 3)), "h0": RNG.normal(size=3)}
+        _check([xs, h0], outs, feeds, tmp_path)
+    c, ys = gb.scan(lambda c, _: (c + 1.0, c), h0, length=0)
+    _check([h0], [c, ys], {"h0": RNG.normal(size=3)}, tmp_path)
+
+
+def test_a_scan_inside_a_scan_body(tmp_path):
+    xs = gb.input("xs", (4, 3, 2), "float64")
+    w = gb.param("w", RNG.normal(size=(2, 2)))
+
+    def outer(s, row):
+        inner, _ = gb.scan(lambda a, x: (gb.tanh(a @ w + x), None), s, row)
+        return inner, gb.sum(inner)
+
+    hT, ys = gb.scan(outer, np.zeros(2), xs)
+    loss = gb.sum(hT) + gb.sum(ys)
+    _check([xs], [loss, *gb.grad(loss, [w, xs])], {"xs": RNG.normal(size=(4, 3, 2))}, tmp_path)
+
+
+def _lstm_model(float_dtype: str):
+    """embedding -> LSTM (gb.nn.lstm_cell in gb.scan) -> linear -> mean softmax-CE over every step."""
+    vocab, emb, hidden, batch = 7, 5, 6, 3
+    rng = np.random.default_rng(1)
+    tokens = gb.input("tokens", (None, batch), dtype="int64")
+    targets = gb.input("targets", (None, batch), dtype="int64")
+    p = {name: gb.param(name, (0.3 * rng.normal(size=shape)).astype(float_dtype)) for name, shape in
+         (("E", (vocab, emb)), ("w_ih", (4 * hidden, emb)), ("w_hh", (4 * hidden, hidden)),
+          ("b", (4 * hidden,)), ("W", (hidden, vocab)), ("c", (vocab,)))}
+    zeros = np.zeros((batch, hidden), float_dtype)
+
+    def step(hc, tok):
+        h, c = gb.nn.lstm_cell(gb.take(p["E"], tok, axis=0), hc, p["w_ih"], p["w_hh"], p["b"])
+        return (h, c), h @ p["W"] + p["c"]
+
+    _, logits = gb.scan(step, (zeros, zeros), tokens)
+    loss = gb.mean(gb.softmax_cross_entropy(logits, targets))
+    feeds = {"tokens": rng.integers(0, vocab, size=(8, batch)), "targets": rng.integers(0, vocab, size=(8, batch))}
+    return tokens, targets, p, loss, feeds
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lstm_forward_and_gradients(dtype, tmp_path):
+    tokens, targets, p, loss, feeds = _lstm_model(dtype)
+    _check([tokens, targets], [loss, *gb.grad(loss, list(p.values()))], feeds, tmp_path)
+
+
+def test_lstm_training_step_updates_parameters_as_graphbp_does(tmp_path):
+    tokens, targets, p, loss, feeds = _lstm_model("float32")
+    params = list(p.values())
+    step = gb.compile([tokens, targets], [loss], updates=gb.optim.Adam(lr=0.01).updates(loss, params))
+    model = gb.export_onnx(step, tmp_path / "step.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    got = dict(zip([o.name for o in model.graph.output], run_ort(model, feeds)))
+    (value,) = step(feeds["tokens"], feeds["targets"])  # updates the parameters in place
+    assert_close(got["output0"], value, "loss")
+    for q in params:
+        np.testing.assert_allclose(got[f"{q.name}.new"], q.value, rtol=1e-5, atol=1e-6, err_msg=q.name)
