@@ -125,8 +125,9 @@ def table(name: str, rounds: int) -> list[dict]:
             times[mode].append(time.perf_counter() - t0)
     none_t = statistics.median(times["none"])
     rows = []
+    param_mib = sum(p.value.nbytes for p in params) / MIB
     print(f"| {name.upper()} mode | saved (plan) | plan peak (fwd / bwd) | peak RSS above imports "
-          "| step time / none | recomputed | partition |")
+          f"(incl. {param_mib:.1f} MiB of parameters) | step time / none | recomputed | partition |")
     print("|---|---|---|---|---|---|---|")
     for mode, prog in progs.items():
         if isinstance(prog, str):
@@ -144,6 +145,7 @@ def table(name: str, rounds: int) -> list[dict]:
         rows.append(row)
         print(f"| {mode} | {plan.saved / MIB:.2f} MiB | {max(plan.forward_peak, plan.backward_peak) / MIB:.2f} MiB "
               f"({plan.forward_peak / MIB:.2f} / {plan.backward_peak / MIB:.2f}) | {rss / MIB:.1f} MiB "
+              f"({(rss / MIB - param_mib):.1f} without parameters) "
               f"| {row['time_ratio']:.2f}x | {len(r.recomputed)} ({r.flops / 1e9:.2f} GFLOP) "
               f"| {r.seconds * 1000:.0f} ms |")
     return rows
