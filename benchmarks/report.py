@@ -56,6 +56,10 @@ def render(res: dict, command: str) -> str:
             lines += ["", f"Targets for graphbp: first call <= {W6_FIRST_CALL_TARGET} s "
                           f"({'met' if g['first_call'] <= W6_FIRST_CALL_TARGET else 'missed'}), peak RSS <= "
                           f"{W6_RSS_TARGET_MIB} MiB ({'met' if g['peak_rss'] / 2**20 <= W6_RSS_TARGET_MIB else 'missed'})."]
+    if "W7" in res["times"]:
+        from lstm import report as w7_report
+
+        lines += w7_report(res)
     if res["compile"]:
         base = res["compile"][0]
         lines += ["", "## W5 compile time (fresh process, seconds)", "",

@@ -27,13 +27,14 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS")
 UNSET_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
-TARGETS = {"W1": 1.05, "W2": 1.03, "W3": 1.10, "W4": 0.55, "W6": 1.10}
+TARGETS = {"W1": 1.05, "W2": 1.03, "W3": 1.10, "W4": 0.55, "W6": 1.10, "W7": 1.05}
 TITLES = {
     "W1": "W1 MLP 64-128-128-10 relu, softmax-CE, batch 128",
     "W2": "W2 MLP 784-512-512-10 relu, softmax-CE, batch 256",
     "W3": "W3 32 layers x 32 tanh, MSE, batch 16",
     "W4": "W4 sum(gelu_tanh(x*a+b)*c), 4M elements, value + grad",
     "W6": "W6 cnn-mnist: 2 x (conv3x3+bias, relu, maxpool2), dense, softmax-CE, batch 64",
+    "W7": "W7 lstm-charlm: emb 32, LSTM 128 (gb.scan), seq 32, batch 32, vocab 64, softmax-CE",
 }
 W6_FIRST_CALL_TARGET, W6_RSS_TARGET_MIB = 0.3, 25.0
 COMPILE_TARGET = 0.25
@@ -124,7 +125,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="few repeats, no chains beyond 4k layers")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--compile-timeout", type=float, default=300.0)
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,MEM,W6")
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,MEM,W6,W7")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = ap.parse_args(argv)
     if os.environ.get("GRAPHBP_BENCH_CHILD") != "1":
@@ -161,6 +162,10 @@ def main(argv: list[str]) -> int:
             results["w6_probe"][impl] = {k: statistics.median(r[k] for r in runs) for k in ("first_call", "peak_rss")}
             r = results["w6_probe"][impl]
             print(f"  {impl:24s} first call {r['first_call']:.3f} s, peak RSS above imports {r['peak_rss'] / 2**20:.1f} MiB")
+    if "W7" in chosen:
+        import lstm
+
+        lstm.run(results, repeats, not args.no_peers, interleaved)
     if "W5" in chosen:
         sizes = [256, 1024, 4096] + ([] if args.quick else [16384])
         for layers in sizes:

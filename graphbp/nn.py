@@ -1,4 +1,5 @@
-"""Recurrent cells as plain functions of nodes, for use as (part of) a ``gb.scan`` step.
+"""Sequence-model building blocks as plain functions of nodes: recurrent cells (for use as
+(part of) a ``gb.scan`` step), embedding lookups and a masked per-position cross-entropy.
 
 Each cell is one time step written with the public op builders, so it differentiates,
 optimises and draws like any other graph; nothing here is a new op. Weights use PyTorch's
@@ -20,13 +21,20 @@ Biases are optional (``None``: none, as ``bias=False`` in PyTorch). ``x`` is ``(
 ``(I,)``), states ``(B, H)``. The input projection ``x W_ih^T`` does not depend on the
 carry: to compute it for all steps in one matmul, apply it to the whole ``(T, B, I)``
 sequence before the scan and pass ``x_proj`` with ``project=False``.
+
+:func:`embedding` and :func:`masked_softmax_cross_entropy` are the two ends of a token
+model: ids -> vectors, and per-position logits -> one loss over the positions a padding
+mask keeps. Both are composites of existing ops (``take``, ``softmax_cross_entropy``,
+``where``, sums), so they need no gradient rule of their own.
 """
 
 from __future__ import annotations
 
+from .errors import DTypeError, ShapeError
 from .graph.node import Node
-from .ops import indexing, linalg, elementwise as ew
+from .ops import indexing, linalg, nn as nn_ops, reduce, elementwise as ew
 from .ops.activations import sigmoid
+from .ops.base import as_node
 
 
 def _affine(x: Node, w: Node, b: Node | None) -> Node:
@@ -67,3 +75,47 @@ def gru_cell(x: Node, h: Node, w_ih: Node, w_hh: Node, b_ih: Node | None = None,
     r, z = sigmoid(rx + rh), sigmoid(zx + zh)
     n = ew.tanh(nx + r * nh)
     return (1.0 - z) * n + z * h
+
+
+def embedding(table: Node, ids) -> Node:
+    """Rows of ``table`` (V, E) at integer ``ids`` of any shape: ``table[ids]``, shape
+    ``ids.shape + (E,)`` (``torch.nn.functional.embedding``). The gradient is a
+    ``scatter_add`` of the output's gradient into the used rows (repeated ids add up);
+    ids get none."""
+    table = as_node(table)
+    if table.ndim != 2:
+        raise ShapeError(f"embedding: the table must be (vocabulary, dim), got {table.describe()}")
+    return indexing.take(table, ids, axis=0)
+
+
+def masked_softmax_cross_entropy(logits, targets, mask) -> Node:
+    """Mean softmax cross-entropy over the positions ``mask`` keeps, for padded batches.
+
+    Parameters
+    ----------
+    logits : node (B, T, V)
+        Unnormalised scores per position (any leading shape; the class axis is last).
+    targets : integer node (B, T)
+        Class index per position. Padded positions may hold anything, even ids outside
+        ``[0, V)``: they are replaced by 0 before the lookup and weigh nothing.
+    mask : node (B, T), bool or float
+        1 (True) where a position counts, 0 where it is padding; float values weight
+        positions.
+
+    Returns
+    -------
+    Node
+        Scalar ``sum(ce * mask) / max(sum(mask), 1)``: the mean over kept positions (a
+        batch that is all padding gives 0, not NaN), the same as PyTorch's
+        ``cross_entropy(..., ignore_index=pad)`` with a 0/1 mask.
+    """
+    x, t, m = as_node(logits), as_node(targets), as_node(mask)
+    if t.dtype.kind not in "iu":
+        raise DTypeError(f"masked_softmax_cross_entropy: targets must be integer class ids, got {t.describe()}")
+    if m.ndim != t.ndim:
+        raise ShapeError(f"masked_softmax_cross_entropy: mask {m.describe()} must have the targets' shape "
+                         f"{t.describe()}")
+    keep = m if m.dtype.kind == "b" else ew.not_equal(m, 0)
+    ce = nn_ops.softmax_cross_entropy(x, ew.where(keep, t, 0))
+    w = ew.cast(m, ce.dtype)
+    return reduce.sum(ce * w) / ew.maximum(reduce.sum(w), 1.0)

@@ -197,3 +197,28 @@ def test_mutated_loop_models_raise_only_graph_format_errors(tmp_path):
         except gb.GraphFormatError:
             caught += 1
     assert caught > 50
+
+
+def test_bad_scan_attributes_are_graph_format_errors(tmp_path):
+    body = helper.make_graph([helper.make_node("Add", ["h", "x_t"], ["h_new"])], "body",
+                             [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in ("h", "x_t")],
+                             [helper.make_tensor_value_info("h_new", TensorProto.FLOAT, [3])])
+
+    def model(**attrs):
+        node = helper.make_node("Scan", ["h0", "xs"], ["hT"], body=body, **attrs)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [3]),
+                                                helper.make_tensor_value_info("xs", TensorProto.FLOAT, ["n", 3])],
+                                  [helper.make_tensor_value_info("hT", TensorProto.FLOAT, [3])])
+        path = tmp_path / "scan.onnx"
+        path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]).SerializeToString())
+        return path
+
+    m = gb.import_onnx(model(num_scan_inputs=1))
+    (h,) = gb.compile(m.inputs, m.outputs)(np.ones(3, np.float32), np.ones((4, 3), np.float32))
+    np.testing.assert_array_equal(h, np.full(3, 5.0, np.float32))
+    for attrs, message in (({"num_scan_inputs": 3}, "num_scan_inputs"), ({}, "num_scan_inputs"),
+                           ({"num_scan_inputs": 1, "scan_input_directions": [2]}, "scan_input_directions"),
+                           ({"num_scan_inputs": 1, "scan_input_axes": [0, 1]}, "scan_input_axes must list 1"),
+                           ({"num_scan_inputs": 1, "scan_input_axes": [5]}, "out of range")):
+        with pytest.raises(gb.GraphFormatError, match=message):
+            gb.import_onnx(model(**attrs))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import graphbp as gb
 from graphbp.ops.loop import Scan
@@ -132,6 +133,33 @@ def test_a_scan_inside_a_scan_body(tmp_path):
     _check([xs], [loss, *gb.grad(loss, [w, xs])], {"xs": RNG.normal(size=(4, 3, 2))}, tmp_path)
 
 
+_UNARY = [gb.tanh, gb.sin, gb.sigmoid, lambda z: z * z, lambda z: -z, gb.exp]
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(f=st.sampled_from(range(len(_UNARY))), g=st.sampled_from(range(len(_UNARY))), steps=st.integers(0, 4),
+       reverse=st.booleans(), unknown=st.booleans())
+def test_random_scan_bodies_and_their_gradients_match_onnxruntime(f, g, steps, reverse, unknown):
+    xs = gb.input("xs", (None if unknown else steps, 3), "float64")
+    h0 = gb.input("h0", (3,), "float64")
+    w = gb.param("w", 0.5 * np.random.default_rng(f + 7 * g).normal(size=(3, 3)))
+
+    def step(h, x):
+        z = _UNARY[f](h @ w + x)
+        return 0.5 * z + 0.25 * h, _UNARY[g](h) * x
+
+    hT, ys = gb.scan(step, h0, xs, reverse=reverse)
+    loss = gb.sum(hT * hT) + gb.sum(ys)
+    outs = [loss, *gb.grad(loss, [w, h0, xs])]
+    rng = np.random.default_rng(steps)
+    feeds = {"xs": rng.uniform(-1, 1, size=(steps, 3)), "h0": rng.uniform(-1, 1, size=3)}
+    args = [feeds["xs"], feeds["h0"]]
+    want = gb.compile([xs, h0], outs, optimize=False)(*args)
+    model = gb.export_onnx(outs, inputs=[xs, h0])
+    for k, (got, w_) in enumerate(zip(run_ort(model, feeds), want)):
+        assert_close(got, w_, f"output {k}")
+
+
 def _lstm_model(float_dtype: str):
     """embedding -> LSTM (gb.nn.lstm_cell in gb.scan) -> linear -> mean softmax-CE over every step."""
     vocab, emb, hidden, batch = 7, 5, 6, 3
@@ -170,3 +198,135 @@ def test_lstm_training_step_updates_parameters_as_graphbp_does(tmp_path):
     assert_close(got["output0"], value, "loss")
     for q in params:
         np.testing.assert_allclose(got[f"{q.name}.new"], q.value, rtol=1e-5, atol=1e-6, err_msg=q.name)
+
+
+# ------------------------------------------------------------ Loop models not written by graphbp
+def _loop_model(body_nodes, *, trips, seqs, extra_inits=()):
+    """``h = Loop(trips, "", h0)`` over ``h0: float64[2]``, reading the outer float64
+    tensors ``seqs`` ({name: shape}) in ``body_nodes``; outputs the final ``h`` and ys ``y``."""
+    from onnx import TensorProto as TP, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]), *body_nodes], "body",
+        [helper.make_tensor_value_info("i", TP.INT64, []), helper.make_tensor_value_info("cond", TP.BOOL, []),
+         helper.make_tensor_value_info("h", TP.DOUBLE, [2])],
+        [helper.make_tensor_value_info("cond_out", TP.BOOL, []), helper.make_tensor_value_info("h_new", TP.DOUBLE, [2]),
+         helper.make_tensor_value_info("y", TP.DOUBLE, [2])])
+    inits = [numpy_helper.from_array(np.array(-1, np.int64), "minus_one"), *extra_inits]
+    inputs = [helper.make_tensor_value_info("h0", TP.DOUBLE, [2])]
+    inputs += [helper.make_tensor_value_info(n, TP.DOUBLE, list(s)) for n, s in seqs.items()]
+    nodes = [helper.make_node("Loop", [trips, "", "h0"], ["hT", "ys"], body=body)]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("hT", TP.DOUBLE, [2]),
+                                                   helper.make_tensor_value_info("ys", TP.DOUBLE, [None, 2])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    return model
+
+
+def _same_as_onnxruntime(model, feeds, tmp_path, *, reverse=None, n_xs=None):
+    """ONNX Runtime is the oracle for ONNX's Loop semantics: the imported scan agrees, and
+    its gradient through the scan is finite-difference right."""
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path / "loop.onnx"
+    path.write_bytes(model.SerializeToString())
+    want = run_ort(model, feeds)
+    back = gb.import_onnx(path)
+    args = [feeds[x.name] for x in back.inputs]
+    got = gb.compile(back.inputs, back.outputs)(*args)
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert_close(g, w, f"output {k}")
+    (scan,) = _scans(back.outputs)
+    if reverse is not None:
+        assert scan.reverse == reverse
+    if n_xs is not None:
+        assert scan.n_xs == n_xs
+    h0 = back.inputs[0]
+    loss = gb.sum(back.outputs[0] ** 2) + gb.sum(gb.sin(back.outputs[1]))
+    (g,) = gb.compile(back.inputs, gb.grad(loss, [h0]))(*args)
+    f = gb.compile(back.inputs, [loss])
+    eps, fd = 1e-6, np.zeros(2)
+    for j in range(2):
+        d = np.zeros(2)
+        d[j] = eps
+        fd[j] = (f(*[a + d if a is args[0] else a for a in args])[0] - f(*[a - d if a is args[0] else a for a in args])[0]) / (2 * eps)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_a_loop_using_its_iteration_number_carries_a_counter(tmp_path):
+    from onnx import TensorProto as TP, helper, numpy_helper
+
+    body = [helper.make_node("Cast", ["i"], ["fi"], to=TP.DOUBLE),
+            helper.make_node("Mul", ["h", "fi"], ["hi"]),
+            helper.make_node("Sin", ["hi"], ["s"]),
+            helper.make_node("Add", ["h", "s"], ["h_new"]),
+            helper.make_node("Identity", ["hi"], ["y"])]
+    trips = numpy_helper.from_array(np.array(4, np.int64), "M")
+    model = _loop_model(body, trips="M", seqs={}, extra_inits=[trips])
+    _same_as_onnxruntime(model, {"h0": np.array([0.3, -0.7])}, tmp_path, n_xs=0)
+
+
+def test_known_trip_count_reads_a_prefix_and_mixed_directions_run_forward(tmp_path):
+    """``M = 3`` over tensors of 5 rows: ``a`` read forward (its first 3 rows), ``b`` from
+    the end (its last 3, newest first): a forward scan over ``a[:3]`` and ``b[-3:][::-1]``."""
+    from onnx import helper, numpy_helper
+
+    body = [helper.make_node("Gather", ["a", "i"], ["a_t"], axis=0),
+            helper.make_node("Sub", ["minus_one", "i"], ["back"]),
+            helper.make_node("Gather", ["b", "back"], ["b_t"], axis=0),
+            helper.make_node("Mul", ["h", "a_t"], ["ha"]),
+            helper.make_node("Tanh", ["ha"], ["t"]),
+            helper.make_node("Add", ["t", "b_t"], ["h_new"]),
+            helper.make_node("Identity", ["b_t"], ["y"])]
+    trips = numpy_helper.from_array(np.array(3, np.int64), "M")
+    model = _loop_model(body, trips="M", seqs={"a": (5, 2), "b": (5, 2)}, extra_inits=[trips])
+    rng = np.random.default_rng(2)
+    feeds = {"h0": rng.normal(size=2), "a": rng.normal(size=(5, 2)), "b": rng.normal(size=(5, 2))}
+    _same_as_onnxruntime(model, feeds, tmp_path, reverse=False, n_xs=2)
+
+
+def test_reads_from_the_end_only_make_a_reverse_scan(tmp_path):
+    from onnx import helper
+
+    body = [helper.make_node("Sub", ["minus_one", "i"], ["back"]),
+            helper.make_node("Gather", ["b", "back"], ["b_t"], axis=0),
+            helper.make_node("Mul", ["h", "b_t"], ["hb"]),
+            helper.make_node("Tanh", ["hb"], ["h_new"]),
+            helper.make_node("Identity", ["h"], ["y"])]
+    model = _loop_model(body, trips="T", seqs={"b": ("n", 2)})
+    trip_count = [helper.make_node("Shape", ["b"], ["T1"], start=0, end=1), helper.make_node("Squeeze", ["T1"], ["T"])]
+    for k, node in enumerate(trip_count):  # T = len(b) at run time, before the Loop
+        model.graph.node.insert(k, node)
+    rng = np.random.default_rng(3)
+    feeds = {"h0": rng.normal(size=2), "b": rng.normal(size=(6, 2))}
+    _same_as_onnxruntime(model, feeds, tmp_path, reverse=True, n_xs=1)
+
+
+@pytest.mark.parametrize("majority_reverse", [False, True])
+def test_an_onnx_scan_imports_with_its_directions_and_axes(majority_reverse, tmp_path):
+    """ONNX ``Scan`` (what other exporters write) as gb.scan: a scan input along axis 1, per
+    input and per output directions, an output along axis 1; ONNX Runtime is the oracle."""
+    from onnx import TensorProto as TP, helper
+
+    d = int(majority_reverse)
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["h", "a_t"], ["ha"]), helper.make_node("Tanh", ["ha"], ["t"]),
+         helper.make_node("Add", ["t", "b_t"], ["h_new"]), helper.make_node("Identity", ["h"], ["y1"]),
+         helper.make_node("Mul", ["b_t", "c_t"], ["y2"])], "body",
+        [helper.make_tensor_value_info(n, TP.DOUBLE, [2]) for n in ("h", "a_t", "b_t", "c_t")],
+        [helper.make_tensor_value_info(n, TP.DOUBLE, [2]) for n in ("h_new", "y1", "y2")])
+    node = helper.make_node("Scan", ["h0", "a", "b", "c"], ["hT", "ys1", "ys2"], body=body, num_scan_inputs=3,
+                            scan_input_axes=[0, 1, 0], scan_input_directions=[d, 1 - d, d],
+                            scan_output_directions=[1, 0], scan_output_axes=[0, 1])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("h0", TP.DOUBLE, [2]),
+                      helper.make_tensor_value_info("a", TP.DOUBLE, ["n", 2]),
+                      helper.make_tensor_value_info("b", TP.DOUBLE, [2, "n"]),
+                      helper.make_tensor_value_info("c", TP.DOUBLE, ["n", 2])],
+        [helper.make_tensor_value_info(n, TP.DOUBLE, s) for n, s in (("hT", [2]), ("ys1", [None, 2]), ("ys2", [2, None]))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    rng = np.random.default_rng(4)
+    feeds = {"h0": rng.normal(size=2), "a": rng.normal(size=(5, 2)), "b": rng.normal(size=(2, 5)),
+             "c": rng.normal(size=(5, 2))}
+    _same_as_onnxruntime(model, feeds, tmp_path, reverse=majority_reverse, n_xs=3)

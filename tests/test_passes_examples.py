@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import graphbp as gb
+from graphbp.ops.leaves import Input
 from graphbp.passes import PASS_NAMES
 
 EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
@@ -50,14 +51,14 @@ def test_example_programs_agree(path, only):
 def test_example_training_step_agrees(path):
     mod = _load(path)
     m = mod.model()
-    target = m.t if hasattr(m, "t") else m.y
-    feeds = _feeds([m.x, target], np.random.default_rng(1))
+    inputs = [n for n in gb.toposort([m.loss]) if isinstance(n.op, Input)]  # data, targets, carries
+    feeds = _feeds(inputs, np.random.default_rng(1))
     start = [p.value.copy() for p in m.params]
     results = []
     for optimize in (False, True):
         for p, v in zip(m.params, start):
             p.value[...] = v
-        step = gb.compile([m.x, target], [m.loss],
+        step = gb.compile(inputs, [m.loss],
                           updates=gb.optim.SGD(0.1).updates(m.loss, m.params), optimize=optimize)
         loss = step(*feeds)[0]
         results.append((loss, [p.value.copy() for p in m.params]))

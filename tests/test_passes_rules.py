@@ -238,3 +238,29 @@ def test_sum_scalar_factor_stays_put_when_the_product_is_shared_or_not_scalar():
     row = x64("r", (1, 3))
     _, fired = rules_fired([gb.sum(gb.exp(x) * row, axis=1)], canonicalize.RULES)
     assert "sum_scalar_factor" not in fired
+
+
+def test_pruned_scan_keeps_its_output_renumbering_when_its_body_is_rewritten():
+    """A gradient scan whose unread outputs are pruned and whose body a pass then rewrites
+    is a new node again: the TupleGets reading it must still get the pruned indices."""
+    from graphbp.passes import PASS_NAMES
+
+    H = 4
+    x = gb.input("x", (5, 2, 4 * H))
+    h0, c0 = gb.input("h0", (2, H)), gb.input("c0", (2, H))
+    w = gb.param("w", np.random.default_rng(0).normal(size=(4 * H, H)).astype(np.float32))
+
+    def step(carry, x_t):
+        h, c = gb.nn.lstm_cell(x_t, carry, None, w, project=False)
+        return (h, c), h
+
+    (_, _), hs = gb.scan(step, (h0, c0), x)
+    loss = gb.mean(hs)
+    outs = [loss, *gb.grad(loss, [w, x])]
+    rng = np.random.default_rng(1)
+    feeds = [rng.normal(size=n.shape).astype(np.float32) for n in (x, h0, c0)]
+    ref = gb.compile([x, h0, c0], outs, optimize=False)(*feeds)
+    only_cse = {p: p == "cse" for p in PASS_NAMES}
+    got = gb.compile([x, h0, c0], outs, debug=True, passes=only_cse)(*feeds)
+    for r, o in zip(ref, got):
+        np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6)

@@ -158,3 +158,32 @@ def test_progress_bar_draws_and_erases(capsys):
     quiet = io.StringIO()
     gb.train.ProgressBar(3, stream=quiet).update()  # StringIO is not a terminal: draws nothing
     assert quiet.getvalue() == ""
+
+
+def test_trainer_records_per_parameter_gradient_norms_only_when_asked():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    Y = (X @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
+
+    def make(record):
+        x, y = gb.input("x", (None, 3)), gb.input("y", (None, 1))
+        w = gb.param("w", np.zeros((3, 1), np.float32))
+        b = gb.param("b", np.zeros(1, np.float32))
+        loss = gb.mean(gb.square(x @ w + b - y))
+        return gb.train.Trainer([x, y], loss, [w, b], gb.optim.SGD(0.1, clip_norm=0.5), record_grad_norms=record), w
+
+    off, _ = make(False)
+    assert off.grad_norms == {} and len(off.step_program.outputs) == 1  # nothing extra compiled
+    on, w = make(True)
+    assert len(on.step_program.outputs) == 3
+    w_before = w.op.value.copy()
+    on.fit((X, Y), epochs=2, batch_size=20, shuffle=False, progress=False)
+    assert list(on.grad_norms) == ["w", "b"] and all(len(v) == 4 for v in on.grad_norms.values())
+    # the first step's norms are the unclipped gradients at the initial weights
+    g_w = 2 * X[:20].T @ (X[:20] @ w_before - Y[:20]) / 20
+    g_b = 2 * np.sum(X[:20] @ w_before - Y[:20]) / 20
+    assert on.grad_norms["w"][0] == pytest.approx(float(np.linalg.norm(g_w)), rel=1e-5)
+    assert on.grad_norms["b"][0] == pytest.approx(abs(float(g_b)), rel=1e-5)
+    # the same updates as the trainer without recording (clipping applied to both)
+    off.fit((X, Y), epochs=2, batch_size=20, shuffle=False, progress=False)
+    np.testing.assert_allclose(on.history[-1]["loss"], off.history[-1]["loss"], rtol=1e-6)

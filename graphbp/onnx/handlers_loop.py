@@ -1,4 +1,5 @@
-"""ONNX ``Loop`` imported as ``gb.scan`` (registered into :data:`graphbp.onnx.handlers.HANDLERS`).
+"""ONNX ``Loop`` and ``Scan`` imported as ``gb.scan`` (registered into
+:data:`graphbp.onnx.handlers.HANDLERS`).
 
 A ``Loop`` with a trip count and no condition is a scan: its loop-carried values are the
 carries and its scan outputs the stacked ys. The body is converted inside ``gb.scan``'s
@@ -161,3 +162,69 @@ def _sequences(ctx: Ctx, trips: Any, keys: list[tuple[str, bool]], reverse: bool
             s = s[-steps:] if from_end and steps else s[:steps]
         out.append(s[::-1] if from_end and not reverse else s)
     return (steps if not out else None), out
+
+
+@handles("Scan")
+def _scan_op(ctx: Ctx, n: Any, args: list[Any]) -> list[Node]:
+    """ONNX ``Scan`` (opset 9 on) as ``gb.scan``: state variables are the carries, scan
+    inputs the ``xs`` (moved to axis 0; those read against the majority direction flipped),
+    scan outputs the ys (flipped and moved to their axis as the attributes say)."""
+    from .importer import run_nodes
+
+    if ctx.opset < 9:
+        raise ctx.fail("Scan before opset 9 (with a batch axis and sequence_lens) is not supported")
+    body, m = attr(n, "body"), attr(n, "num_scan_inputs")
+    if body is None or not hasattr(body, "node") or not isinstance(m, int) or not 1 <= m <= len(args):
+        raise ctx.fail("Scan needs a body graph and 1 <= num_scan_inputs <= its inputs")
+    if len(body.initializer) or len(body.sparse_initializer):
+        raise ctx.fail("Scan bodies with their own initializers are not supported")
+    nc = len(args) - m
+    n_ys = len(body.output) - nc
+    if len(body.input) != len(args) or n_ys < 0 or len(n.output) > len(body.output):
+        raise ctx.fail(f"the Scan body has {len(body.input)} inputs and {len(body.output)} outputs "
+                       f"for {nc} state variables and {m} scan inputs")
+    in_dirs = _per_item(ctx, n, "scan_input_directions", m, (0, 1))
+    out_dirs = _per_item(ctx, n, "scan_output_directions", n_ys, (0, 1))
+    in_axes, out_axes = _per_item(ctx, n, "scan_input_axes", m), _per_item(ctx, n, "scan_output_axes", n_ys)
+    inits = [ctx.node(a) for a in args[:nc]]
+    seqs = []
+    for a, axis in zip(args[nc:], in_axes):
+        x = ctx.node(a)
+        if not -x.ndim <= axis < x.ndim:
+            raise ctx.fail(f"scan_input_axes {axis} is out of range for rank {x.ndim}")
+        axis %= x.ndim
+        seqs.append(x if axis == 0 else ops.transpose(x, (axis, *(d for d in range(x.ndim) if d != axis))))
+    reverse = 2 * sum(in_dirs) > m  # the majority direction; the others are flipped
+    seqs = [s[::-1] if bool(d) != reverse else s for s, d in zip(seqs, in_dirs)]
+    names = [v.name for v in body.input]
+    nodes = list(body.node)
+
+    def step(carry, x_t):
+        sub = ctx.child()
+        for name, v in zip(names, (*carry, *x_t)):
+            sub.values[name] = v
+        run_nodes(sub, nodes)
+        outs = [sub.node(sub.value(o.name, None, -1)) for o in body.output]
+        return tuple(outs[:nc]), tuple(outs[nc:])
+
+    final, ys = ops.scan(step, tuple(inits), tuple(seqs), reverse=reverse)
+    out = list(final)
+    for y, d, axis in zip(ys, out_dirs, out_axes):
+        y = y[::-1] if bool(d) != reverse else y  # ys come back in step order; ONNX's order is iteration order
+        if not -y.ndim <= axis < y.ndim:
+            raise ctx.fail(f"scan_output_axes {axis} is out of range for rank {y.ndim}")
+        axis %= y.ndim
+        if axis:
+            perm = list(range(1, y.ndim))
+            perm.insert(axis, 0)
+            y = ops.transpose(y, tuple(perm))
+        out.append(y)
+    return out
+
+
+def _per_item(ctx: Ctx, n: Any, name: str, count: int, allowed: tuple[int, ...] | None = None) -> list[int]:
+    values = attr(n, name)
+    values = [0] * count if values is None else values
+    if not isinstance(values, list) or len(values) != count or (allowed and any(v not in allowed for v in values)):
+        raise ctx.fail(f"{name} must list {count} values" + (f" from {allowed}" if allowed else ""))
+    return values

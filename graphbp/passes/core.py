@@ -236,6 +236,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried):
             cur = node
         if isinstance(cur.type, TupleType) and len(read.get(node, ())) < len(cur.type):
             cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
+        pruned = renumber.get(cur)  # rules and body rewrites below replace cur: keep its renumbering
         if cur is not node or node not in tried:
             stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
             if stepped is not cur:
@@ -267,6 +268,8 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried):
             k = _const_key(cur)
             if k is not None:
                 cur = keys.setdefault(k, cur)
+        if pruned is not None:
+            renumber.setdefault(cur, pruned)
         new[node] = cur
     return [new[r] for r in roots], changed, seen
 

@@ -6,7 +6,8 @@ naming the switches that enable it and the steps it depends on (which must come 
 (``stability`` rules, then gradients re-derived from the stabilised loss; ``nan_guard``)
 runs first, on the graph as ``gb.grad`` built it, because both read gradient provenance,
 which names the forward nodes it came from; *canonicalize* (``algebraic``,
-``constant_fold``, ``cse``: one engine run to a fixed point); *specialize* (``accumulate``,
+``constant_fold``, ``cse``: one engine run to a fixed point); ``licm`` (work that does not
+depend on a loop's carry leaves the ``scan`` body); *specialize* (``accumulate``,
 ``share_gelu``, ``fuse_matmul``). Dead code is never carried: a pass returns only what the
 roots reach, so unrequested gradients and replaced nodes simply disappear.
 """
@@ -20,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from ..errors import GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
-from . import canonicalize, specialize, stability
+from . import canonicalize, licm, specialize, stability
+from .residuals import reuse_residuals
 from .core import LogEntry, PassResult, Rule, run_rules, verify
 from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
@@ -81,6 +83,18 @@ def _canonicalize(name: str) -> Callable[[list[Node], PassContext], PassResult |
     return run
 
 
+def _licm(roots: list[Node], ctx: PassContext) -> PassResult | None:
+    """Move carry-independent work out of scan bodies, read per-step values a forward scan
+    computes from it instead of recomputing them after it (a reverse scan's hoisted
+    recomputation), then merge what two loops hoisted alike (CSE)."""
+    res = licm.hoist_loops(roots)
+    if not res.log:
+        return None
+    reused = reuse_residuals(res.roots)
+    again = run_rules(reused.roots, ctx.rules(canonicalize.RULES), "licm", cse="cse" in ctx.on)
+    return PassResult(again.roots, res.log + reused.log + again.log)
+
+
 _CANON = ("algebraic", "constant_fold", "cse")
 
 PIPELINE: tuple[PassSpec, ...] = (
@@ -89,6 +103,8 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="guards the gradients stabilize re-derived; reads provenance before any rebuild"),
     PassSpec("canonicalize", _CANON, _canonicalize("canonicalize"), after=("stabilize", "nan_guard"),
              why="merges and folds nodes, after the passes that match on gradient provenance"),
+    PassSpec("licm", ("licm",), _licm, after=("canonicalize",),
+             why="moves the loop bodies as canonicalize simplified them; CSE then merges the hoisted copies"),
     PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs),
              after=("canonicalize",), why="flattens the add chains that remain after simplification"),
     PassSpec("share_gelu", ("share_gelu",), lambda rs, ctx: specialize.share_gelu(rs),
@@ -96,7 +112,7 @@ PIPELINE: tuple[PassSpec, ...] = (
     PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("share_gelu",),
              why="the shared gelu form's scalar factors (0.5, k) meet the user's: gather and fold them"),
     PassSpec("fuse_matmul", ("fuse_matmul",), lambda rs, ctx: specialize.fuse_matmul(rs),
-             after=("canonicalize", "accumulate"),
+             after=("canonicalize", "licm", "accumulate"),
              why="needs use counts of the final graph: a fused product must have one reader"),
 )
 """The pipeline ``gb.compile`` runs, in order."""

@@ -12,6 +12,8 @@ from typing import Any
 
 from ..graph.node import Node
 from ..graph.subgraph import Subgraph
+from ..graph.types import TensorType
+from ..ops.loop import Scan
 from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text
 from .costs import Poly, bytes_poly, liveness_peak, total_flops
 from .subject import Subject, node_title, origin_text, short_type, subject_of
@@ -69,7 +71,28 @@ def _body_lines(s: Subject) -> list[str]:
         for name, body in zip(names, bodies):
             lines += ["", f"{step} {n.op.name} · {name.replace('_', ' ')}:"]
             lines += ["  " + line for line in body.format().splitlines()]
+        if isinstance(n.op, Scan):
+            lines += _per_step(s, n)
     return lines
+
+
+def _per_step(s: Subject, n: Node) -> list[str]:
+    """A loop's schedule per step: ops run, bytes written into the stacked outputs, and of
+    those the bytes saved for the backward pass (read by the backward schedule)."""
+    op: Scan = n.op
+    per_step = {}  # emitted stacked output position -> its type at one step
+    first = op.n_carry
+    for pos, (full, t) in enumerate(zip(op.emitted(), n.type.items)):
+        if full >= first:
+            per_step[pos] = TensorType(t.shape[1:], t.dtype)
+    getters = [u for u in s.order if u.inputs and u.inputs[0] is n and u.op.name == "tuple_get"]
+    saved = {u.op.index for u in getters if u in s.saved_set}
+    ops = len(op.body.nodes()) - len(op.body.inputs)
+    total = sum((bytes_poly(t) for t in per_step.values()), Poly())
+    kept = sum((bytes_poly(t) for pos, t in per_step.items() if pos in saved), Poly())
+    line = (f"  per step ({'reverse' if op.reverse else 'forward'}): {ops} body ops; stacked outputs "
+            f"{len(per_step)} ({total}), of which saved for the backward pass {len(saved)} ({kept})")
+    return [line]
 
 
 def _header(s: Subject) -> str:

@@ -177,7 +177,14 @@ def _cast(node, types, out):
 
 def _matmul(node, types, out):
     a, b = types
-    fn = "dot" if a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype == out.dtype else "matmul"
+    same = a.dtype == b.dtype == out.dtype
+    if a.ndim > 2 and b.ndim == 2 and same and out.is_concrete:
+        # stacked rows times a matrix (a loop's hoisted projection, (T, B, in) @ W): one
+        # gemm over (T*B, in) instead of np.matmul's one per leading index
+        k, n = a.shape[-1], b.shape[-1]
+        return out_kind(call("dot", Method(X0, "reshape", (Lit(-1), Lit(k))), X1,
+                             Method(OUT, "reshape", (Lit(-1), Lit(n)))))
+    fn = "dot" if a.ndim == 2 and b.ndim == 2 and same else "matmul"
     return out_kind(call(fn, X0, X1, OUT))
 
 
@@ -216,6 +223,15 @@ def _view(expr: Arg, fn: Callable[[np.ndarray], np.ndarray], **fields: Any) -> L
     return Lowered("view", expr=expr, view=fn, **fields)
 
 
+def _getitem(node, types, out):
+    """Basic indexing is a view (an LSTM's gate slices): ``x[a:b, ...]`` inline, not a
+    kernel call per step. A 0-d result would be a NumPy scalar, not a view: the kernel."""
+    if out.ndim == 0 or not node.op.index:
+        return None
+    index = tuple(slice(*i) if isinstance(i, tuple) else i for i in node.op.index)
+    return _view(Index(X0, tuple(Lit(i) for i in index)), lambda x: x[index])
+
+
 def _transpose(node, types, out):
     axes = node.op.axes
     if axes == tuple(range(len(axes)))[::-1]:
@@ -242,6 +258,20 @@ def _reshaper(may_copy: bool) -> Lowerer:
                      may_copy=may_copy)
 
     return lower
+
+
+def _sigmoid(node, types, out):
+    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or types[0] != out:
+        return None
+    # 1 / (1 + exp(-x)) in place, six calls (the stable kernel of op.compute takes three
+    # temporaries and a where; this is the recurrent gates' hot path). x is first clamped to
+    # where exp(-x) and the result stay normal numbers, so nothing overflows or underflows;
+    # beyond it the value is 0 or 1 to within the smallest normal number.
+    bound = Lit(float(-np.log(np.finfo(out.dtype).tiny) - 1.0))
+    return out_kind(call("minimum", X0, bound, out=OUT), call("negative", OUT, OUT),
+                    call("minimum", OUT, bound, out=OUT), call("exp", OUT, OUT),
+                    call("add", OUT, Lit(1.0), OUT), call("reciprocal", OUT, OUT),
+                    inplace=_inplace_ok(types, out, (0,)))
 
 
 def _relu(node, types, out):
@@ -436,9 +466,9 @@ LOWERINGS: dict[type, Lowerer] = {
     sh.Transpose: _transpose, sh.BroadcastTo: _broadcast, sh.Reshape: _reshaper(may_copy=True),
     sh.ExpandDims: _reshaper(may_copy=False), sh.Squeeze: _reshaper(may_copy=False),
     act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
-    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: generic, act.Softplus: generic,
+    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: generic,
     indexing.OneHot: _one_hot,
-    indexing.GetItem: generic, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
+    indexing.GetItem: _getitem, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
     nn.Softmax: _softmax, nn.SoftmaxCrossEntropy: _cross_entropy,
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,

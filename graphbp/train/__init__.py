@@ -7,11 +7,11 @@ and an evaluation program, and runs epochs with hooks for logging and checkpoint
 from __future__ import annotations
 
 from . import init, optim
-from .clip import clip_by_global_norm, global_norm
+from .clip import clip_by_global_norm, global_norm, gradient_norms
 from .loop import Trainer, accuracy, format_logs, step_key
 from .progress import ProgressBar
 
 __all__ = [
-    "init", "optim", "clip_by_global_norm", "global_norm", "Trainer", "accuracy", "format_logs",
+    "init", "optim", "clip_by_global_norm", "global_norm", "gradient_norms", "Trainer", "accuracy", "format_logs",
     "ProgressBar", "step_key",
 ]

@@ -27,6 +27,20 @@ def global_norm(grads: Sequence[Node]) -> Node:
     return ops.sqrt(total)
 
 
+def gradient_norms(grads: Sequence[Node]) -> list[Node]:
+    """One scalar node per gradient, its L2 norm ``sqrt(sum(g ** 2))`` in its own dtype.
+
+    Watching these per parameter over training is how vanishing gradients (early layers'
+    norms orders of magnitude below the last layer's) and exploding ones (spikes that
+    :func:`clip_by_global_norm` cuts) show up; ``Trainer(record_grad_norms=True)`` records
+    them at every step."""
+    grads = list(grads)
+    for g in grads:
+        if not isinstance(g, Node) or g.dtype.kind != "f":
+            raise GraphError(f"gradient_norms: gradients must be float nodes, got {g!r}")
+    return [ops.sqrt(ops.sum(ops.square(g))) for g in grads]
+
+
 def clip_by_global_norm(grads: Sequence[Node], max_norm: float) -> list[Node]:
     """Scale all gradients together so their joint L2 norm is at most ``max_norm``.
 

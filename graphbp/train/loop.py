@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..autodiff import grad
 from ..data.batching import batches, num_batches
 from ..errors import GraphError
 from ..graph.node import Node
@@ -33,6 +34,7 @@ from ..graph.traverse import toposort
 from ..io.training import resume_trainer, save_trainer
 from ..ops.leaves import Input
 from ..runtime import Program, compile
+from .clip import gradient_norms
 from .optim import Optimizer
 from .progress import ProgressBar
 
@@ -97,6 +99,9 @@ class Trainer:
         One entry of logs per completed epoch.
     step_program, eval_program : Program
         The compiled training step (outputs, then updates in place) and evaluation.
+    grad_norms : dict of str -> list of float
+        With ``record_grad_norms``: parameter name -> its gradient norm at each step, in
+        step order (continues across ``fit`` calls); empty otherwise.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class Trainer:
         dropout_key: Node | None = None,
         dropout_seed: int = 0,
         state_updates: Sequence[tuple[Node, Node]] = (),
+        record_grad_norms: bool = False,
     ) -> None:
         self.inputs = list(inputs)
         self.loss = loss
@@ -140,7 +146,18 @@ class Trainer:
         self.on_step: list[StepCallback] = list(on_step)
         self.on_epoch: list[EpochCallback] = list(on_epoch)
         feeds = self.inputs + ([dropout_key] if dropout_key is not None else [])
-        updates = optimizer.updates(loss, self.params) + list(state_updates)
+        self.grad_norms: dict[str, list[float]] = {}
+        self._n_train_outputs = len(train_outputs)
+        if record_grad_norms:  # the gradients once, read by the optimiser and by the norms
+            grads = grad(loss, self.params)
+            updates = optimizer.apply_gradients(self.params, grads)
+            self.grad_norms = {p.op.param_name: [] for p in self.params}
+            if len(self.grad_norms) != len(self.params):
+                raise GraphError("Trainer: record_grad_norms needs distinct parameter names")
+            train_outputs = train_outputs + gradient_norms(grads)
+        else:
+            updates = optimizer.updates(loss, self.params)
+        updates = updates + list(state_updates)
         self.step_program: Program = compile(feeds, train_outputs, updates=updates)
         eval_outputs = [self.eval_loss] + ([predict] if predict is not None else [])
         self.eval_program: Program = compile(self.inputs, eval_outputs)
@@ -206,6 +223,8 @@ class Trainer:
                     continue
                 key = () if self.dropout_key is None else (step_key(self.dropout_seed, self.step),)
                 outs = self.step_program(*batch, *key)
+                for name, norm in zip(self.grad_norms, outs[self._n_train_outputs:]):
+                    self.grad_norms[name].append(float(norm))
                 self.step += 1
                 if checkpoint is not None and checkpoint_every and self.step % checkpoint_every == 0:
                     save_trainer(self, checkpoint, i + 1)
