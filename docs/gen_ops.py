@@ -90,6 +90,8 @@ def _facts(cls) -> str:
         out.append("singular at input " + ", ".join(map(str, cls.singular_inputs)))
     if cls.effectful:
         out.append("effectful")
+    if cls.schedule != "any":
+        out.append(f"scheduled {cls.schedule}")
     return "; ".join(out)
 
 
@@ -103,7 +105,7 @@ def generate() -> str:
         "`g` is the output cotangent, `x`, `y` the operands (`y` also the output where noted).",
         "Cotangents may be in the broadcast output shape: `gb.grad` sums them back centrally.",
         "Facts are the op's class attributes the passes, planner and renderer read (`view`,",
-        "`shape_only_inputs`, `singular_inputs`, `effectful`; see docs/architecture.md).",
+        "`shape_only_inputs`, `singular_inputs`, `effectful`, `schedule`; see docs/architecture.md).",
         "",
         f"{len(ops)} op classes, {len(COMPOSITES)} composite builders.",
         "",

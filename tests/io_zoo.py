@@ -77,7 +77,8 @@ def build(seed: int = 0):
     dp = gb.distributed.data_parallel(opt, gb.distributed.single_process())
     ups = dp.updates(loss + 1e-3 * gb.sum(hvp * hvp), [W, b, v, kc])
     full = gb.zeros_like(x) + gb.full_like(W, 2.0).sum()
-    step = gb.compile([x, t, key], [loss, gv, hvp, full], updates=ups, optimize=False)
+    gv_mean = gb.distributed.allreduce_mean(gv, gb.distributed.single_process(), overlap=True)  # start/wait pair
+    step = gb.compile([x, t, key], [loss, gv_mean, hvp, full], updates=ups, optimize=False)
     feeds = (rng.normal(size=(5, 4)).astype(np.float32), rng.integers(0, 3, size=5), np.int64(7))
     return step, feeds
 

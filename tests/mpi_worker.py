@@ -4,9 +4,10 @@ Also imported by the tests (``train`` with ``comm=None``) to compute the single-
 reference on the same data, model and batch order, so both sides share one definition.
 
 Usage: ``mpi_worker.py MODE STEPS OUT [CKPT]`` where MODE is ``train`` (train with SGD with
-momentum and with Adam, write both final parameter sets to OUT), ``kill`` / ``stop`` (Adam,
-checkpointing every step to CKPT on rank 0; after step 5 rank 1 SIGKILLs itself, or
-SIGSTOPs itself: a hung rank), ``resume`` (Adam: load CKPT, then train to STEPS),
+momentum and with Adam, each with blocking and with overlapped allreduces, write the four
+final parameter sets to OUT), ``kill`` / ``stop`` / ``exit`` (Adam,
+checkpointing every step to CKPT on rank 0; after step 5 rank 1 SIGKILLs itself,
+SIGSTOPs itself (a hung rank) or ends with ``os._exit``), ``resume`` (Adam: load CKPT, then train to STEPS),
 ``mismatch`` (rank 1 feeds a different shape) or ``raise`` (rank 1 raises).
 """
 
@@ -59,8 +60,8 @@ def global_batches(steps: int, shard=None):
         epoch += 1
 
 
-def train(kind: str, steps: int, comm=None, *, ckpt: str | None = None, victim: signal.Signals | None = None,
-          bucket_bytes: int = 600) -> dict[str, np.ndarray]:
+def train(kind: str, steps: int, comm=None, *, ckpt: str | None = None, victim: str | None = None,
+          bucket_bytes: int = 600, overlap: bool = False) -> dict[str, np.ndarray]:
     """Train ``steps`` steps; ``comm=None`` is plain single-process training on whole batches.
 
     ``bucket_bytes=600`` splits the 1.2 KiB of float64 gradients into several buckets, so
@@ -68,7 +69,7 @@ def train(kind: str, steps: int, comm=None, *, ckpt: str | None = None, victim: 
     x, t, params, loss = model()
     opt = optimizer(kind)
     if comm is not None:
-        opt = gb.distributed.data_parallel(opt, comm, bucket_bytes=bucket_bytes)
+        opt = gb.distributed.data_parallel(opt, comm, bucket_bytes=bucket_bytes, overlap=overlap)
     step = gb.compile([x, t], [loss], updates=opt.updates(loss, params))
     start = 0
     if ckpt is not None and os.path.exists(ckpt):
@@ -81,7 +82,9 @@ def train(kind: str, steps: int, comm=None, *, ckpt: str | None = None, victim: 
         if ckpt is not None and comm.rank == 0:
             gb.save_checkpoint(ckpt, params, opt, step=i + 1)
         if victim is not None and comm.rank == 1 and i + 1 == KILL_AFTER:
-            os.kill(os.getpid(), victim)
+            if victim == "exit":
+                os._exit(3)  # ends without an exception: no hook runs, nothing is said
+            os.kill(os.getpid(), {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}[victim])
     return {p.name: p.value.copy() for p in params}
 
 
@@ -102,10 +105,10 @@ def main(argv: list[str]) -> int:
         comm.barrier()
         return 0
     if mode == "train":
-        final = {f"{kind}/{k}": v for kind in ("sgd", "adam") for k, v in train(kind, int(steps), comm).items()}
+        final = {f"{kind}{'-overlap' if overlap else ''}/{k}": v for kind in ("sgd", "adam") for overlap in (False, True)
+                 for k, v in train(kind, int(steps), comm, overlap=overlap).items()}
     else:
-        victim = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}.get(mode)
-        final = train("adam", int(steps), comm, ckpt=ckpt, victim=victim)
+        final = train("adam", int(steps), comm, ckpt=ckpt, victim=None if mode == "resume" else mode)
     if comm.rank == 0:
         np.savez(out, **final)
     return 0

@@ -593,6 +593,9 @@ OPDB: list[OpInfo] = [
     # ---------------------------------------------------------------------- collectives
     OpInfo("allreduce_mean", (O.AllreduceMean,), lambda x: gb.distributed.allreduce_mean(x, gb.distributed.single_process()),
            lambda x: x, _unary_samples(), second_order=True),  # one process: the mean of one value
+    OpInfo("allreduce_mean_overlapped", (O.AllreduceStart, O.AllreduceWait),
+           lambda x: gb.distributed.allreduce_mean(x, gb.distributed.single_process(), overlap=True),
+           lambda x: x, _unary_samples(), second_order=True),  # the start/wait pair: the same mean
 ]
 """Every op entry. Keep names unique: they are the test ids."""
 

@@ -43,10 +43,10 @@ def _have_mpi() -> bool:
 needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra: pip install 'graphbp[mpi]'")
 
 
-def _run(n: int, *args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+def _run(n: int, *args: str, timeout: float = 120, launcher: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(gb.__file__).parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
-    cmd = [_mpiexec(), "-n", str(n), sys.executable, str(WORKER), *args]  # MPICH oversubscribes as needed
+    cmd = [_mpiexec(), *launcher, "-n", str(n), sys.executable, str(WORKER), *args]  # MPICH oversubscribes as needed
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     return proc, time.monotonic() - t0
@@ -127,13 +127,21 @@ def test_n_ranks_equal_one_process_on_the_global_batch(tmp_path, n):
     got = np.load(out)
     for kind in ("sgd", "adam"):
         _assert_params_close(got, mpi_worker.train(kind, STEPS), prefix=f"{kind}/")
+        for name in mpi_worker.train(kind, 0):  # overlapped allreduces: the same sums, bit for bit
+            np.testing.assert_array_equal(got[f"{kind}-overlap/{name}"], got[f"{kind}/{name}"])
 
 
 @needs_mpi
 def test_killed_rank_ends_the_job_and_a_rerun_resumes_to_the_same_params(tmp_path):
+    """MPICH's launcher SIGKILLs the job when a rank dies by a signal and names the dead
+    pid; rank 0's rank table, printed at startup, maps that pid to the rank."""
     out, ckpt = tmp_path / "final.npz", tmp_path / "run.gbc"
     proc, took = _run(2, "kill", str(STEPS), str(out), str(ckpt))
     assert proc.returncode != 0 and took < 60
+    pid = (tmp_path / "final.npz.pid1").read_text()
+    assert "graphbp.distributed: 2 ranks: rank 0 is pid " in proc.stderr
+    assert f"rank 1 is pid {pid} on " in proc.stderr, proc.stderr[-3000:]
+    assert f"PID {pid} RUNNING AT" in proc.stdout + proc.stderr  # the launcher's own report
     assert not out.exists()
     x, t, params, loss = mpi_worker.model()
     step, _ = gb.load_checkpoint(ckpt, params, gb.optim.Adam(0.01))
@@ -141,6 +149,18 @@ def test_killed_rank_ends_the_job_and_a_rerun_resumes_to_the_same_params(tmp_pat
     proc, _ = _run(2, "resume", str(STEPS), str(out), str(ckpt))
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_params_close(np.load(out), mpi_worker.train("adam", STEPS))
+
+
+@needs_mpi
+def test_a_rank_that_exits_is_named_by_the_others(tmp_path):
+    """A rank ending without an exception (``os._exit``) under ``-disable-auto-cleanup``:
+    the launcher signals the survivors (SIGUSR1), whose roll call names the lost rank."""
+    out = tmp_path / "final.npz"
+    proc, took = _run(2, "exit", str(STEPS), str(out), str(tmp_path / "run.gbc"), launcher=("-disable-auto-cleanup",))
+    assert proc.returncode != 0 and took < 60
+    pid = (tmp_path / "final.npz.pid1").read_text()
+    assert f"lost rank 1 of 2 (rank 1 was pid {pid} on " in proc.stderr, proc.stderr[-3000:]
+    assert "the MPI launcher reports that a process of the job died" in proc.stderr
 
 
 @needs_mpi
@@ -222,3 +242,55 @@ def test_a_program_averaging_over_world_saves_and_loads_with_its_group(tmp_path)
     assert node.op == AllreduceMean("world")
     with pytest.raises(ValueError, match="group must be one of"):
         AllreduceMean("everyone")
+
+
+# -- overlapped allreduces -------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_overlapped_allreduce_on_one_process_equals_no_communicator(kind):
+    want = mpi_worker.train(kind, STEPS)
+    got = mpi_worker.train(kind, STEPS, single_process(), overlap=True)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_overlap_schedule_starts_each_bucket_when_ready_and_waits_before_its_reader():
+    """The last layer's bucket starts before the first layer's weight gradient is
+    computed (the work it overlaps); every wait sits just before the first node reading it."""
+    from graphbp.ops.collective import AllreduceStart, AllreduceWait
+
+    rng = np.random.default_rng(0)
+    x, t = gb.input("x", (None, 8), dtype="float64"), gb.input("t", (None,), dtype="int64")
+    W1, W2 = gb.param("W1", rng.normal(size=(8, 16))), gb.param("W2", rng.normal(size=(16, 3)))
+    loss = gb.mean(gb.softmax_cross_entropy(gb.tanh(x @ W1) @ W2, t))
+    opt = gb.distributed.data_parallel(gb.optim.SGD(0.1), single_process(), bucket_bytes=200, overlap=True)
+    step = gb.compile([x, t], [loss], updates=opt.updates(loss, [W1, W2]))
+    order = list(step.backward.nodes)
+    starts = [k for k, n in enumerate(order) if isinstance(n.op, AllreduceStart)]
+    waits = [k for k, n in enumerate(order) if isinstance(n.op, AllreduceWait)]
+    assert len(starts) == len(waits) == 2
+    # W1's gradient: x.T @ (the backpropagated error)
+    grad_w1 = next(k for k, n in enumerate(order) if n.op.name == "matmul" and n.inputs[0].inputs[:1] == (x,))
+    assert starts[0] < grad_w1 < starts[1] < min(waits)
+    for k in waits:
+        readers = [j for j, n in enumerate(order) if order[k] in n.inputs]
+        assert readers and min(readers) == k + 1
+    step(rng.normal(size=(4, 8)), np.array([0, 1, 2, 0]))  # and it runs
+
+
+def test_overlap_order_leaves_a_schedule_with_another_effect_alone():
+    """A blocking collective must keep its place among the split ones, so nothing moves."""
+    from graphbp.ops.collective import allreduce_mean, allreduce_mean_overlapped
+    from graphbp.runtime.overlap import overlap_order
+
+    w = gb.input("w", (4,))
+    late = gb.exp(w) * 3.0
+    split = allreduce_mean_overlapped(gb.sin(w) * 2.0, "self")
+    blocking = allreduce_mean(gb.cos(w), "self")
+    roots = [late + split + blocking]
+    nodes = [n for n in gb.toposort(roots) if n.inputs]
+    assert overlap_order(nodes) == nodes
+    without_blocking = [n for n in gb.toposort([late + split]) if n.inputs]
+    moved = overlap_order(without_blocking)
+    assert moved != without_blocking and set(moved) == set(without_blocking)
+    start = next(k for k, n in enumerate(moved) if n.op.name == "allreduce_start")
+    assert start == 2  # sin, multiply, then the start: before exp(w) * 3.0

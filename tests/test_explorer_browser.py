@@ -227,6 +227,12 @@ def test_equations_typeset_with_the_bundled_katex(browser, tmp_path, example):
     assert len(blocks) == 2  # the forward and the backward schedule
     assert browser.find_elements(by.CSS_SELECTOR, ".katex-error") == []
     assert "vjp of" in browser.find_element("id", "equations").text
+    # every \tag (the schedule step) is shown as the row's number, visibly
+    tags = re.findall(r"\\tag\{([^}]*)\}", gb.to_latex(module.build()))
+    cells = browser.find_elements(by.CSS_SELECTOR, "#equations mtd.mml-eqn-num")
+    assert [c.text for c in cells] == [f"({t})" for t in tags]
+    assert all(c.is_displayed() and c.size["width"] > 10 for c in cells)
+    assert "(F0)" in browser.find_element("id", "equations").text
     if example == "mlp_digits":
         browser.save_screenshot(str(_artifacts() / "explorer-equations-katex.png"))
     assert _errors(browser) == []

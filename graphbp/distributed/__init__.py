@@ -16,11 +16,13 @@ from .comm import (
     communicator, single_process, under_mpi, world,
 )
 from . import demo
-from .parallel import DEFAULT_BUCKET_BYTES, DataParallel, allreduce_mean, broadcast_params, buckets, data_parallel
+from .parallel import (
+    DEFAULT_BUCKET_BYTES, DEFAULT_OVERLAP, DataParallel, allreduce_mean, broadcast_params, buckets, data_parallel,
+)
 
 __all__ = [
     "Communicator", "DistributedError", "MpiCommunicator", "SingleProcess", "DataParallel",
-    "DEFAULT_TIMEOUT", "DEFAULT_BUCKET_BYTES",
+    "DEFAULT_TIMEOUT", "DEFAULT_BUCKET_BYTES", "DEFAULT_OVERLAP",
     "world", "single_process", "communicator", "under_mpi",
     "allreduce_mean", "data_parallel", "broadcast_params", "buckets",
 ]

@@ -10,6 +10,14 @@ Every collective here is guarded twice:
   polled until ``timeout`` seconds pass. A rank that was killed, crashed or is stuck never
   arrives; then the waiting ranks take a roll call (each sends "here" to every other rank
   and listens for a few seconds), name the ranks that did not answer, and raise.
+* **A lost rank is named.** A process that ends without an exception (``os._exit``, a
+  library calling ``exit``) under ``mpiexec -disable-auto-cleanup``: MPICH's launcher
+  sends SIGUSR1 to the others, which :func:`world` handles with the same roll call, so the
+  error names the lost rank. A process killed by a signal (SIGKILL, the OOM killer) cannot
+  be reported by the others: Hydra SIGKILLs them too within milliseconds, whatever the
+  flags, and names the dead process by its pid. So rank 0 prints the rank table
+  (``rank 1 is pid 8253 on node1``) when the world starts, and every roll-call error gives
+  the lost rank's pid and host.
 
 :func:`world` also installs an exception hook that aborts the whole job (``MPI_Abort``)
 when any rank dies of an uncaught exception, so the other ranks stop at once instead of
@@ -20,7 +28,10 @@ waiting for their timeout. This is what ``python -m mpi4py`` does; MPI's own lau
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import zlib
@@ -33,6 +44,9 @@ from ..ops.collective import GROUPS
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a collective waits for the other ranks before the roll call (``world(timeout=)``)."""
+
+SPIN_SECONDS = 2e-3
+"""Seconds a collective polls MPI without pause before it sleeps between polls."""
 
 INSTALL = "pip install 'graphbp[mpi]'"
 _ROLL_CALL_TAG = 7001
@@ -60,6 +74,12 @@ class SingleProcess:
             return np.array(x, copy=True)
         np.copyto(out, x)
         return out
+
+    def start_allreduce_mean(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return self.allreduce_mean(x, out)  # nothing to wait for
+
+    def wait_allreduce_mean(self, started: np.ndarray) -> np.ndarray:
+        return started
 
     def broadcast(self, x: np.ndarray, root: int = 0) -> np.ndarray:
         _check_root(root, 1)
@@ -100,6 +120,10 @@ class MpiCommunicator:
         self.size = comm.Get_size()
         self.timeout = float(timeout)
         self._count = 0  # collectives started: the roll call reports which one hung
+        self._pending: dict[int, tuple[Any, np.ndarray]] = {}  # started allreduces by output address
+        self._in_roll_call = False
+        # pid and host of every rank, so a lost rank's message maps onto the launcher's
+        self.where: list[tuple[int, str]] = comm.allgather((os.getpid(), MPI.Get_processor_name()))
 
     @property
     def is_root(self) -> bool:
@@ -116,6 +140,33 @@ class MpiCommunicator:
         self._wait(self._comm.Iallreduce(send, out, op=self._mpi.SUM), "allreduce_mean", x)
         np.divide(out, self.size, out=out)
         return out
+
+    def start_allreduce_mean(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Launch the mean of ``x`` into ``out`` and return ``out`` before it is computed.
+
+        :meth:`wait_allreduce_mean` (``out``) completes it; until then neither array may be
+        touched (MPI reads ``x`` and writes ``out`` meanwhile)."""
+        x = np.ascontiguousarray(x)
+        self._agree("allreduce_mean", x)
+        if out is None:
+            out = np.empty_like(x)
+        if np.shares_memory(out, x):
+            raise ValueError("start_allreduce_mean: the result cannot overwrite the operand while it is sent")
+        key = out.__array_interface__["data"][0]
+        if key in self._pending:
+            raise DistributedError(f"rank {self.rank}: an allreduce into this buffer is already in flight")
+        self._pending[key] = (self._comm.Iallreduce(x, out, op=self._mpi.SUM), x)
+        return out
+
+    def wait_allreduce_mean(self, started: np.ndarray) -> np.ndarray:
+        """Complete the allreduce :meth:`start_allreduce_mean` launched into ``started``."""
+        entry = self._pending.pop(started.__array_interface__["data"][0], None)
+        if entry is None:
+            raise DistributedError(f"rank {self.rank}: no allreduce was started into this buffer")
+        request, x = entry
+        self._wait(request, "allreduce_mean", x)
+        np.divide(started, self.size, out=started)
+        return started
 
     def broadcast(self, x: np.ndarray, root: int = 0) -> np.ndarray:
         """Overwrite contiguous ``x`` with rank ``root``'s values (in place), and return it."""
@@ -152,36 +203,65 @@ class MpiCommunicator:
         )
 
     def _wait(self, request: Any, what: str, x: np.ndarray | None) -> None:
-        deadline = time.monotonic() + self.timeout
-        polls = 0
+        # MPI moves data only while a rank calls into it, so poll without pause for a
+        # while (a transfer in progress needs both sides polling); a peer that is still
+        # computing is waited for with short sleeps, leaving the core to it.
+        now = time.monotonic()
+        spin_until, deadline = now + SPIN_SECONDS, now + self.timeout
         while not request.Test():
-            polls += 1
-            if polls > 200:  # not done soon: stop spinning, leave the core to other ranks
+            if time.monotonic() > spin_until:
                 time.sleep(1e-4)
                 if time.monotonic() > deadline:
                     self._lost(what, x)
 
     def _lost(self, what: str, x: np.ndarray | None) -> None:
-        """Roll call after a timeout: name the ranks that are not waiting in a collective."""
-        here = np.array([self.rank], np.int64)
-        sends = [self._roll.Isend(here, dest=r, tag=_ROLL_CALL_TAG) for r in range(self.size) if r != self.rank]
-        heard = {self.rank}
-        buf = np.empty(1, np.int64)
-        stop = time.monotonic() + min(5.0, max(1.0, self.timeout / 4))
-        while time.monotonic() < stop and len(heard) < self.size:
-            if self._roll.Iprobe(source=self._mpi.ANY_SOURCE, tag=_ROLL_CALL_TAG):
-                self._roll.Recv(buf, source=self._mpi.ANY_SOURCE, tag=_ROLL_CALL_TAG)
-                heard.add(int(buf[0]))
-            else:
-                time.sleep(1e-3)
-        del sends  # never waited for: a dead peer would never complete them
-        lost = [r for r in range(self.size) if r not in heard]
+        """Raise naming the ranks the roll call misses, after a collective timed out."""
         operand = f" on {x.dtype.name}{list(x.shape)}" if x is not None else ""
+        lost = self._roll_call()
         raise DistributedError(
             f"rank {self.rank}: {what}{operand} (collective #{self._count}) got no answer for "
-            f"{self.timeout:g} s; lost rank {', '.join(map(str, lost)) or '(none found)'} "
-            f"of {self.size} (killed, crashed or stuck outside the collective)"
+            f"{self.timeout:g} s; {self._describe(lost)} (killed, crashed or stuck outside the collective)"
         )
+
+    def _launcher_reports_failure(self, signum: int, frame: Any) -> None:
+        """SIGUSR1 from MPICH's launcher (``mpiexec -disable-auto-cleanup``): a process of
+        the job died. Raise here, in whatever this rank was doing, naming the lost rank."""
+        if self._in_roll_call:
+            return
+        lost = self._roll_call()
+        raise DistributedError(f"rank {self.rank}: the MPI launcher reports that a process of the job died; "
+                               f"{self._describe(lost)}")
+
+    def _roll_call(self) -> list[int]:
+        """Every rank still running sends "here" to the others and listens for a few
+        seconds; the ranks not heard from are returned."""
+        self._in_roll_call = True
+        try:
+            here = np.array([self.rank], np.int64)
+            sends = [self._roll.Isend(here, dest=r, tag=_ROLL_CALL_TAG) for r in range(self.size) if r != self.rank]
+            heard = {self.rank}
+            buf = np.empty(1, np.int64)
+            stop = time.monotonic() + min(5.0, max(1.0, self.timeout / 4))
+            while time.monotonic() < stop and len(heard) < self.size:
+                if self._roll.Iprobe(source=self._mpi.ANY_SOURCE, tag=_ROLL_CALL_TAG):
+                    self._roll.Recv(buf, source=self._mpi.ANY_SOURCE, tag=_ROLL_CALL_TAG)
+                    heard.add(int(buf[0]))
+                else:
+                    time.sleep(1e-3)
+            del sends  # never waited for: a dead peer would never complete them
+            return [r for r in range(self.size) if r not in heard]
+        finally:
+            self._in_roll_call = False
+
+    def rank_table(self) -> str:
+        """``rank 0 is pid 812 on node1, rank 1 is pid 813 on node1, ...`` (recorded at startup)."""
+        return ", ".join(f"rank {r} is pid {pid} on {host}" for r, (pid, host) in enumerate(self.where))
+
+    def _describe(self, lost: list[int]) -> str:
+        if not lost:
+            return f"lost rank (none found) of {self.size}"
+        where = ", ".join(f"rank {r} was pid {self.where[r][0]} on {self.where[r][1]}" for r in lost)
+        return f"lost rank {', '.join(map(str, lost))} of {self.size} ({where})"
 
     def abort(self, code: int = 1) -> None:
         """Stop every rank of the job now (``MPI_Abort``)."""
@@ -225,6 +305,10 @@ def _world() -> MpiCommunicator:
     comm = MpiCommunicator(mpi.COMM_WORLD)
     if comm.size > 1:
         _install_abort_hook(comm)
+        _install_failure_signal(comm)
+        if comm.rank == 0:  # the launcher names a dead process by its pid: this maps it to a rank
+            sys.stderr.write(f"graphbp.distributed: {comm.size} ranks: {comm.rank_table()}\n")
+            sys.stderr.flush()
     return comm
 
 
@@ -281,6 +365,16 @@ def _install_abort_hook(comm: MpiCommunicator) -> None:
         comm.abort(1)
 
     sys.excepthook = abort_job
+
+
+def _install_failure_signal(comm: MpiCommunicator) -> None:
+    """Name the lost rank when the launcher signals a death (see the module docstring).
+
+    Left alone when the program handles SIGUSR1 itself, and off the main thread (Python
+    sets signal handlers only there)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGUSR1) != signal.SIG_DFL:
+        return
+    signal.signal(signal.SIGUSR1, comm._launcher_reports_failure)
 
 
 def _check_root(root: int, size: int) -> None:

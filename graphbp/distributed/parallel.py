@@ -21,7 +21,7 @@ from ..autodiff import grad
 from ..errors import GraphError
 from ..graph.context import scope
 from ..graph.node import Node
-from ..ops.collective import AllreduceMean
+from ..ops.collective import AllreduceMean, allreduce_mean_overlapped
 from ..ops.base import apply
 from ..ops.leaves import Param
 from .comm import Communicator
@@ -30,6 +30,11 @@ DEFAULT_BUCKET_BYTES = 2 * 2**20
 """Gradient bytes per allreduce: large enough that per-collective latency is amortised,
 small enough that the concatenation copy stays cache-friendly (PyTorch DDP: 25 MB,
 tuned for GPUs; 1-4 MiB suits CPU NumPy)."""
+
+
+DEFAULT_OVERLAP = False
+"""Whether ``allreduce_mean``/``data_parallel`` overlap communication with the backward by
+default (measured in docs/distributed.md)."""
 
 
 def buckets(grads: Sequence[Node], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[int]]:
@@ -58,7 +63,7 @@ def buckets(grads: Sequence[Node], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> 
 
 
 def allreduce_mean(grads: Node | Sequence[Node], comm: Communicator, *,
-                   bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> Any:
+                   bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = DEFAULT_OVERLAP) -> Any:
     """Nodes holding each gradient's mean over the ranks of ``comm``, in bucketed allreduces.
 
     Parameters
@@ -69,6 +74,10 @@ def allreduce_mean(grads: Node | Sequence[Node], comm: Communicator, *,
         :func:`~graphbp.distributed.world` or :func:`~graphbp.distributed.single_process`.
     bucket_bytes : int
         Target bytes per allreduce (see :func:`buckets`).
+    overlap : bool
+        Split each bucket's allreduce into a nonblocking start, scheduled as soon as the
+        bucket's gradients exist, and a wait just before the update reads it, so the
+        communication overlaps the rest of the backward pass (docs/distributed.md).
 
     Returns
     -------
@@ -81,15 +90,17 @@ def allreduce_mean(grads: Node | Sequence[Node], comm: Communicator, *,
         if not isinstance(g, Node):
             raise GraphError(f"allreduce_mean: expected gradient nodes, got {type(g).__name__}")
     out: list[Node | None] = [None] * len(gs)
+    reduce = (lambda v, name: allreduce_mean_overlapped(v, comm.group, name=name)) if overlap else (
+        lambda v, name: apply(AllreduceMean(comm.group), v, name=name))
     with scope("allreduce"):
         for b, members in enumerate(buckets(gs, bucket_bytes)):
             name = f"bucket{b}"
             if len(members) == 1:
                 (i,) = members
-                out[i] = apply(AllreduceMean(comm.group), gs[i], name=name)
+                out[i] = reduce(gs[i], name)
                 continue
             flat = ops.concatenate([ops.reshape(gs[i], (-1,)) for i in members])
-            mean = apply(AllreduceMean(comm.group), flat, name=name)
+            mean = reduce(flat, name)
             start = 0
             for i in members:
                 n = int(np.prod(gs[i].shape, dtype=np.int64))
@@ -105,12 +116,14 @@ class DataParallel:
     so checkpoints written from a data-parallel run load into a single-process one.
     """
 
-    def __init__(self, optimizer: Any, comm: Communicator, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
+    def __init__(self, optimizer: Any, comm: Communicator, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 overlap: bool = DEFAULT_OVERLAP) -> None:
         if not hasattr(optimizer, "apply_gradients"):
             raise GraphError(f"data_parallel: expected a gb.optim optimiser, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.comm = comm
         self.bucket_bytes = int(bucket_bytes)
+        self.overlap = bool(overlap)
 
     def updates(self, loss: Node, params: Sequence[Node]) -> list[tuple[Node, Node]]:
         """Update pairs for one step on the rank-averaged gradient of ``loss``.
@@ -120,10 +133,11 @@ class DataParallel:
         single process's step on the whole batch."""
         params = [params] if isinstance(params, Node) else list(params)
         grads = grad(loss, params)
-        return self.optimizer.apply_gradients(params, allreduce_mean(grads, self.comm, bucket_bytes=self.bucket_bytes))
+        return self.apply_gradients(params, grads)
 
     def apply_gradients(self, params: Sequence[Node], grads: Sequence[Node]) -> list[tuple[Node, Node]]:
-        return self.optimizer.apply_gradients(params, allreduce_mean(list(grads), self.comm, bucket_bytes=self.bucket_bytes))
+        averaged = allreduce_mean(list(grads), self.comm, bucket_bytes=self.bucket_bytes, overlap=self.overlap)
+        return self.optimizer.apply_gradients(params, averaged)
 
     def state(self) -> dict[str, np.ndarray]:
         return self.optimizer.state()
@@ -150,9 +164,11 @@ class DataParallel:
         return f"<DataParallel {self.optimizer!r} over {self.comm!r}>"
 
 
-def data_parallel(optimizer: Any, comm: Communicator, *, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> DataParallel:
-    """Wrap ``optimizer`` so ``.updates(loss, params)`` averages gradients over ``comm``."""
-    return DataParallel(optimizer, comm, bucket_bytes)
+def data_parallel(optimizer: Any, comm: Communicator, *, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                  overlap: bool = DEFAULT_OVERLAP) -> DataParallel:
+    """Wrap ``optimizer`` so ``.updates(loss, params)`` averages gradients over ``comm``
+    (``bucket_bytes``, ``overlap``: see :func:`allreduce_mean`)."""
+    return DataParallel(optimizer, comm, bucket_bytes, overlap)
 
 
 def broadcast_params(params: Sequence[Node] | Mapping[str, Node], comm: Communicator, root: int = 0) -> None:
@@ -170,4 +186,4 @@ def broadcast_params(params: Sequence[Node] | Mapping[str, Node], comm: Communic
             p.value = value
 
 
-__all__ = ["DEFAULT_BUCKET_BYTES", "DataParallel", "allreduce_mean", "broadcast_params", "buckets", "data_parallel"]
+__all__ = ["DEFAULT_BUCKET_BYTES", "DEFAULT_OVERLAP", "DataParallel", "allreduce_mean", "broadcast_params", "buckets", "data_parallel"]

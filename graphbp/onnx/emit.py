@@ -431,13 +431,14 @@ def _sigmoid_bce(b, node, xs):
     return b.op("Add", [b.op("Sub", [b.op("Relu", [z]), b.op("Mul", [z, t])]), soft])
 
 
-@emits(collective.AllreduceMean)
+@emits(collective.AllreduceMean, collective.AllreduceStart, collective.AllreduceWait)
 def _allreduce_mean(b, node, xs):
-    """The one-process group's mean is a copy; ONNX has no collectives across processes."""
+    """The one-process group's mean is a copy; ONNX has no collectives across processes.
+    (A wait's second operand, the start's send buffer, only orders the pair.)"""
     if node.op.group != "self":
-        raise GraphError(f"export_onnx: allreduce_mean over group {node.op.group!r} cannot be exported: "
+        raise GraphError(f"export_onnx: {node.op.name} over group {node.op.group!r} cannot be exported: "
                          f"ONNX has no collectives; export the single-process program\n  node: {node.describe()}")
-    return b.op("Identity", xs)
+    return b.op("Identity", xs[:1])
 
 
 # --------------------------------------------------------------------- convolution, pooling

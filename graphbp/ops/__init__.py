@@ -33,7 +33,7 @@ from .indexing import (
     ConcatSlice, Concatenate, EmbedSlice, GetItem, OneHot, ScatterAdd, Take,
     concatenate, embed_slice, getitem, one_hot, scatter_add, split, stack, take,
 )
-from .collective import AllreduceMean
+from .collective import AllreduceMean, AllreduceStart, AllreduceWait
 from .fused import AddN, ConvBiasAct, MatMulBiasAct
 from .nn import (
     DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
@@ -60,7 +60,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
     AddN, MatMulBiasAct, ConvBiasAct,
-    AllreduceMean,
+    AllreduceMean, AllreduceStart, AllreduceWait,
     Conv2D, ConvTranspose2D, Conv2DWeightGrad,
     MaxPool2D, MaxPool2DGrad, MaxPool2DGather, AvgPool2D, AvgPool2DGrad,
     TupleGet, Cond, Scan,

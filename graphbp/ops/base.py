@@ -73,6 +73,10 @@ class Op:
     view: ClassVar[bool] = False
     """True when the output is a re-view of input 0 (reshape, transpose, broadcast, ...):
     no arithmetic, no FLOPs, and the executor may alias the operand's buffer."""
+    schedule: ClassVar[str] = "any"
+    """Where the scheduler places the node among the independent work around it: ``"early"``
+    (as soon as its operands are ready: a nonblocking collective's start) or ``"late"`` (just
+    before its first reader: the matching wait); ``"any"`` keeps the topological order."""
     leaf_kind: ClassVar[str | None] = None
     """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
     schedule (graph exports and diagrams read it without importing the op classes)."""

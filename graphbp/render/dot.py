@@ -78,6 +78,27 @@ def to_dot(
         from .optview import optimization_dot
 
         return optimization_dot(target, pass_index=pass_index, edge_labels=edge_labels, max_nodes=max_nodes)
+    return scene_of(target, view, optimized=optimized, collapse=collapse, hide_shape_ops=hide_shape_ops,
+                    max_nodes=max_nodes, edge_labels=edge_labels, fold_constants=fold_constants, title=title,
+                    expand_updates=expand_updates).to_digraph()
+
+
+def scene_of(
+    target: Any,
+    view: str = "forward",
+    *,
+    optimized: bool = True,
+    collapse: str | int | Sequence[str] | None = None,
+    hide_shape_ops: bool = False,
+    max_nodes: int | None = DEFAULT_MAX_NODES,
+    edge_labels: bool = True,
+    fold_constants: bool = True,
+    title: str | None = None,
+    expand_updates: bool = False,
+) -> Scene:
+    """The :class:`~.scene.Scene` that :func:`to_dot` emits (forward, backward or joint view;
+    same options). ``gb.render`` lays it out through :func:`~.output.layout_scene`, which
+    draws a large joint view in two passes (see :meth:`Scene.layered`)."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
     subject = subject_of(target, optimized=optimized)
@@ -85,8 +106,16 @@ def to_dot(
     p = plan(spec, collapse=collapse, hide_shape_ops=hide_shape_ops, fold_constants=fold_constants,
              max_nodes=max_nodes, expand_updates=expand_updates)
     scene = build_scene(spec, p, edge_labels=edge_labels)
-    scene.title = _title_label(title if title is not None else _default_title(spec), p.notes)
-    return scene.to_digraph()
+    scene.title = _title_label(title if title is not None else _default_title(spec), p.notes + layout_notes(scene))
+    return scene
+
+
+def layout_notes(scene: Scene) -> list[str]:
+    """The title line saying that a large joint view's cross arrows are drawn straight."""
+    if not scene.layered():
+        return []
+    return [f"{len(scene)} boxes: the arrows from the forward to the backward column are drawn straight "
+            "over the layout (routing them through it grows with their length: see docs/explorer.md)"]
 
 
 def _default_title(spec: ViewSpec) -> str:
@@ -179,13 +208,14 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
                 attrs = dict(attrs, dir="back")
                 scene.add_edge(head, tail, attrs, kind=kind)
             else:
-                if joint and _is_backward(s, n) and not _is_backward(s, x):
+                cross = joint and _is_backward(s, n) and not _is_backward(s, x)
+                if cross:
                     attrs = dict(attrs, constraint="false")  # the two sides lay out independently
                 elif spec.view == "backward" and not _is_backward(s, x) and _is_backward(s, n):
                     # forward values and leaves must not push the gradient flow down: the
                     # seed's chain should start at the top, as it does when the program runs
                     attrs = dict(attrs, constraint="false")
-                scene.add_edge(tail, head, attrs, kind=kind)
+                scene.add_edge(tail, head, attrs, kind=kind, overlay=cross)
 
     for fwd, cluster_key in spec.links:
         tail = rep(fwd)
@@ -195,7 +225,7 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
         head = rep(members[-1])
         collapsed = head != members[-1]
         scene.add_edge(tail, head, dict(styles.EDGE_LINK), kind="link",
-                       lhead=None if collapsed else cluster_key)
+                       lhead=None if collapsed else cluster_key, overlay=joint)
     return scene
 
 

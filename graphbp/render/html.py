@@ -30,9 +30,9 @@ from typing import Any
 from ..graph.node import Node
 from . import styles
 from .collapse import DEFAULT_MAX_NODES, plan
-from .dot import _default_title, _title_label, build_scene
+from .dot import _default_title, _title_label, build_scene, layout_notes
 from .htmldata import node_table
-from .output import run_dot
+from .output import layout_scene, run_dot
 from .subject import Subject, is_program, subject_of
 from .views import VIEWS, ViewSpec, build_view
 
@@ -108,7 +108,7 @@ def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hi
     # laid out unfolded (optimiser updates too), so folding and unfolding never move anything
     p = plan(spec, hide_shape_ops=hide_shape_ops, max_nodes=max_nodes, expand_updates=True)
     scene = build_scene(spec, p)
-    scene.title = _title_label(_default_title(spec), p.notes)
+    scene.title = _title_label(_default_title(spec), p.notes + layout_notes(scene))
     ids, cluster_ids = scene.ids()
     svg_nodes: dict[str, list[int]] = {}
     for key, dn in scene.nodes.items():
@@ -130,7 +130,7 @@ def _graph_view(s: Subject, view: str, index: dict[Node, int], collapse: Any, hi
         if key in start_collapsed:
             collapsed.append(sid)
     scene.graph_attrs["id"] = view
-    svg = run_dot(scene.to_digraph().source, "svg").decode("utf-8")
+    svg = layout_scene(scene, "svg").decode("utf-8")
     data = {"id": view, "label": VIEW_LABELS[view], "nodes": svg_nodes, "clusters": clusters, "collapsed": collapsed}
     return svg, data
 

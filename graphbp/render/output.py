@@ -13,7 +13,8 @@ import subprocess
 from typing import Any
 
 from ..errors import GraphbpError
-from .dot import to_dot
+from .dot import scene_of, to_dot
+from .scene import Scene
 
 FORMATS = ("svg", "png", "pdf", "dot", "html")
 
@@ -26,19 +27,46 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def run_dot(source: str, fmt: str) -> bytes:
-    """Lay out DOT ``source`` with Graphviz and return the ``fmt`` bytes."""
-    exe = shutil.which("dot")
+def run_dot(source: str, fmt: str, program: str = "dot", *args: str) -> bytes:
+    """Lay out DOT ``source`` with Graphviz's ``program`` and return the ``fmt`` bytes."""
+    exe = shutil.which(program)
     if exe is None:
         raise RenderError(
-            f"writing {fmt.upper()} needs Graphviz's `dot` program, which is not on PATH; install "
+            f"writing {fmt.upper()} needs Graphviz's `{program}` program, which is not on PATH; install "
             "Graphviz (apt install graphviz, brew install graphviz, conda install graphviz) "
             "or render to a .dot file instead"
         )
-    proc = subprocess.run([exe, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, check=False)
+    proc = subprocess.run([exe, *args, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, check=False)
     if proc.returncode != 0:
-        raise RenderError(f"dot -T{fmt} failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
+        raise RenderError(f"{program} -T{fmt} failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
     return proc.stdout
+
+
+def layout_scene(scene: Scene, fmt: str) -> bytes:
+    """Lay out a scene with Graphviz, in two passes when it is :meth:`~.scene.Scene.layered`.
+
+    Pass one runs ``dot`` without the overlay edges and writes the positions as DOT; pass two
+    adds the overlay edges and runs ``neato -n2``, which keeps every position and spline of
+    pass one and draws only the new edges, straight. A small scene is laid out in one pass
+    (its cross arrows routed), and falls back to two passes when ``dot`` refuses it with
+    "trouble in init_rank", a Graphviz failure on ``constraint=false`` edges between nested
+    clusters.
+    """
+    if scene.layered():
+        return _two_passes(scene, fmt)
+    try:
+        return run_dot(scene.to_digraph().source, fmt)
+    except RenderError as e:
+        if "trouble in init_rank" in str(e) and any(edge.overlay for edge in scene.edges.values()):
+            return _two_passes(scene, fmt)
+        raise
+
+
+def _two_passes(scene: Scene, fmt: str) -> bytes:
+    laid = run_dot(scene.to_digraph(overlay=False).source, "dot").decode("utf-8")
+    end = laid.rstrip().rfind("}")
+    source = laid[:end] + scene.overlay_statements() + "}\n"
+    return run_dot(source, fmt, "neato", "-n2", "-Gsplines=line")
 
 
 def render(target: Any, path: str | os.PathLike, view: str = "forward", **options: Any) -> str:
@@ -58,10 +86,16 @@ def render(target: Any, path: str | os.PathLike, view: str = "forward", **option
 
         write_atomic(path, to_html(target, **options).encode("utf-8"))
         return path
-    source = to_dot(target, view, **options).source
-    data = source.encode("utf-8") if fmt == "dot" else run_dot(source, fmt)
+    data = to_dot(target, view, **options).source.encode("utf-8") if fmt == "dot" else draw(target, view, fmt, **options)
     write_atomic(path, data)
     return path
+
+
+def draw(target: Any, view: str, fmt: str, **options: Any) -> bytes:
+    """The laid-out diagram as ``fmt`` bytes (svg, png, pdf); options as for :func:`to_dot`."""
+    if view == "optimization":
+        return run_dot(to_dot(target, view, **options).source, fmt)
+    return layout_scene(scene_of(target, view, **options), fmt)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -74,7 +108,7 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def to_svg(target: Any, view: str = "forward", **options: Any) -> str:
     """The SVG text of a diagram (needs ``dot``)."""
-    return run_dot(to_dot(target, view, **options).source, "svg").decode("utf-8")
+    return draw(target, view, "svg", **options).decode("utf-8")
 
 
 def repr_svg(target: Any, view: str) -> str | None:

@@ -51,11 +51,27 @@ class DrawEdge:
     count: int = 1
     lhead: Hashable | None = None
     ltail: Hashable | None = None
+    overlay: bool = False
+
+
+#: Above this many boxes, a scene's overlay edges are drawn over a finished layout instead of
+#: being laid out with it (see :meth:`Scene.layered`).
+ROUTED_OVERLAY_MAX = 120
 
 
 @dataclass
 class Scene:
-    """Nodes, edges and cluster styles of one diagram, in insertion (topological) order."""
+    """Nodes, edges and cluster styles of one diagram, in insertion (topological) order.
+
+    An edge added with ``overlay=True`` (the joint view's arrows from the forward column to
+    the backward column) takes no part in the ranking (``constraint=false``). Graphviz still
+    threads such an edge through one virtual node per rank it spans, and the two columns
+    rank independently, so on a large graph these edges span hundreds of ranks each: the
+    layout's size grows with (edges x height), mincross and positioning never finish, and
+    some cluster nestings make ``dot`` fail outright ("trouble in init_rank"). A
+    :meth:`layered` scene is therefore laid out without them and gets them drawn as straight
+    lines over the result (:func:`graphbp.render.output.layout_scene`).
+    """
 
     title: str = ""
     graph_attrs: dict[str, str] = field(default_factory=dict)
@@ -68,21 +84,29 @@ class Scene:
             self.nodes[key] = DrawNode(key, label, dict(attrs), tuple(cluster))
 
     def add_edge(self, tail: Hashable, head: Hashable, attrs: dict[str, str] | None = None,
-                 kind: str = "data", lhead: Hashable | None = None, ltail: Hashable | None = None) -> None:
-        """Add an arrow; a repeated (tail, head, kind) arrow is counted, not duplicated."""
+                 kind: str = "data", lhead: Hashable | None = None, ltail: Hashable | None = None,
+                 overlay: bool = False) -> None:
+        """Add an arrow; a repeated (tail, head, kind) arrow is counted, not duplicated.
+
+        ``overlay``: the arrow does not shape the layout (see the class docstring)."""
         if tail == head:
             return
         k = (tail, head, kind)
         if k in self.edges:
             self.edges[k].count += 1
             return
-        self.edges[k] = DrawEdge(tail, head, dict(attrs or {}), 1, lhead, ltail)
+        self.edges[k] = DrawEdge(tail, head, dict(attrs or {}), 1, lhead, ltail, overlay)
 
     def set_cluster(self, key: Hashable, attrs: dict[str, str]) -> None:
         self.clusters.setdefault(key, dict(attrs))
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    def layered(self) -> bool:
+        """Whether this scene is laid out in two passes: without its overlay edges first, then
+        with them drawn straight over the result (large scenes that have overlay edges)."""
+        return len(self.nodes) > ROUTED_OVERLAY_MAX and any(e.overlay for e in self.edges.values())
 
     # -- emission --------------------------------------------------------------------
     def ids(self) -> tuple[dict[Hashable, str], dict[tuple, str]]:
@@ -111,7 +135,9 @@ class Scene:
                 cluster_id[path] = f"cluster_{len(cluster_id)}"
         return ids, cluster_id, children, members
 
-    def to_digraph(self, name: str = "graphbp") -> graphviz.Digraph:
+    def to_digraph(self, name: str = "graphbp", *, overlay: bool = True) -> graphviz.Digraph:
+        """The whole scene as DOT; ``overlay=False`` leaves the overlay edges out (the first
+        pass of a :meth:`layered` layout)."""
         ids, cluster_id, children, members = self._layout()
         key_cluster = {path[-1]: cid for path, cid in cluster_id.items()}
 
@@ -135,16 +161,32 @@ class Scene:
 
         emit(g, ())
         for e in self.edges.values():
-            attrs = dict(e.attrs)
-            if e.count > 1:
-                base = attrs.get("label", "")
-                attrs["label"] = f"{base} ×{e.count}".strip()
-            if e.lhead is not None and e.lhead in key_cluster:
-                attrs["lhead"] = key_cluster[e.lhead]
-            if e.ltail is not None and e.ltail in key_cluster:
-                attrs["ltail"] = key_cluster[e.ltail]
-            g.edge(ids[e.tail], ids[e.head], **attrs)
+            if overlay or not e.overlay:
+                g.edge(ids[e.tail], ids[e.head], **self._edge_attrs(e, key_cluster))
         return g
+
+    def overlay_statements(self) -> str:
+        """DOT statements of the overlay edges alone, for the second pass of a :meth:`layered`
+        layout: straight lines without labels (their types are in the tooltips and the
+        explorer's side panel) and without cluster clipping, which the second pass ignores."""
+        ids = self._layout()[0]
+        g = graphviz.Digraph()
+        for e in self.edges.values():
+            if e.overlay:
+                attrs = {k: v for k, v in e.attrs.items() if k not in ("label", "constraint")}
+                g.edge(ids[e.tail], ids[e.head], **attrs)
+        return "".join(g.body)
+
+    def _edge_attrs(self, e: DrawEdge, key_cluster: dict) -> dict[str, str]:
+        attrs = dict(e.attrs)
+        if e.count > 1:
+            base = attrs.get("label", "")
+            attrs["label"] = f"{base} ×{e.count}".strip()
+        if e.lhead is not None and e.lhead in key_cluster:
+            attrs["lhead"] = key_cluster[e.lhead]
+        if e.ltail is not None and e.ltail in key_cluster:
+            attrs["ltail"] = key_cluster[e.ltail]
+        return attrs
 
 
 def _preorder(children: dict[tuple, list[tuple]]) -> list[tuple]:

@@ -45,7 +45,7 @@ from ..graph.types import TensorType
 from ..ops import activations as act, control, conv, conv_kernels, loop, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
 from ..ops import shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
-from ..ops.collective import AllreduceMean
+from ..ops.collective import AllreduceMean, AllreduceStart, AllreduceWait
 from ..ops.fused import AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Constant
 from .records import (  # noqa: F401 - re-exported: the record types are part of a lowering's vocabulary
@@ -430,6 +430,13 @@ def _conv_bias_act(node, types, out):
     return dataclasses.replace(got, calls=got.calls + tuple(substitute(c, {X0: OUT}) for c in act_low.calls))
 
 
+def _allreduce_wait(node, types, out):
+    """The wait completes the started buffer in place: it is the output when it dies here
+    (it always does: only the wait reads a start)."""
+    got = generic(node, types, out)
+    return dataclasses.replace(got, inplace=(0,)) if got.kind == "out" else got
+
+
 def _takes_out(node: Node) -> bool:
     try:
         return "out" in inspect.signature(node.op.compute).parameters
@@ -473,7 +480,7 @@ LOWERINGS: dict[type, Lowerer] = {
     nn.Softmax: _softmax, nn.SoftmaxCrossEntropy: _cross_entropy,
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,
     AddN: _add_n, MatMulBiasAct: _matmul_bias_act,
-    AllreduceMean: generic,
+    AllreduceMean: generic, AllreduceStart: generic, AllreduceWait: _allreduce_wait,
     control.TupleGet: lambda node, types, out: _view(Index(X0, (Lit(node.op.index),)), lambda x: x[node.op.index]),
     control.Cond: generic,  # runs the chosen body's program (compiled once, held by the body)
     loop.Scan: generic,  # runs the body's program once per step into preallocated (T, ...) buffers

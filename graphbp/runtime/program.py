@@ -17,6 +17,7 @@ from .feeds import bind_feeds
 from .executor import Executor
 from .gcpause import without_gc
 from .options import DEFAULT, RuntimeOptions
+from .overlap import overlap_partition
 from .plan import MemoryPlan
 from .remat import rematerialize
 from .schedule import Partition, partition
@@ -132,6 +133,7 @@ class Program:
             if not reached.issuperset(self.partition.forward):
                 self.partition = Partition.from_lists(
                     [n for n in self.partition.forward if n in reached], self.partition.backward)
+        self.partition = overlap_partition(self.partition)  # split collectives: start early, wait late
         self.forward, self.backward = self.partition.schedules()
         self._executor = Executor(self)  # memory plan + generated code per shape signature
 

@@ -490,6 +490,20 @@
   });
 
   // -- equations: typeset each align block of the LaTeX source with the bundled KaTeX ---------
+  // KaTeX's MathML output gives a tagged row of an align an empty <mtd class="mml-eqn-num">
+  // (katex.css would number it with a counter) and drops the \tag text, so the step names
+  // (F3, B12) would vanish: write each row's tag into its cell, in order.
+  function numberRows(box, latex) {
+    var tags = [], re = /\\tag\{([^}]*)\}/g, t;
+    while ((t = re.exec(latex)) !== null) tags.push(t[1]);
+    var cells = box.querySelectorAll("mtd.mml-eqn-num");
+    if (cells.length !== tags.length) return;
+    cells.forEach(function (cell, i) {
+      var text = document.createElementNS("http://www.w3.org/1998/Math/MathML", "mtext");
+      text.textContent = "(" + tags[i] + ")";
+      cell.appendChild(text);
+    });
+  }
   function typeset() {
     var src = document.getElementById("latex-source");
     var out = document.getElementById("equations");
@@ -502,6 +516,7 @@
       if (!m[2]) { out.appendChild(el("p", "(empty)")); continue; }
       var box = el("div", null, "math");
       window.katex.render(m[2], box, { displayMode: true, output: "mathml", throwOnError: false, strict: "ignore" });
+      numberRows(box, m[2]);
       out.appendChild(box);
     }
     document.getElementById("latex-details").open = false;
