@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workloads import GELU_K, LR, data, w4_data
+from workloads import GELU_K, LR, data, w4_data, w4_targets
 
 
 def make_mlp(name: str, seed: int = 0):
@@ -115,3 +115,48 @@ def make_w4(seed: int = 0):
         return value, gx
 
     return step, (d["x"],)
+
+
+def make_chain(kind: str, seed: int = 0):
+    """NumPy references for ``workloads.make_chain``: full-size preallocated buffers, the
+    derivative written out by hand with the forward's values reused."""
+    if kind == "gelu":
+        return make_w4(seed)
+    d = w4_data(seed)
+    a, b, c = d["a"], d["b"], d["c"]
+    n = d["x"].shape[0]
+    u, s, tmp = (np.empty(n, np.float32) for _ in range(3))
+    one = np.float32(1.0)
+
+    def sigmoid(z, out):
+        np.negative(z, out)
+        np.exp(out, out)
+        np.add(out, one, out)
+        np.divide(one, out, out)
+
+    if kind == "silu":
+        def step(x):
+            np.multiply(x, a, u)
+            np.add(u, b, u)
+            sigmoid(u, s)
+            np.multiply(u, s, tmp)
+            value = np.add.reduce(tmp, None) * c
+            # d/du u s = s (1 + u (1 - s))
+            np.subtract(one, s, tmp)
+            np.multiply(tmp, u, tmp)
+            np.add(tmp, one, tmp)
+            np.multiply(tmp, s, tmp)
+            return value, np.multiply(tmp, c * a)
+        return step, (d["x"],)
+
+    def step(x, t):  # sum(softplus(u) - t u); d/du = sigmoid(u) - t
+        np.multiply(x, a, u)
+        np.add(u, b, u)
+        np.logaddexp(np.float32(0), u, tmp)
+        value = np.add.reduce(tmp, None)
+        np.multiply(t, u, tmp)
+        value -= np.add.reduce(tmp, None)
+        sigmoid(u, s)
+        np.subtract(s, t, s)
+        return value, np.multiply(s, a)
+    return step, (d["x"], w4_targets(seed))

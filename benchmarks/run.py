@@ -27,12 +27,17 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "VECLIB_MAXIMUM_THREADS")
 UNSET_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
-TARGETS = {"W1": 1.05, "W2": 1.03, "W3": 1.10, "W4": 0.55, "W6": 1.10, "W7": 1.05}
+TARGETS = {"W1": 1.05, "W2": 1.03, "W3": 1.10, "W4": 0.55, "W4p": 0.50, "W4s": 0.50, "W4l": 0.50, "W6": 1.10,
+           "W7": 1.05}
+CHAINS = {"W4p": "gelu", "W4s": "silu", "W4l": "softplus"}  # W4 rows written from primitive ops
 TITLES = {
     "W1": "W1 MLP 64-128-128-10 relu, softmax-CE, batch 128",
     "W2": "W2 MLP 784-512-512-10 relu, softmax-CE, batch 256",
     "W3": "W3 32 layers x 32 tanh, MSE, batch 16",
     "W4": "W4 sum(gelu_tanh(x*a+b)*c), 4M elements, value + grad",
+    "W4p": "W4p the same gelu_tanh written from primitives (tanh, +, *), value + grad",
+    "W4s": "W4s sum(silu(x*a+b)*c), silu = u * sigmoid(u), 4M elements, value + grad",
+    "W4l": "W4l sum(softplus(u) - t*u), u = x*a+b, 4M elements, value + grad",
     "W6": "W6 cnn-mnist: 2 x (conv3x3+bias, relu, maxpool2), dense, softmax-CE, batch 64",
     "W7": "W7 lstm-charlm: emb 32, LSTM 128 (gb.scan), seq 32, batch 32, vocab 64, softmax-CE",
 }
@@ -80,6 +85,9 @@ def load_impls(workload: str, peers_on: bool) -> dict:
     if workload == "W4":
         impls["graphbp"] = workloads.make_w4()
         impls["numpy-hand"] = handwritten.make_w4()
+    elif workload in CHAINS:
+        impls["graphbp"] = workloads.make_chain(CHAINS[workload])
+        impls["numpy-hand"] = handwritten.make_chain(CHAINS[workload])
     else:
         impls["graphbp"] = workloads.make_mlp(workload)
         impls["numpy-hand"] = handwritten.make_mlp(workload)
@@ -125,7 +133,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="few repeats, no chains beyond 4k layers")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--compile-timeout", type=float, default=300.0)
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,MEM,W6,W7")
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W4p,W4s,W4l,W5,MEM,W6,W7")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = ap.parse_args(argv)
     if os.environ.get("GRAPHBP_BENCH_CHILD") != "1":
@@ -136,12 +144,12 @@ def main(argv: list[str]) -> int:
     chosen = args.workloads.split(",")
     results: dict = {"machine": machine(), "when": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "repeats": repeats, "times": {}, "compile": [], "memory": {}}
-    inner = {"W1": 20, "W2": 2, "W3": 20, "W4": 1}
-    for w in ("W1", "W2", "W3", "W4"):
+    inner = {"W1": 20, "W2": 2, "W3": 20, "W4": 1, "W4p": 1, "W4s": 1, "W4l": 1}
+    for w in ("W1", "W2", "W3", "W4", *CHAINS):
         if w not in chosen:
             continue
-        impls = load_impls(w, not args.no_peers)
-        med = interleaved(impls, repeats if w != "W4" else max(5, repeats // 3), inner[w])
+        impls = load_impls(w, not args.no_peers and w not in CHAINS)
+        med = interleaved(impls, repeats if not w.startswith("W4") else max(5, repeats // 3), inner[w])
         results["times"][w] = med
         ref = med["numpy-hand"]
         print(f"{TITLES[w]}")

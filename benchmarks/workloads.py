@@ -86,6 +86,32 @@ def make_w4(seed: int = 0):
     return gb.compile([x], [y, gx]), (d["x"],)
 
 
+def make_chain(kind: str, seed: int = 0):
+    """W4 variants written from primitive ops, value and gradient wrt ``x`` over 4M floats:
+    ``gelu`` (W4's formula spelled out), ``silu`` (``u * sigmoid(u)``) and ``softplus``
+    (a logistic loss, ``softplus(u) - t * u`` with 0/1 targets ``t``), ``u = x * a + b``."""
+    d = w4_data(seed)
+    x = gb.input("x", (None,))
+    a, b, c = gb.param("a", d["a"]), gb.param("b", d["b"]), gb.param("c", d["c"])
+    u = x * a + b
+    feeds = [x]
+    if kind == "gelu":
+        y = gb.sum(0.5 * u * (1 + gb.tanh(GELU_K * (u + 0.044715 * u * u * u))) * c)
+    elif kind == "silu":
+        y = gb.sum(u * gb.sigmoid(u) * c)
+    else:
+        t = gb.input("t", (None,))
+        feeds.append(t)
+        y = gb.sum(gb.softplus(u) - t * u)
+    gx = gb.grad(y, x)
+    arrays = (d["x"],) if kind != "softplus" else (d["x"], w4_targets(seed))
+    return gb.compile(feeds, [y, gx]), arrays
+
+
+def w4_targets(seed: int = 0):
+    return (np.random.default_rng(seed + 1).random(W4_SIZE) < 0.5).astype(np.float32)
+
+
 def deep_chain(layers: int, width: int = 32, seed: int = 0):
     """The W3 model with ``layers`` layers: the loss graph and its SGD updates (W5)."""
     rng = np.random.default_rng(seed)

@@ -47,7 +47,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo)
 
 
-LSTM_DEFAULTS = {"epochs": 4, "batch_size": 32, "lr": 3e-3, "window": 64, "hidden": 128}
+LSTM_DEFAULTS = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "window": 64, "hidden": 128}
 """``graphbp demo --model lstm`` defaults (those of :func:`graphbp.train.charlm.run_charlm_demo`)."""
 
 

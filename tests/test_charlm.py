@@ -105,6 +105,8 @@ def test_tiny_demo_trains_reports_samples_and_draws_both_scans(tmp_path, capsys)
     for name in ("forward", "gradient", "scan_body", "reverse_scan_body"):
         assert (tmp_path / f"{name}{suffix}").stat().st_size > 0
     assert "reverse=True" in (tmp_path / f"gradient{suffix}").read_text()
+    assert "sigmoid" in (tmp_path / f"scan_body{suffix}").read_text()  # one LSTM step
+    assert "vjp of sigmoid" in (tmp_path / f"reverse_scan_body{suffix}").read_text()  # its pullback
 
 
 def _example(name):

@@ -22,6 +22,7 @@ from ..errors import GraphError
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
+from .polynomial import collect_terms
 from .residuals import reuse_residuals
 from .core import LogEntry, PassResult, Rule, run_rules, verify
 from .nan_guard import Hazard, nan_guard
@@ -77,7 +78,7 @@ def _nan_guard(roots: list[Node], ctx: PassContext) -> PassResult:
 
 def _canonicalize(name: str) -> Callable[[list[Node], PassContext], PassResult | None]:
     def run(roots: list[Node], ctx: PassContext) -> PassResult | None:
-        if name == "recanonicalize" and not any(e.pass_name == "share_gelu" for e in ctx.log):
+        if name == "recanonicalize" and not any(e.pass_name in _REWRITERS for e in ctx.log):
             return None
         return run_rules(roots, ctx.rules(canonicalize.RULES), name, cse="cse" in ctx.on)
     return run
@@ -96,6 +97,7 @@ def _licm(roots: list[Node], ctx: PassContext) -> PassResult | None:
 
 
 _CANON = ("algebraic", "constant_fold", "cse")
+_REWRITERS = ("collect_terms", "share_gelu")  # passes whose new nodes recanonicalize folds and merges
 
 PIPELINE: tuple[PassSpec, ...] = (
     PassSpec("stabilize", ("stability",), _stabilize),
@@ -105,12 +107,15 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="merges and folds nodes, after the passes that match on gradient provenance"),
     PassSpec("licm", ("licm",), _licm, after=("canonicalize",),
              why="moves the loop bodies as canonicalize simplified them; CSE then merges the hoisted copies"),
+    PassSpec("collect_terms", ("collect_terms",), lambda rs, ctx: collect_terms(rs),
+             after=("canonicalize",),
+             why="reads sums of products once CSE has merged equal operands, so like terms match"),
     PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs),
              after=("canonicalize",), why="flattens the add chains that remain after simplification"),
     PassSpec("share_gelu", ("share_gelu",), lambda rs, ctx: specialize.share_gelu(rs),
              after=("canonicalize",), why="matches gelu and gelu_tanh_grad on one operand after CSE merged it"),
-    PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("share_gelu",),
-             why="the shared gelu form's scalar factors (0.5, k) meet the user's: gather and fold them"),
+    PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("collect_terms", "share_gelu"),
+             why="the factored forms' scalar factors meet the user's, and both sides' equal products merge"),
     PassSpec("fuse_matmul", ("fuse_matmul",), lambda rs, ctx: specialize.fuse_matmul(rs),
              after=("canonicalize", "licm", "accumulate"),
              why="needs use counts of the final graph: a fused product must have one reader"),

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from .plan import Step
 
 
+SMALL_BYTES = 8
+"""Values this small (scalars: a loss, a seed times a coefficient) get a buffer of their own.
+Sharing one saves nothing, and it would pin the order of the small steps around a merged
+forward/backward loop (``blocking.plan_merge`` hoists them; a shared buffer can forbid it)."""
+
+
 def nbytes(t: TensorType) -> int:
     return int(t.nbytes() or 0)  # a multi-output value's TupleType sums its items
 
@@ -68,6 +74,7 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
     buffer_of: dict[Node, int] = {}
     sizes: list[int] = []
     free = _Pool()
+    private: set[int] = set()
     fresh: set[Node] = set()
     temp_buffers: dict[Node, list[int]] = {}
     dying: dict[int, list[Node]] = {}
@@ -93,7 +100,11 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                         buffer_of[x] = -1 - buf  # transferred: not released when x dies
                         n_inplace += 1
                         break
-                if buf is None:
+                if buf is None and size <= SMALL_BYTES:
+                    sizes.append(size)  # private: never pooled (see SMALL_BYTES)
+                    buf = len(sizes) - 1
+                    private.add(buf)
+                elif buf is None:
                     buf = free.take(sizes, size)
                 sizes[buf] = max(sizes[buf], size)
                 buffer_of[n] = buf
@@ -128,7 +139,7 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                 live_set.discard(r)
                 live_bytes -= nbytes(types[r])
             b = buffer_of.get(r)
-            if b is not None and b >= 0:
+            if b is not None and b >= 0 and b not in private:
                 free.put(b, sizes[b])
     for n in live.holds:
         static.setdefault(n, False)

@@ -260,6 +260,13 @@ def _reshaper(may_copy: bool) -> Lowerer:
     return lower
 
 
+def _exp_floor(dtype: np.dtype) -> float:
+    """The smallest argument whose ``exp`` is a normal float (-87 in float32, -708 in
+    float64): clipping to it keeps ``exp`` from underflowing (no floating-point flag even
+    under ``errstate(all="raise")``)."""
+    return float(np.ceil(np.log(np.finfo(dtype).tiny)))
+
+
 def _sigmoid(node, types, out):
     if out.dtype.kind != "f" or out.dtype.itemsize < 4 or types[0] != out:
         return None
@@ -272,6 +279,20 @@ def _sigmoid(node, types, out):
                     call("minimum", OUT, bound, out=OUT), call("exp", OUT, OUT),
                     call("add", OUT, Lit(1.0), OUT), call("reciprocal", OUT, OUT),
                     inplace=_inplace_ok(types, out, (0,)))
+
+
+def _softplus(node, types, out):
+    """``max(x, 0) + log1p(exp(max(-|x|, lo)))``: seven calls of ufuncs NumPy vectorises,
+    where the op's kernel, ``logaddexp(0, x)``, is one call about ten times slower than all
+    of them (measured in docs/performance.md). ``lo`` keeps ``exp`` from underflowing
+    (:func:`_exp_floor`): past ``|x| = 87`` (float32) the log term is ``1e-38`` instead of
+    smaller, a difference in the subnormal range."""
+    if out.dtype.kind != "f" or out.dtype.itemsize < 4 or not _same(types[0], out):
+        return None  # float16 keeps the op's kernel
+    lo = _exp_floor(out.dtype)
+    return out_kind(call("maximum", X0, Lit(0), out=T0), call("absolute", X0, OUT), call("negative", OUT, OUT),
+                    call("maximum", OUT, Lit(lo), out=OUT), call("exp", OUT, OUT), call("log1p", OUT, OUT),
+                    call("add", OUT, T0, OUT), inplace=(0,), temps=(out,))
 
 
 def _relu(node, types, out):
@@ -473,7 +494,7 @@ LOWERINGS: dict[type, Lowerer] = {
     sh.Transpose: _transpose, sh.BroadcastTo: _broadcast, sh.Reshape: _reshaper(may_copy=True),
     sh.ExpandDims: _reshaper(may_copy=False), sh.Squeeze: _reshaper(may_copy=False),
     act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
-    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: generic,
+    act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: _softplus,
     indexing.OneHot: _one_hot,
     indexing.GetItem: _getitem, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
