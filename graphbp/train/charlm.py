@@ -145,7 +145,7 @@ class CharLM:
                 self.grad_norms[name].append(float(v))
             total += float(loss)
             n += 1
-            bar.update(loss=total / n)
+            bar.update(bits_per_char=total / n / math.log(2))
         return total / max(n, 1)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, window: int) -> float:
