@@ -118,8 +118,9 @@ def test_the_input_projection_and_weight_gradients_leave_the_loops():
     fwd = [s for s in _scans(prog) if not s.op.reverse]
     rev = [s for s in _scans(prog) if s.op.reverse]
     assert len(fwd) == len(rev) == 1
-    # forward: one matmul per step left (h @ W_hh^T); x @ W_ih^T runs once on (T, B, E)
-    assert _body_ops(fwd[0]).count("matmul") == 1
+    # forward: one matmul per step left (h @ W_hh^T, its bias fused in by fuse_matmul);
+    # x @ W_ih^T runs once on (T, B, E)
+    assert sum(_body_ops(fwd[0]).count(op) for op in ("matmul", "matmul_bias_act")) == 1
     outside = [n for n in prog.order if isinstance(n.op, MatMul)]
     proj = [n for n in outside if n.ndim == 3 and n.inputs[0].op.name == "take"]
     assert len(proj) == 1 and proj[0].inputs[1].inputs == (w_ih,)
@@ -178,3 +179,42 @@ def test_batched_forms():
     row = TensorType((4,), m.dtype)
     assert batched_op(add, (True, False), (m, row), m) == add  # an unstacked row broadcasts
     assert batched_op(add, (False, True), (m, row), m) is None  # a stacked row would not
+
+
+def test_the_gate_gradients_are_one_concatenate_and_explain_reports_each_step():
+    inputs, loss, params = _charlm("lstm")
+    outs = _outs(loss, params, second=False)
+    prog = _check(inputs, outs, _feeds())
+    (rev,) = [s for s in _scans(prog) if s.op.reverse]
+    ops = _body_ops(rev)
+    assert "embed_slice" not in ops and ops.count("concatenate") == 1
+    assert "add_slices_concatenate" in {e.rule for e in prog.rewrite_log}
+    text = prog.explain()
+    assert "per step (forward): 15 body ops" in text and "per step (reverse)" in text
+    assert "saved for the backward pass 8 (" in text  # h, c and the gate values the reverse loop reads
+
+
+def test_split_gradients_tiling_part_of_an_axis_stay_as_they_are():
+    x = gb.input("x", (4, 6), "float64")
+    a, b, c = gb.split(x, 3, axis=1)
+    loss = gb.sum(gb.sin(a)) + gb.sum(gb.cos(c))  # b unused: its gradient is no piece
+    g = gb.grad(loss, x)
+    prog = gb.compile([x], [g])
+    xv = RNG.normal(size=(4, 6))
+    np.testing.assert_allclose(prog(xv)[0], gb.evaluate([g], {x: xv})[0])
+    full = gb.grad(gb.sum(gb.sin(a)) + gb.sum(gb.cos(c)) + gb.sum(b * b), x)
+    prog = gb.compile([x], [full])
+    assert "concatenate" in [n.op.name for n in prog.order]
+    np.testing.assert_allclose(prog(xv)[0], gb.evaluate([full], {x: xv})[0])
+
+
+def test_a_sum_over_batched_products_is_one_matmul():
+    x = gb.input("x", (5, 3, 4), "float64")
+    W = gb.param("W", RNG.normal(size=(4, 2)))
+    A = gb.param("A", RNG.normal(size=(5, 6, 3)))
+    y = gb.tanh(x @ W)
+    loss = gb.sum(y * y) + gb.sum(gb.sum(A @ x, axis=0) ** 2)
+    outs = [loss, *gb.grad(loss, [W, A])]
+    prog = _check([x], outs, (RNG.normal(size=(5, 3, 4)),))
+    assert sum(e.rule == "sum_batched_matmul" for e in prog.rewrite_log) == 2
+    assert not [n for n in prog.order if n.op.name == "sum" and n.inputs[0].op.name == "matmul"]

@@ -253,17 +253,27 @@ def _same_as_onnxruntime(model, feeds, tmp_path, *, reverse=None, n_xs=None):
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
 
 
-def test_a_loop_using_its_iteration_number_carries_a_counter(tmp_path):
+@pytest.mark.parametrize("reads", [False, True])
+def test_a_loop_using_its_iteration_number_carries_a_counter(reads, tmp_path):
+    """``i`` used as data (not only to read a sequence): an int64 step counter in the carry,
+    beside a sequence read at ``-1 - i`` when ``reads``."""
     from onnx import TensorProto as TP, helper, numpy_helper
 
     body = [helper.make_node("Cast", ["i"], ["fi"], to=TP.DOUBLE),
             helper.make_node("Mul", ["h", "fi"], ["hi"]),
             helper.make_node("Sin", ["hi"], ["s"]),
-            helper.make_node("Add", ["h", "s"], ["h_new"]),
+            helper.make_node("Add", ["h", "s"], ["h_new" if not reads else "h_mid"]),
             helper.make_node("Identity", ["hi"], ["y"])]
+    if reads:
+        body += [helper.make_node("Sub", ["minus_one", "i"], ["back"]),
+                 helper.make_node("Gather", ["b", "back"], ["b_t"], axis=0),
+                 helper.make_node("Add", ["h_mid", "b_t"], ["h_new"])]
     trips = numpy_helper.from_array(np.array(4, np.int64), "M")
-    model = _loop_model(body, trips="M", seqs={}, extra_inits=[trips])
-    _same_as_onnxruntime(model, {"h0": np.array([0.3, -0.7])}, tmp_path, n_xs=0)
+    model = _loop_model(body, trips="M", seqs={"b": (4, 2)} if reads else {}, extra_inits=[trips])
+    feeds = {"h0": np.array([0.3, -0.7])}
+    if reads:
+        feeds["b"] = np.random.default_rng(5).normal(size=(4, 2))
+    _same_as_onnxruntime(model, feeds, tmp_path, n_xs=int(reads), reverse=reads)
 
 
 def test_known_trip_count_reads_a_prefix_and_mixed_directions_run_forward(tmp_path):

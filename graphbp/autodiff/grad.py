@@ -182,17 +182,26 @@ def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node], unused: str = "i
 def _pull(node: Node, g, relevant: set[Node], partials: dict[Node, list[Node]]) -> None:
     """Apply ``node``'s VJP rule to its cotangent ``g`` (a tuple for a multi-output node,
     ``None`` entries being symbolic zeros) and file each input's share, summed back to its shape."""
-    with provenance(Provenance(node, "vjp")), scope_path(node.scope):
+    skip = node.op.nondiff_inputs
+    wanted = [i for i, inp in enumerate(node.inputs) if inp in relevant and _is_float(inp) and i not in skip]
+    # One cotangent wanted (a unary op, or one differentiable operand): the rule's nodes get
+    # its input index at construction; others are restamped per cotangent after the rule.
+    if not wanted:
+        return  # only integer or constant operands: no cotangent to pull
+    single = wanted[0] if len(wanted) == 1 else None
+    with provenance(Provenance(node, "vjp", single)), scope_path(node.scope):
         rule_out = tuple(node.op.vjp(node, g))
     if len(rule_out) != len(node.inputs):
         raise GraphError(
             f"vjp rule of {node.op.name} returned {len(rule_out)} cotangents for {len(node.inputs)} inputs"
         )
     narrowed: dict[Node, Node] = {}
-    for i, (inp, gi) in enumerate(zip(node.inputs, rule_out)):
-        if gi is None or inp not in relevant or not _is_float(inp) or i in node.op.nondiff_inputs:
+    for i in wanted:
+        inp, gi = node.inputs[i], rule_out[i]
+        if gi is None:
             continue
-        gi = _restamp(gi, node, i, narrowed)
+        if single is None:
+            gi = _restamp(gi, node, i, narrowed)
         with provenance(Provenance(node, "unbroadcast", i)), scope_path(node.scope):
             gi = unbroadcast(gi, inp.type)
         partials.setdefault(inp, []).append(gi)

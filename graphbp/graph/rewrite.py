@@ -25,14 +25,17 @@ def rebuild(node: Node, inputs: tuple[Node, ...], *,
 
 
 def rewrite(roots: Sequence[Node], visit: Visit | None = None, *,
-            order: list[Node] | None = None) -> list[Node]:
+            order: list[Node] | None = None, bodies: Callable[[list[Node]], list[Node]] | None = None
+            ) -> list[Node]:
     """The roots after replacing nodes, in one walk in topological order.
 
     For each node, its inputs are first mapped to their replacements (``ins``); then
     ``visit(node, ins, new)`` may return a replacement, built over ``ins`` or over the
     replacements ``new[m]`` of any earlier node ``m``.
     Otherwise the node is kept when its inputs are unchanged and rebuilt over ``ins`` when
-    they are not. ``order`` is the roots' topological order when the caller has it.
+    they are not, and, given ``bodies`` (a pass over a body's outputs), the bodies it holds
+    are rewritten by it (:func:`step_into`). ``order`` is the roots' topological order when
+    the caller has it.
     """
     new: dict[Node, Node] = {}
     for n in toposort(roots) if order is None else order:
@@ -40,8 +43,31 @@ def rewrite(roots: Sequence[Node], visit: Visit | None = None, *,
         out = visit(n, ins, new) if visit is not None else None
         if out is None:
             out = n if ins == n.inputs else rebuild(n, ins)  # tuples of nodes compare by identity
+            if bodies is not None:
+                out = step_into(out, bodies)
         new[n] = out
     return [new[r] for r in roots]
+
+
+def step_into(node: Node, inside: Callable[[list[Node]], list[Node]]) -> Node:
+    """``node`` with ``inside`` (a pass over a graph's outputs) run in each body it holds
+    (``op.subgraphs()``; nested bodies are reached when ``inside`` steps in again), rebuilt
+    over the new bodies when one changed. The one way passes step into bodies: a body is
+    rewritten on its own, its placeholders standing for the operands."""
+    found = node.op.subgraphs()
+    if not found:
+        return node
+    op = node.op.replace_subgraphs([b.map(inside) for b in found])
+    if op is node.op:
+        return node
+    return Node(op, node.inputs, node.type, name=node.name, origin=node.origin, scope=node.scope,
+                provenance=node.provenance)
+
+
+def holds_bodies(order: Sequence[Node]) -> bool:
+    """True when a node of ``order`` holds a body: a pass that found nothing to do in the
+    graph itself must still step into it."""
+    return any(n.op.subgraphs() for n in order)
 
 
 def restamp(out: Node, fresh: Callable[[Node], bool], provenance: tuple[Provenance, ...],

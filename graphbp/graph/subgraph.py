@@ -186,11 +186,6 @@ class Subgraph:
             prog = self._memo["program"] = Program(list(self.inputs), list(self.outputs), optimize=False)
         return prog
 
-    def evaluate(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Run the body on ``arrays`` through :meth:`program`; the results are copies."""
-        outs = self.program()(*arrays)
-        return tuple(np.array(o, copy=True) for o in outs)  # the program's buffers are reused next call
-
 
 def _is_leaf(n: Node) -> bool:
     return n.op.leaf_kind is not None

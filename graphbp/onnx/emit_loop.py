@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph.node import Node
+from ..graph.types import TensorType
 from ..ops import loop
 from .builder import INT64_MIN, OnnxBuilder
 from .emit import emits
@@ -54,7 +55,7 @@ def _scan(b: OnnxBuilder, node: Node, xs: list[str]) -> list[str]:
     names: dict[Node, str] = dict(zip(body.inputs, [*c_names, *x_names, *invariants]))
     emit_nodes(sub, body.nodes(), names)
 
-    def out(name: str, hint: str, t) -> object:
+    def out(name: str, hint: str, t: TensorType):
         final = sub.fresh(hint)
         sub.op("Identity", [name], out=final)
         return value_info(b.onnx, final, t)
@@ -82,13 +83,4 @@ def _scan(b: OnnxBuilder, node: Node, xs: list[str]) -> list[str]:
     return [by_index[i] for i in emitted]
 
 
-class _Scalar:
-    """The type of a scalar body input or output (value_info reads ``shape`` and ``dtype``)."""
-
-    shape = ()
-
-    def __init__(self, dtype: str) -> None:
-        self.dtype = np.dtype(dtype)
-
-
-_INT64, _BOOL = _Scalar("int64"), _Scalar("bool")
+_INT64, _BOOL = TensorType((), np.dtype("int64")), TensorType((), np.dtype("bool"))

@@ -64,19 +64,19 @@ def _loop(ctx: Ctx, n: Any, args: list[Any]) -> list[Node]:
 
     def step(carry, x_t):
         sub = ctx.child()
-        k, values = (carry[0], carry[1:]) if counter else (None, carry)
+        step_no, values = (carry[0], carry[1:]) if counter else (None, carry)
         sub.values[cond_name] = Static(np.array(True))
-        if k is not None:
-            sub.values[i_name] = k
+        if step_no is not None:
+            sub.values[i_name] = step_no
         for name, v in zip(c_names, values):
             sub.values[name] = v
         by_key = dict(zip(keys, x_t[:n_seq]))
-        for k, read in reads.items():
-            sub.values[nodes[k].output[0]] = by_key[read]
-        run_nodes(sub, [m for k, m in enumerate(nodes) if k not in skip])
+        for pos, read in reads.items():
+            sub.values[nodes[pos].output[0]] = by_key[read]
+        run_nodes(sub, [m for pos, m in enumerate(nodes) if pos not in skip])
         outs = [sub.node(sub.value(o.name, None, -1)) for o in body.output[1:]]
         new = tuple(outs[:nc])
-        return ((k + 1, *new) if counter else new), tuple(outs[nc:])
+        return ((step_no + 1, *new) if counter else new), tuple(outs[nc:])
 
     init = ((ops.constant(np.int64(0)), *inits) if counter else tuple(inits))
     final, ys = ops.scan(step, init, tuple(seqs), length=length, reverse=reverse)

@@ -9,7 +9,7 @@ op's parameters are its fields: hashable (common-subexpression elimination), pri
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +20,10 @@ from ..graph.node import Node
 from ..graph.subgraph import Subgraph
 from ..graph.source import user_location
 from ..graph.types import TensorType, TupleType, format_shape
+
+
+BodyRunner = Callable[[Subgraph], Callable[..., Sequence[np.ndarray]]]
+"""How a higher-order op's kernel runs a body: ``run_body(body)(*arrays) -> outputs``."""
 
 
 class OpError(Exception):
@@ -86,6 +90,15 @@ class Op:
 
     def compute(self, *xs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def compute_with(self, run_body: BodyRunner, *xs: np.ndarray) -> Any:
+        """The kernel with each body run by ``run_body(body)(*arrays)``.
+
+        A higher-order op's ``compute`` passes the bodies' compiled programs
+        (``Subgraph.program``); the reference interpreter passes itself, so it reaches
+        every node of every body with one ``op.compute`` each. First-order ops hold no
+        body: this is ``compute``."""
+        return self.compute(*xs)
 
     def vjp(self, node: Node, g: Node) -> Sequence[Node | None]:
         """Cotangents for each input given the output cotangent ``g``.

@@ -109,7 +109,11 @@ class Cond(Op):
         return Cond(self.true_body.keep(indices), self.false_body.keep(indices))
 
     def compute(self, pred: np.ndarray, *xs: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (self.true_body if bool(pred) else self.false_body).evaluate(xs)
+        return self.compute_with(Subgraph.program, pred, *xs)
+
+    def compute_with(self, run_body, pred: np.ndarray, *xs: np.ndarray) -> tuple[np.ndarray, ...]:
+        outs = run_body(self.true_body if bool(pred) else self.false_body)(*xs)
+        return tuple(np.array(o, copy=True) for o in outs)  # a program reuses its buffers next call
 
     def flops(self, in_types, out_type) -> Poly:
         return Poly()  # the work is in the bodies, which are costed where they run

@@ -103,6 +103,9 @@ class Scan(Op):
         return Poly()  # the work is in the body, which is costed where it runs
 
     def compute(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.compute_with(_stepper, *arrays)
+
+    def compute_with(self, run_body, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         nc, nx = self.n_carry, self.n_xs
         emitted = self.emitted()
         xs, invariants = arrays[nc:nc + nx], arrays[nc + nx:]
@@ -117,17 +120,28 @@ class Scan(Op):
         ys = [np.empty((steps, *t.shape), t.dtype) if t.is_concrete else None for t in y_types]
         if not steps and any(y is None for y in ys):
             raise GraphError(f"scan: a body output's shape is unknown for zero steps: {y_types}")
-        program = self.body.program()
-        for t in (range(steps - 1, -1, -1) if self.reverse else range(steps)):
+        program = run_body(self.body)  # may reuse its output buffers next step: copied below
+        order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        if want_stacked and steps:  # each step's carry lives where it is kept: stacked[t]
             for s, c in zip(stacked, carry):
-                s[t] = c
+                s[order[0]] = c
+            carry = [s[order[0]] for s in stacked]
+        for k, t in enumerate(order):
             outs = program(*carry, *(x[t] for x in xs), *invariants)
             for j, y in enumerate(outs[nc:]):
                 if ys[j] is None:  # a shape the types leave open: known after the first step
                     ys[j] = np.empty((steps, *np.shape(y)), y_types[j].dtype)
                 ys[j][t] = y
-            for c, new in zip(carry, outs[:nc]):
-                np.copyto(c, new)  # the program reuses its buffers next step
+            if want_stacked and k + 1 < steps:  # the program reuses its buffers next step
+                nxt = order[k + 1]
+                for s, new in zip(stacked, outs[:nc]):
+                    s[nxt] = new
+                carry = [s[nxt] for s in stacked]
+            elif want_stacked:  # the last step: the final carries
+                carry = [np.array(new, copy=True) for new in outs[:nc]]
+            else:
+                for c, new in zip(carry, outs[:nc]):
+                    np.copyto(c, new)
         full = [*carry, *ys, *stacked] if want_stacked else [*carry, *ys]
         return tuple(full[i] for i in emitted)
 
@@ -185,6 +199,21 @@ class Scan(Op):
         for k, g in zip(fx, res[n_gc + n_gp:n_gc + n_gp + len(fx)]):
             out[nc + k] = g
         return out
+
+
+def _stepper(body: Subgraph) -> Callable[..., list[np.ndarray]]:
+    """The body's program called step after step: its feeds are checked and planned at the
+    first step, then its generated code runs directly (``Program.runner``), since every step
+    has the same types and shapes."""
+    program, run = body.program(), None
+
+    def step(*arrays: np.ndarray) -> list[np.ndarray]:
+        nonlocal run
+        if run is None:
+            run = program.runner(*arrays)
+        return run(*arrays)
+
+    return step
 
 
 def _scan_flat(fn: Callable[..., tuple[Node, ...]], carry: list[Node], xs: list[Node], invariants: list[Node],

@@ -15,6 +15,8 @@ from ..ops import elementwise as ew
 from ..ops import shape as sh
 from ..ops.base import Op, apply
 from ..ops.creation import Full
+from ..ops.indexing import Concatenate, EmbedSlice
+from ..ops.linalg import MatMul
 from ..ops.leaves import Constant, Leaf, constant
 from ..ops.reduce import Sum
 from .core import Context, is_const_scalar, rule
@@ -247,6 +249,80 @@ def fold_constants(node: Node, ctx: Context):
                 scope=node.scope, provenance=node.provenance)
 
 
+def _tiles(pieces: list[Node]) -> tuple[int, list[Node]] | None:
+    """The axis and the operands in order when the ``embed_slice`` nodes ``pieces`` place
+    their operands side by side along one axis, covering it exactly, else None."""
+    first = pieces[0].op
+    if any(not isinstance(p.op, EmbedSlice) or p.op.shape != first.shape or p.inputs[1:] != pieces[0].inputs[1:]
+           or len(p.op.index) != len(first.shape) for p in pieces):
+        return None
+    full = (None, None, None)
+    cut = {k for p in pieces for k, i in enumerate(p.op.index) if i != full}
+    if len(cut) != 1:
+        return None
+    (axis,) = cut
+    spans = []
+    for p in pieces:
+        i = p.op.index[axis]
+        if not isinstance(i, tuple) or i[2] is not None or i[0] is None or i[0] < 0:
+            return None
+        spans.append((i[0], first.shape[axis] if i[1] is None else i[1], p.inputs[0]))
+    spans.sort(key=lambda s: s[0])
+    size = first.shape[axis]
+    if size is None or spans[0][0] != 0 or spans[-1][1] != size:
+        return None
+    if any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
+        return None
+    return axis, [s[2] for s in spans]
+
+
+@rule("algebraic", ew.Add)
+def add_slices_concatenate(node: Node, ctx: Context):
+    """A sum of ``embed_slice`` pieces that tile one axis (the gradient of ``split``: an
+    LSTM's four gate gradients) is their ``concatenate``: no zeros, no adds."""
+    if node.inputs[0].type != node.type or node.inputs[1].type != node.type:
+        return None
+    pieces, adds, stack = [], [node], list(node.inputs)
+    while stack:
+        n = stack.pop()
+        if isinstance(n.op, ew.Add) and ctx.n_uses(n) == 1 and n.type == node.type:
+            adds.append(n)
+            stack.extend(n.inputs)
+        elif isinstance(n.op, EmbedSlice) and ctx.n_uses(n) == 1:
+            pieces.append(n)
+        else:
+            return None
+    got = _tiles(pieces) if len(pieces) > 1 else None
+    if got is None:
+        return None
+    axis, parts = got
+    if any(p.dtype != node.dtype for p in parts):
+        return None
+    return apply(Concatenate(axis), *parts), tuple(adds[1:] + pieces)
+
+
+@rule("algebraic", Sum)
+def sum_batched_matmul(node: Node, ctx: Context):
+    """``sum(a @ b, axis=0)`` over a batch of products (the weight gradient of a layer applied
+    to a ``(T, B, in)`` sequence: ``sum_t h_t^T g_t``) is one matmul over the batch laid side
+    by side: ``a`` as ``(m, T*k)``, ``b`` as ``(T*k, n)``; a transposed ``a`` stays a view."""
+    (p,) = node.inputs
+    if node.op.axis != (0,) or node.op.keepdims or not isinstance(p.op, MatMul) or ctx.n_uses(p) != 1:
+        return None
+    a, b = p.inputs
+    if a.ndim != 3 or b.ndim != 3 or a.dtype != b.dtype or p.dtype != node.dtype:
+        return None
+    m, n = p.shape[1], p.shape[2]
+    if m is None or n is None or a.shape[0] is None or a.shape[0] != b.shape[0]:
+        return None
+    if isinstance(a.op, sh.Transpose) and a.op.axes == (0, 2, 1):
+        left = sh.transpose(sh.reshape(a.inputs[0], (-1, m)))
+    else:
+        left = sh.reshape(sh.transpose(a, (1, 0, 2)), (m, -1))
+    return apply(MatMul(), left, sh.reshape(b, (-1, n))), (p,)
+
+
 RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
          reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand,
-         sum_broadcast, sum_scalar_factor, scalar_factors, fold_constants)
+         sum_broadcast, sum_scalar_factor, scalar_factors, add_slices_concatenate, sum_batched_matmul,
+         fold_constants)

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import GraphError
 from ..graph.context import Provenance, stamp
 from ..graph.node import Node
-from ..graph.rewrite import rebuild, restamp, rewrite  # noqa: F401 - the one rebuild helper, re-exported
+from ..graph.rewrite import holds_bodies, rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..graph.types import TupleType
 from ..ops.base import OpError
@@ -49,6 +49,9 @@ class PassResult:
 
     roots: list[Node]
     log: list[LogEntry]
+    order: list[Node] | None = None
+    """The roots' topological order when the pass has it at no cost (it changed nothing, or
+    its last sweep did not): the next pass reuses it instead of walking the graph again."""
 
 
 RuleFn = Callable[[Node, "Context"], Any]
@@ -141,36 +144,42 @@ def count_uses(order: list[Node]) -> dict[Node, int]:
 
 
 def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: bool = False,
-              max_sweeps: int = 6, max_local: int = 8) -> PassResult:
-    """Apply ``rules`` (and hash-consing when ``cse``) in sweeps until nothing changes."""
+              max_sweeps: int = 6, max_local: int = 8, order: list[Node] | None = None) -> PassResult:
+    """Apply ``rules`` (and hash-consing when ``cse``) in sweeps until nothing changes.
+    ``order`` is the roots' topological order when the caller has it."""
     table = RuleTable(rules)
     log: list[LogEntry] = []
     tried: set[Node] = set()
     for _ in range(max_sweeps):
-        roots, changed, tried = _sweep(roots, table, pass_name, log, cse, max_local, tried)
+        before = roots
+        roots, changed, tried, order = _sweep(roots, table, pass_name, log, cse, max_local, tried, order)
+        same = all(a is b for a, b in zip(roots, before))
+        if not same:
+            order = None
         if not changed:
             break
-    return PassResult(roots, log)
+    return PassResult(roots, log, order)
 
 
-def _in_bodies(cur: Node, table: RuleTable, pass_name: str, log: list, cse: bool, max_local: int) -> Node:
-    """Run the same rules inside the bodies of a higher-order node (``op.subgraphs()``);
-    ``cur`` rebuilt over the rewritten bodies when one changed. Bodies are rewritten on
-    their own: their placeholders stand for the operands, so nothing outside is read."""
-    bodies = cur.op.subgraphs()
-    if not bodies:
-        return cur
-
+def in_bodies(run: Callable[[list[Node]], PassResult], log: list[LogEntry]) -> Callable[[list[Node]], list[Node]]:
+    """The pass ``run`` as a rewriter of a body's outputs (for :func:`step_into` and
+    ``rewrite(bodies=...)``), its log entries added to ``log``: every pass steps into
+    scan and cond bodies this way, nested ones included."""
     def inside(roots: list[Node]) -> list[Node]:
-        res = run_rules(roots, table.rules, pass_name, cse=cse, max_local=max_local)
+        res = run(roots)
         log.extend(res.log)
         return res.roots
 
-    op = cur.op.replace_subgraphs([b.map(inside) for b in bodies])
-    if op is cur.op:
+    return inside
+
+
+def _in_bodies(cur: Node, table: RuleTable, pass_name: str, log: list, cse: bool, max_local: int) -> Node:
+    """Run the same rules inside the bodies of a higher-order node; ``cur`` rebuilt over
+    the rewritten bodies when one changed."""
+    if not cur.op.subgraphs():
         return cur
-    return Node(op, cur.inputs, cur.type, name=cur.name, origin=cur.origin, scope=cur.scope,
-                provenance=cur.provenance)
+    return step_into(cur, in_bodies(lambda rs: run_rules(rs, table.rules, pass_name, cse=cse, max_local=max_local),
+                                    log))
 
 
 def _outputs_read(order: list[Node]) -> dict[Node, list[int]]:
@@ -196,12 +205,13 @@ def _prune_outputs(cur: Node, keep: list[int], renumber: dict[Node, dict[int, in
     return out
 
 
-def _sweep(roots, table, pass_name, log, cse, max_local, tried):
+def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     """One pass over the topological order. Rules run on nodes the previous sweep did not
     see (``tried`` holds its graph): an unchanged node has the same inputs all the way down,
     so the rules already said no to it. Returns the new roots, whether a rule fired (CSE
-    merges converge within the sweep: users come later in the order) and this sweep's nodes."""
-    order = toposort(roots)
+    merges converge within the sweep: users come later in the order), this sweep's nodes
+    and their order."""
+    order = toposort(roots) if order is None else order
     seen = set(order)
     existing = set(seen)  # grows with every node made: what a rule's fresh nodes are not
     uses = count_uses(order)
@@ -271,7 +281,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried):
         if pruned is not None:
             renumber.setdefault(cur, pruned)
         new[node] = cur
-    return [new[r] for r in roots], changed, seen
+    return [new[r] for r in roots], changed, seen, order
 
 
 def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,

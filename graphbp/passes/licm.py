@@ -196,9 +196,56 @@ def _uses(body: Subgraph) -> dict[Node, int]:
     return uses
 
 
+def regroup(body: Subgraph, n_carry: int) -> Subgraph:
+    """``body`` with each sum that mixes carry-dependent and carry-independent terms
+    regrouped as ``(independent terms) + (dependent terms)``, so the independent part can be
+    hoisted: ``(x W_ih + b_ih) + (h W_hh + b_hh)`` becomes ``((x W_ih + b_ih) + b_hh) + h W_hh``.
+    Only single-use adds of one dtype are regrouped (floating-point sums are reassociated,
+    as any reordering compiler does under fast-math; the terms stay the same)."""
+    varying: set[Node] = set(body.inputs[:n_carry])
+    for n in body.nodes():
+        if any(i in varying for i in n.inputs):
+            varying.add(n)
+    uses = _uses(body)
+
+    def terms(n: Node, root: Node) -> list[Node]:
+        out, stack = [], [n]
+        while stack:
+            m = stack.pop()
+            inner = m is root or (isinstance(m.op, Add) and uses.get(m) == 1 and m in varying)
+            if inner and m.dtype == root.dtype:
+                stack.extend(reversed(m.inputs))
+            else:
+                out.append(m)
+        return out
+
+    def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
+        if not isinstance(n.op, Add) or n not in varying:
+            return None
+        parts = terms(n, n)
+        still = [t for t in parts if t not in varying]
+        moving = [t for t in parts if t in varying]
+        if len(still) < 2 or not moving or any(t.dtype != n.dtype for t in parts):
+            return None
+        with stamp(origin=n.origin, scope=n.scope, provenance=n.provenance):
+            acc = [new[t] for t in still]
+            total = acc[0]
+            for t in acc[1:]:
+                total = apply(Add(), total, t)
+            for t in moving:
+                total = apply(Add(), total, new[t])
+        return total
+
+    outs = rewrite(list(body.outputs), visit)
+    return body if all(a is b for a, b in zip(outs, body.outputs)) else Subgraph(body.inputs, tuple(outs))
+
+
 def move_out(scan: Node, operands: Sequence[Node]) -> _Moved | None:
     """``scan`` (over ``operands``) with its carry-independent work moved out, or None."""
     op: Scan = scan.op
+    grouped = regroup(op.body, op.n_carry)
+    if grouped is not op.body:
+        op = dataclasses.replace(op, body=grouped)
     body, nc, nx, ny = op.body, op.n_carry, op.n_xs, op.n_ys
     ph, outs = body.inputs, body.outputs
     carry_ph, xs_ph, inv_ph = ph[:nc], ph[nc:nc + nx], ph[nc + nx:]

@@ -16,7 +16,9 @@ every other element unchanged.
 The forward uses are read from the forward graph the gradients were derived from (their
 provenance names its nodes), not from the program's outputs: a program that outputs only
 ``gb.grad(y, x)`` does not contain ``y`` or its ``where``. Must run before passes that
-rebuild nodes (provenance points at the original forward nodes).
+rebuild nodes (provenance points at the original forward nodes). Bodies of scan and cond
+nodes get the same analysis on their own graph (the pullback body of a gradient scan holds
+the step's forward nodes and their cotangents).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ..ops import elementwise as ew
 from ..ops import shape as sh
 from ..ops.base import apply
 from ..ops.leaves import constant
-from .core import LogEntry, PassResult
+from .core import LogEntry, PassResult, holds_bodies, in_bodies
 
 _ORDER_VIEWS = (sh.Reshape, sh.ExpandDims, sh.Squeeze)
 """Re-views that keep the element order: a mask maps back by reshaping."""
@@ -129,13 +131,25 @@ def forward_graph(order: list[Node]) -> list[Node]:
     return [n for n in toposort(sources) if not n.provenance]
 
 
-def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResult, list[Hazard]]:
+def nan_guard(roots: list[Node], pass_name: str = "nan_guard", order: list[Node] | None = None
+              ) -> tuple[PassResult, list[Hazard]]:
     """Find guarded singular ops and mask their cotangents (see the module docstring)."""
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
+    hazards: list[Hazard] = []
+    log: list[LogEntry] = []
+
+    def guard_body(body_roots: list[Node]) -> PassResult:  # a scan/cond body: the same analysis
+        res, found = nan_guard(body_roots, pass_name)
+        hazards.extend(found)
+        return res
+
+    inside = in_bodies(guard_body, log) if holds_bodies(order) else None
     candidates = [n for n in order if not n.provenance and n.op.singular_inputs]
     candidates += [p.forward for n in order for p in n.provenance if p.rule == "vjp" and p.forward.op.singular_inputs]
     if not candidates:  # the common case: nothing to guard, no forward graph to walk
-        return PassResult(list(roots), []), []
+        if inside is None:
+            return PassResult(list(roots), [], order), []
+        return PassResult(rewrite(roots, order=order, bodies=inside), log), hazards
     forward = forward_graph(order)
     fwd_users: dict[Node, list[Node]] = {}
     for n in forward:
@@ -148,9 +162,7 @@ def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResu
                 vjp_nodes.setdefault(p.forward, []).append(n)
     read_by: dict[Node, list[Node]] = {}  # node -> its users in the program, once needed
     rootset, program = set(roots), set(order)
-    hazards: list[Hazard] = []
     replace: dict[Node, Node] = {}
-    log: list[LogEntry] = []
     for n in forward:
         if not n.op.singular_inputs:
             continue
@@ -186,10 +198,9 @@ def nan_guard(roots: list[Node], pass_name: str = "nan_guard") -> tuple[PassResu
         action = (f"masked {masked} cotangent(s) of its gradient so the untaken branch gives 0, not NaN"
                   if masked else "no gradient reads it (forward value is already safe)")
         hazards.append(Hazard(n, g.where, action))
-    if not replace:
+    if not replace and inside is None:
         return PassResult(list(roots), log), hazards
-
-    return PassResult(rewrite(roots, _substituter(replace), order=order), log), hazards
+    return PassResult(rewrite(roots, _substituter(replace), order=order, bodies=inside), log), hazards
 
 
 def _substituter(replace: dict[Node, Node]):

@@ -36,9 +36,19 @@ class PassContext:
     on: frozenset[str]
     log: list[LogEntry]
     hazards: list[Hazard]
+    known: tuple[tuple[Node, ...], list[Node]] | None = None  # roots and their order, when known
 
     def rules(self, rules: Iterable[Rule]) -> list[Rule]:
         return [r for r in rules if r.group in self.on]
+
+    def order(self, roots: Sequence[Node]) -> list[Node] | None:
+        """The roots' topological order if an earlier step left it (a step that changed
+        nothing returns the same root objects): walking a deep graph is a large share of
+        each pass, and most passes change nothing in most graphs."""
+        if self.known is not None and len(self.known[0]) == len(roots) and all(
+                a is b for a, b in zip(self.known[0], roots)):
+            return self.known[1]
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +73,7 @@ def _stabilize(roots: list[Node], ctx: PassContext) -> PassResult:
     Runs first, on the graph exactly as ``gb.grad`` built it, so the gradient exits can be
     checked against a fresh ``gb.grad`` of the original loss (see :mod:`.rederive`)."""
     rules = list(stability.RULES)
-    res = run_rules(roots, rules, "stabilize")
+    res = run_rules(roots, rules, "stabilize", order=ctx.order(roots))
     if all(e.rule == "prune_outputs" for e in res.log):  # dropping unread outputs changes no
         return res  # formula; re-deriving would differentiate a scan pruned of its residuals
     again = rederive(roots, res.roots, lambda rs: run_rules(rs, rules, "stabilize").roots)
@@ -71,7 +81,7 @@ def _stabilize(roots: list[Node], ctx: PassContext) -> PassResult:
 
 
 def _nan_guard(roots: list[Node], ctx: PassContext) -> PassResult:
-    res, found = nan_guard(roots)
+    res, found = nan_guard(roots, order=ctx.order(roots))
     ctx.hazards.extend(found)
     return res
 
@@ -80,7 +90,7 @@ def _canonicalize(name: str) -> Callable[[list[Node], PassContext], PassResult |
     def run(roots: list[Node], ctx: PassContext) -> PassResult | None:
         if name == "recanonicalize" and not any(e.pass_name in _REWRITERS for e in ctx.log):
             return None
-        return run_rules(roots, ctx.rules(canonicalize.RULES), name, cse="cse" in ctx.on)
+        return run_rules(roots, ctx.rules(canonicalize.RULES), name, cse="cse" in ctx.on, order=ctx.order(roots))
     return run
 
 
@@ -110,13 +120,13 @@ PIPELINE: tuple[PassSpec, ...] = (
     PassSpec("collect_terms", ("collect_terms",), lambda rs, ctx: collect_terms(rs),
              after=("canonicalize",),
              why="reads sums of products once CSE has merged equal operands, so like terms match"),
-    PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs),
+    PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs, ctx.order(rs)),
              after=("canonicalize",), why="flattens the add chains that remain after simplification"),
-    PassSpec("share_gelu", ("share_gelu",), lambda rs, ctx: specialize.share_gelu(rs),
+    PassSpec("share_gelu", ("share_gelu",), lambda rs, ctx: specialize.share_gelu(rs, order=ctx.order(rs)),
              after=("canonicalize",), why="matches gelu and gelu_tanh_grad on one operand after CSE merged it"),
     PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("collect_terms", "share_gelu"),
              why="the factored forms' scalar factors meet the user's, and both sides' equal products merge"),
-    PassSpec("fuse_matmul", ("fuse_matmul",), lambda rs, ctx: specialize.fuse_matmul(rs),
+    PassSpec("fuse_matmul", ("fuse_matmul",), lambda rs, ctx: specialize.fuse_matmul(rs, order=ctx.order(rs)),
              after=("canonicalize", "licm", "accumulate"),
              why="needs use counts of the final graph: a fused product must have one reader"),
 )
@@ -153,6 +163,7 @@ class OptimizeResult:
     timings: dict[str, float]
     hazards: list[Hazard]
     snapshots: dict[str, list[Node]]
+    order: list[Node] | None = None  # the roots' topological order, when the last step left it
 
     def dead_nodes(self, before: Sequence[Node]) -> int:
         """How many nodes the original roots reached that the optimised roots do not."""
@@ -181,7 +192,7 @@ def effect_order(roots: Sequence[Node]) -> list:
 
 
 def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *, disable: Iterable[str] = (),
-             debug: bool = False) -> OptimizeResult:
+             debug: bool = False, order: list[Node] | None = None) -> OptimizeResult:
     """Run the enabled steps of :data:`PIPELINE` over the graph the ``roots`` reach.
 
     Parameters
@@ -193,9 +204,12 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
     debug : bool
         After every pass, verify the graph (types re-inferred, acyclic, no dangling inputs)
         and check that its effectful nodes are all there, in the same order.
+    order : list of Node, optional
+        The roots' topological order, when the caller has it.
     """
-    ctx = PassContext(frozenset(enabled_passes(passes, disable)), [], [])
     roots = list(roots)
+    ctx = PassContext(frozenset(enabled_passes(passes, disable)), [], [],
+                      None if order is None else (tuple(roots), order))
     timings: dict[str, float] = {}
     snapshots: dict[str, list[Node]] = {"input": roots}
     effects = effect_order(roots) if debug else []
@@ -208,10 +222,12 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
             continue
         timings[spec.name] = timings.get(spec.name, 0.0) + time.perf_counter() - t0
         roots = res.roots
+        if res.order is not None:
+            ctx.known = (tuple(roots), res.order)
         ctx.log.extend(res.log)
         snapshots[spec.name] = roots
         if debug:
             verify(roots, spec.name)
             if effect_order(roots) != effects:
                 raise GraphError(f"pass {spec.name!r} dropped or reordered effectful nodes")
-    return OptimizeResult(roots, ctx.log, timings, ctx.hazards, snapshots)
+    return OptimizeResult(roots, ctx.log, timings, ctx.hazards, snapshots, ctx.order(roots))

@@ -26,6 +26,7 @@ from ..graph.subgraph import Subgraph
 from ..graph.traverse import toposort
 from ..ops.base import apply
 from ..ops.control import TupleGet
+from ..ops.elementwise import Add
 from ..ops.loop import Scan
 from .core import LogEntry, PassResult
 from .licm import _Lift
@@ -50,6 +51,7 @@ def reuse_residuals(roots: list[Node]) -> PassResult:
         return table.setdefault(key, len(table))
 
     ids: dict[Node, int] = {}
+    sums: dict[Node, tuple[int, ...]] = {}
     in_body: dict[int, tuple[Node, Node]] = {}  # key -> (scan, varying body node)
     for n in order:
         src = n.inputs[0] if n.inputs else None
@@ -59,11 +61,11 @@ def reuse_residuals(roots: list[Node]) -> PassResult:
             ids[n] = intern(("node", n))
         else:
             try:
-                ids[n] = intern((n.op, tuple(ids[i] for i in n.inputs)))
+                ids[n] = intern(_key(n, n.op, ids, sums))
             except TypeError:  # an op holding an unhashable value: matched by identity only
                 ids[n] = intern(("node", n))
         if isinstance(n.op, Scan):
-            _index_body(n, ids, intern, in_body)
+            _index_body(n, ids, intern, in_body, sums)
     users: dict[Node, list[Node]] = {}
     for n in order:
         for i in n.inputs:
@@ -105,7 +107,17 @@ def reuse_residuals(roots: list[Node]) -> PassResult:
     return PassResult(rewrite(roots, visit, order=order), log)
 
 
-def _index_body(scan: Node, ids: dict[Node, int], intern, in_body: dict[int, tuple[Node, Node]]) -> None:
+def _key(n: Node, op, ids: dict[Node, int], sums: dict[Node, tuple[int, ...]]) -> tuple:
+    """``n``'s structural key: its op and its operands' keys; a sum is keyed by the multiset
+    of its terms, so a sum regrouped for hoisting (``licm.regroup``) still matches."""
+    if not isinstance(n.op, Add) or any(i.dtype != n.dtype for i in n.inputs):
+        return (op, tuple(ids[i] for i in n.inputs))
+    terms = sums[n] = tuple(sorted(t for i in n.inputs for t in sums.get(i, (ids[i],))))
+    return ("sum", n.dtype.str, terms)
+
+
+def _index_body(scan: Node, ids: dict[Node, int], intern, in_body: dict[int, tuple[Node, Node]],
+                sums: dict[Node, tuple[int, ...]]) -> None:
     """Key every body node of ``scan`` that depends on a carry by its batched form."""
     op: Scan = scan.op
     body, nc, nx = op.body, op.n_carry, op.n_xs
@@ -118,6 +130,8 @@ def _index_body(scan: Node, ids: dict[Node, int], intern, in_body: dict[int, tup
     for j, (p, x) in enumerate(zip(body.inputs[nc:], scan.inputs[nc:])):
         lift.stacked[p] = j < nx  # the xs, then the loop invariants
         local[p] = ids[x]
+        if x in sums:  # a hoisted sum: its terms, for sums the body adds to it
+            sums[p] = sums[x]
     for n in body.nodes():
         if n in local:
             continue
@@ -128,7 +142,7 @@ def _index_body(scan: Node, ids: dict[Node, int], intern, in_body: dict[int, tup
         if not lift.consider(n):
             continue
         try:
-            local[n] = intern((lift.op[n], tuple(local[i] for i in n.inputs)))
+            local[n] = intern(_key(n, lift.op[n], local, sums))
         except (TypeError, KeyError):
             continue
         if any(i in varying for i in n.inputs):

@@ -2,6 +2,8 @@
 
 These passes need use counts (a node read twice must stay materialised), so each runs as
 one sweep over the topological order with a ``users`` table: linear in the graph size.
+Each steps into the bodies of scan and cond nodes (``rewrite(bodies=...)``), where it runs
+on the body as on any graph.
 Fusion never crosses the forward/backward boundary: a fused node is all-forward or
 all-gradient, so the schedule split and the saved activations stay as autodiff made them.
 The ops they make (``add_n``, ``matmul_bias_act``, ``conv_bias_act``) are ordinary ops in :mod:`graphbp.ops.fused`.
@@ -19,7 +21,7 @@ from ..ops.conv import Conv2D
 from ..ops.fused import MATMUL_ACTIVATIONS, AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Leaf
 from ..ops.linalg import MatMul
-from .core import LogEntry, PassResult, rewrite, union_provenance
+from .core import LogEntry, PassResult, holds_bodies, in_bodies, rewrite, union_provenance
 
 
 # ------------------------------------------------------------------ accumulation
@@ -31,7 +33,7 @@ def _uniform(n: Node) -> bool:
     return all(i.type == n.type for i in n.inputs)
 
 
-def flatten_adds(roots: list[Node]) -> PassResult:
+def flatten_adds(roots: list[Node], order: list[Node] | None = None) -> PassResult:
     """Trees of same-typed adds whose inner adds have one use become one ``add_n``.
 
     Autodiff accumulates fan-out gradients as a chain of binary adds; a parameter shared by
@@ -39,7 +41,7 @@ def flatten_adds(roots: list[Node]) -> PassResult:
     collects its terms with an explicit stack, so the pass is linear in the graph size (a
     rule that absorbed one level per application would copy the term list k times).
     """
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     uses: dict[Node, int] = {}
     user: dict[Node, Node] = {}
     for n in order:
@@ -77,11 +79,11 @@ def flatten_adds(roots: list[Node]) -> PassResult:
         log.append(LogEntry("accumulate", "flatten_add", (n, *absorbed), out))
         return out
 
-    return PassResult(rewrite(roots, visit, order=order), log)
+    return PassResult(rewrite(roots, visit, order=order, bodies=in_bodies(flatten_adds, log)), log)
 
 
 # ------------------------------------------------------------------ gelu value + derivative
-def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
+def share_gelu(roots: list[Node], pass_name: str = "share_gelu", order: list[Node] | None = None) -> PassResult:
     """A forward ``gelu_tanh(u)`` and a backward ``gelu_tanh_grad(u)`` share one ``tanh``.
 
     Both ops evaluate ``t = tanh(k u (1 + c u^2))``; separately, the backward recomputes it
@@ -93,7 +95,7 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
     user's and the seed's scalar factors in ``recanonicalize``. Forward nodes keep the
     gelu's (forward) provenance, derivative nodes the gradient node's.
     """
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     fwd: dict[Node, Node] = {}
     for n in order:
         if (isinstance(n.op, act.Gelu) and n.op.approximate == "tanh" and not n.provenance
@@ -101,21 +103,30 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
             fwd.setdefault(n.inputs[0], n)
     grads = {n for n in order if isinstance(n.op, act.GeluTanhGrad) and n.provenance
              and n.inputs[0] in fwd and n.type == n.inputs[0].type}
-    if not grads:
-        return PassResult(list(roots), [])
+    if not grads and not holds_bodies(order):
+        return PassResult(list(roots), [], order)
     used = {fwd[g.inputs[0]] for g in grads}
     q_of: dict[Node, Node] = {}  # u -> the forward's 1 + tanh(...)
     log: list[LogEntry] = []
+    inside = in_bodies(lambda rs: share_gelu(rs, pass_name), log)
+
+    def q(u: Node, u_new: Node) -> Node:
+        """The forward's ``1 + tanh(...)`` of ``u``, built by whichever of the two comes
+        first in the order (the derivative may: it reads ``u``, not the gelu)."""
+        hit = q_of.get(u)
+        if hit is None:
+            g = fwd[u]
+            with stamp(origin=g.origin, scope=g.scope, provenance=()):
+                hit = q_of[u] = act.gelu_tanh_q(u_new, ew.tanh)
+        return hit
 
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
         if n in used:
             with stamp(origin=n.origin, scope=n.scope, provenance=()):
-                q = act.gelu_tanh_q(ins[0], ew.tanh)
-                out = act.gelu_tanh_from_q(ins[0], q)
-            q_of[n.inputs[0]] = q
+                out = act.gelu_tanh_from_q(ins[0], q(n.inputs[0], ins[0]))
         elif n in grads:
             with stamp(origin=n.origin, scope=n.scope, provenance=n.provenance):
-                out = act.gelu_tanh_grad_from_q(ins[0], q_of[n.inputs[0]])
+                out = act.gelu_tanh_grad_from_q(ins[0], q(n.inputs[0], ins[0]))
         else:
             return None
         if out.type != n.type:  # a dtype the scalar constants would promote
@@ -123,7 +134,7 @@ def share_gelu(roots: list[Node], pass_name: str = "share_gelu") -> PassResult:
         log.append(LogEntry(pass_name, "share_gelu_tanh", (n,), out))
         return out
 
-    return PassResult(rewrite(roots, visit, order=order), log)
+    return PassResult(rewrite(roots, visit, order=order, bodies=inside), log)
 
 
 # ------------------------------------------------------------------ matmul + bias + act
@@ -139,11 +150,11 @@ def _single_use(p: Node, users: dict, roots: set, side: bool) -> bool:
     return len(users.get(p, ())) == 1 and p not in roots and bool(p.provenance) == side
 
 
-def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult:
+def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul", order: list[Node] | None = None) -> PassResult:
     """``act(a @ w + b)`` (``b`` broadcast along rows) becomes one ``matmul_bias_act``, and
     ``act(conv2d(x, w) + b)`` (``b`` per channel) one ``conv_bias_act``: the product's
     buffer takes the bias and the activation in place."""
-    order = toposort(roots)
+    order = toposort(roots) if order is None else order
     users = _users(order)
     rootset = set(roots)
     groups: dict[Node, tuple[Op, tuple[Node, ...], list[Node]]] = {}
@@ -169,9 +180,10 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
         op = MatMulBiasAct(activation, names) if dense else ConvBiasAct.of(mm.op, activation, names)
         groups[root] = (op, (*mm.inputs, b), members)
         taken.update(members)
-    if not groups:
-        return PassResult(list(roots), [])
+    if not groups and not holds_bodies(order):
+        return PassResult(list(roots), [], order)
     log: list[LogEntry] = []
+    inside = in_bodies(lambda rs: fuse_matmul(rs, pass_name), log)
 
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
         group = groups.get(n)
@@ -183,4 +195,4 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul") -> PassResult
         log.append(LogEntry(pass_name, op.name, tuple(members), out))
         return out
 
-    return PassResult(rewrite(roots, visit, order=order), log)
+    return PassResult(rewrite(roots, visit, order=order, bodies=inside), log)

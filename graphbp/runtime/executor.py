@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 class CachedPlan:
     planned: Planned
     generated: Generated
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds spent building it: ``shapes`` (feed shapes through every ``infer``),
+    ``plan`` (lowering, liveness, allocation) and ``codegen`` (writing and compiling the
+    module), as ``Program.pass_timings`` has them per pass (benchmarks/compile_phases.py)."""
 
 
 class Executor:
@@ -42,6 +47,18 @@ class Executor:
         self.lock = threading.Lock()
         self.params = [n for n in program.order if isinstance(n.op, Param)]
         self.dtypes = [i.dtype for i in program.inputs]
+
+    def plan_for(self, feeds: list[np.ndarray]) -> CachedPlan:
+        """The plan of the feeds' shape signature (built if new; it checks the feeds)."""
+        sig = tuple(f.shape for f in feeds)
+        with self.lock:
+            plan = self.plans.get(sig)
+            if plan is None:
+                plan = self._build(feeds, sig)
+            else:
+                self.plans.move_to_end(sig)
+            self.last_signature = sig
+            return plan
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         sig = tuple([f.shape for f in feeds])
@@ -122,16 +139,20 @@ class Executor:
 
     def _build_plan(self, feeds: list[np.ndarray], sig: tuple) -> CachedPlan:
         prog = self.program
+        t0 = time.perf_counter()
         types = prog._check_shapes(feeds)  # FeedError before any work
+        t1 = time.perf_counter()
         check = prog.check_numerics
         planned = make_plan(prog.partition, prog.outputs, prog.updates, types, sig,
                             allow_deferred=not check, fold_constants=not check, options=prog.runtime_options)
+        t2 = time.perf_counter()
         title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
         hook = numerics.Checker(prog.order, list(prog.outputs) + [v for _, v in prog.updates],
                                 prog.rewrite_log) if check else None
         generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,
                              title=f"feeds {title}" if title else "")
-        plan = CachedPlan(planned, generated)
+        plan = CachedPlan(planned, generated, {"shapes": t1 - t0, "plan": t2 - t1,
+                                               "codegen": time.perf_counter() - t2})
         self.plans[sig] = plan
         while len(self.plans) > prog.runtime_options.max_plans:
             self.plans.popitem(last=False)

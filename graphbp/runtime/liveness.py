@@ -65,7 +65,8 @@ def storage_roots(steps: Sequence[Step]) -> dict[Node, frozenset]:
             holds[n] = frozenset((n,)).union(*(of(i) for i in data_inputs(n)))
         else:
             for i in n.inputs:
-                of(i)
+                if i not in holds:  # a leaf
+                    holds[i] = frozenset((i,))
             holds[n] = frozenset((n,))
     return holds
 

@@ -77,8 +77,11 @@ class Lowered:
     def statement(self, slot: Callable[[Slot], str], kernel: str = "") -> str:
         """The source of an ``out`` lowering's statements, or of a ``call``/``view`` expression."""
         if self.expr is not None:  # a view, or a view run per call because it may copy
-            return render(self.expr, slot)
-        return "; ".join(render(c, slot, kernel) for c in self.calls)
+            return self.expr.render(slot, kernel)
+        calls = self.calls
+        if len(calls) == 1:
+            return calls[0].render(slot, kernel)
+        return "; ".join([c.render(slot, kernel) for c in calls])
 
 
 Lowerer = Callable[[Node, list[TensorType], TensorType], "Lowered | None"]
@@ -230,6 +233,21 @@ def _getitem(node, types, out):
         return None
     index = tuple(slice(*i) if isinstance(i, tuple) else i for i in node.op.index)
     return _view(Index(X0, tuple(Lit(i) for i in index)), lambda x: x[index])
+
+
+def _concatenate(node, types, out):
+    """One copy per operand into its slice of the planned output (``np.concatenate`` takes
+    its operands as one sequence, which a call record does not hold)."""
+    axis = node.op.axis % out.ndim
+    sizes = [t.shape[axis] for t in types]
+    if not out.is_concrete or any(t.dtype != out.dtype for t in types):
+        return None
+    calls, start = [], 0
+    for k, size in enumerate(sizes):
+        index = (Lit(slice(None)),) * axis + (Lit(slice(start, start + size)),)
+        calls.append(call("copyto", Index(OUT, index), Operand(k)))
+        start += size
+    return out_kind(*calls)
 
 
 def _transpose(node, types, out):
@@ -496,7 +514,7 @@ LOWERINGS: dict[type, Lowerer] = {
     act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
     act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: _softplus,
     indexing.OneHot: _one_hot,
-    indexing.GetItem: _getitem, indexing.EmbedSlice: generic, indexing.Concatenate: generic,
+    indexing.GetItem: _getitem, indexing.EmbedSlice: generic, indexing.Concatenate: _concatenate,
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
     nn.Softmax: _softmax, nn.SoftmaxCrossEntropy: _cross_entropy,
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,

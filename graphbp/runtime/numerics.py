@@ -68,6 +68,8 @@ def guarded_nodes(order: Sequence[Node], roots: Iterable[Node]) -> set[Node]:
     their non-finite elements may be discarded, so they are judged at the where."""
     from ..ops.elementwise import Where
 
+    if not any(isinstance(n.op, Where) for n in order):
+        return set()  # the common case: nothing is discarded, no user table to build
     users: dict[Node, list[Node]] = {}
     for n in order:
         for i in dict.fromkeys(n.inputs):

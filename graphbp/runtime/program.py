@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,11 +114,11 @@ class Program:
         if optimize:  # rewrite passes (graphbp/passes); schedules are built on the result
             from ..passes import optimize as run_passes
 
-            result = run_passes(roots, passes, debug=debug)
+            result = run_passes(roots, passes, debug=debug, order=self.order)
             k = len(self.user_outputs)
             self.outputs = result.roots[:k]
             self.updates = [(p, v) for (p, _), v in zip(self.updates, result.roots[k:])]
-            self.order = toposort(result.roots)
+            self.order = toposort(result.roots) if result.order is None else result.order
             self.rewrite_log, self.pass_timings = result.log, result.timings
             self.hazards, self.pass_snapshots = result.hazards, result.snapshots
         self.partition: Partition = partition(self.order)
@@ -146,6 +146,23 @@ class Program:
         feeds = bind_feeds(self.inputs, args, kwargs)
         return self._executor.run(feeds)
 
+    def runner(self, *args: Any) -> Callable[..., list[np.ndarray]]:
+        """The generated ``step`` for the feeds' types and shapes, checked and planned once:
+        a loop body calls it every step with feeds of the same types and shapes, without
+        binding or checking them again (``Scan``'s kernel). A failing call runs again on the
+        checked path, which names the op that failed."""
+        feeds = bind_feeds(self.inputs, args, {})
+        if self.check_numerics:
+            return self
+        step = self._executor.plan_for(feeds).generated.step
+
+        def run(*arrays: np.ndarray) -> list[np.ndarray]:
+            try:
+                return step(*arrays)
+            except Exception:
+                return self._executor.run(list(arrays))  # re-raises, explained
+        return run
+
     def source(self, *shapes: tuple[int, ...]) -> str:
         """The generated Python of the last call's shape signature (or of the feed shapes
         given, one per input): one NumPy call per line, the node and user line in a comment."""
@@ -156,6 +173,12 @@ class Program:
         buffer bytes, for the last call's shape signature (or for the feed shapes given)."""
         planned = self._executor.get(shapes).planned
         return planned.report.with_remat(self.remat, planned.types)
+
+    def plan_timings(self, *shapes: tuple[int, ...]) -> dict[str, float]:
+        """Seconds the first call of a shape signature spent before running (``shapes``,
+        ``plan``, ``codegen``); the last call's signature unless shapes are given. With
+        ``pass_timings`` it splits compile time by phase."""
+        return dict(self._executor.get(shapes).timings)
 
     def _check_shapes(self, feeds: list[np.ndarray]) -> dict[Node, TensorType]:
         """Propagate the feeds' concrete shapes through every op's shape rule (once per

@@ -14,12 +14,18 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
+SlotNamer = Callable[[Any], str]
+"""Names a slot (an :class:`Operand`, :class:`Temp` or ``OUT``) in the line being written."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Operand:
     """The node's operand ``index``."""
 
     index: int
+
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        return slot(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +34,16 @@ class Temp:
 
     index: int
 
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        return slot(self)
+
 
 @dataclasses.dataclass(frozen=True)
 class Out:
     """The output buffer."""
+
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        return slot(self)
 
 
 OUT = Out()
@@ -44,12 +56,22 @@ class Lit:
 
     value: Any
 
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        v = self.value
+        if isinstance(v, slice):
+            return ":".join("" if x is None else repr(x) for x in (v.start, v.stop)) + (
+                "" if v.step is None else f":{v.step!r}")
+        return repr(v)
+
 
 @dataclasses.dataclass(frozen=True)
 class Name:
     """A global of the generated module (a dtype, a NumPy function, a plan-time array)."""
 
     name: str
+
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        return self.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +82,10 @@ class Method:
     method: str
     args: tuple[Arg, ...] = ()
 
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        args = ", ".join([a.render(slot, kernel) for a in self.args])
+        return f"{self.base.render(slot, kernel)}.{self.method}({args})"
+
 
 @dataclasses.dataclass(frozen=True)
 class Attr:
@@ -68,6 +94,9 @@ class Attr:
     base: Arg
     attr: str
 
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        return f"{self.base.render(slot, kernel)}.{self.attr}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Index:
@@ -75,6 +104,9 @@ class Index:
 
     base: Arg
     index: tuple[Arg, ...]
+
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        return f"{self.base.render(slot, kernel)}[{', '.join([a.render(slot, kernel) for a in self.index])}]"
 
 
 Arg = Union[Operand, Temp, Out, Lit, Name, Method, Attr, Index]
@@ -88,34 +120,23 @@ class Call:
     args: tuple[Arg, ...]
     kwargs: tuple[tuple[str, Arg], ...] = ()
 
+    def render(self, slot: SlotNamer, kernel: str = "") -> str:
+        parts = [a.render(slot, kernel) for a in self.args]
+        if self.kwargs:
+            parts += [f"{k}={a.render(slot, kernel)}" for k, a in self.kwargs]
+        return f"{kernel if self.fn is None else self.fn}({', '.join(parts)})"
+
 
 def call(fn: str | None, *args: Arg, **kwargs: Arg) -> Call:
     return Call(fn, tuple(args), tuple(kwargs.items()))
 
 
-def render(arg: Arg | Call, slot: Callable[[Slot], str], kernel: str = "") -> str:
-    """Python source of ``arg``, with ``slot`` naming operands, temps and the output."""
-    if isinstance(arg, (Operand, Temp, Out)):
-        return slot(arg)
-    if isinstance(arg, Call):
-        parts = [render(a, slot, kernel) for a in arg.args]
-        parts += [f"{k}={render(a, slot, kernel)}" for k, a in arg.kwargs]
-        return f"{kernel if arg.fn is None else arg.fn}({', '.join(parts)})"
-    if isinstance(arg, Lit):
-        v = arg.value
-        if isinstance(v, slice):
-            return ":".join("" if x is None else repr(x) for x in (v.start, v.stop)) + (
-                "" if v.step is None else f":{v.step!r}")
-        return repr(v)
-    if isinstance(arg, Name):
-        return arg.name
-    if isinstance(arg, Method):
-        return f"{render(arg.base, slot, kernel)}.{arg.method}({', '.join(render(a, slot, kernel) for a in arg.args)})"
-    if isinstance(arg, Attr):
-        return f"{render(arg.base, slot, kernel)}.{arg.attr}"
-    if isinstance(arg, Index):
-        return f"{render(arg.base, slot, kernel)}[{', '.join(render(a, slot, kernel) for a in arg.index)}]"
-    raise TypeError(f"not a call-record argument: {arg!r}")
+def render(arg: Arg | Call, slot: SlotNamer, kernel: str = "") -> str:
+    """Python source of ``arg``, with ``slot`` naming operands, temps and the output
+    (each record renders itself: code generation renders every line of a long schedule)."""
+    if not hasattr(arg, "render"):
+        raise TypeError(f"not a call-record argument: {arg!r}")
+    return arg.render(slot, kernel)
 
 
 def substitute(arg: Any, mapping: Mapping[Slot, Arg]) -> Any:
