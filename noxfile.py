@@ -37,6 +37,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (``benchmarks/run.py``) with the bench extra installed."""
     session.install("-e", ".[bench,mpi]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/memory.py")  # W8 and W6 per remat mode (docs/memory.md)
     session.run("python", "benchmarks/distributed.py")  # W2 over 2 MPI ranks (docs/distributed.md)
 
 

@@ -40,7 +40,8 @@ def w6_data(seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------------- graphbp
-def make_graphbp(seed: int = 0):
+def w6_graph(seed: int = 0):
+    """W6's graph: ``(inputs, loss, params, feeds)`` (benchmarks/memory.py compiles it per remat mode)."""
     import graphbp as gb
 
     d = w6_data(seed)
@@ -54,10 +55,16 @@ def make_graphbp(seed: int = 0):
     with gb.scope("dense"):
         logits = gb.flatten(h) @ p["w3"] + p["b3"]
     loss = gb.mean(gb.softmax_cross_entropy(logits, t))
-    params = list(p.values())
+    return [x, t], loss, list(p.values()), (d["x"], d["t"])
+
+
+def make_graphbp(seed: int = 0):
+    import graphbp as gb
+
+    inputs, loss, params, feeds = w6_graph(seed)
     grads = gb.grad(loss, params)
-    step = gb.compile([x, t], [loss], updates={q: q - LR * g for q, g in zip(params, grads)})
-    return step, (d["x"], d["t"])
+    step = gb.compile(inputs, [loss], updates={q: q - LR * g for q, g in zip(params, grads)})
+    return step, feeds
 
 
 # ------------------------------------------------------------------------- hand-written NumPy

@@ -16,12 +16,9 @@ convolution the same pair means rows *cropped* from the full output; a negative 
 it with zeros (PyTorch's ``output_padding``). Spatial and channel dims must be known when the
 graph is built; the batch dim may be unknown.
 
-Kernels: the input is viewed as patches with ``as_strided`` (no copy), the patches are copied
-once into a column matrix and multiplied in one ``matmul``. The transposed convolution does the
-matmul first and then adds ``kH * kW`` strided slices into the output (no ``np.add.at``). At
-stride 1 both work on whole padded rows of the flattened image plane ("flat shifts"), because
-NCHW image rows are short and NumPy's per-row loop overhead dominated (measured on W6: 7% off
-the forward, 18% off the transposed convolution of its second layer).
+Kernels live in ``conv_kernels.py``: im2col with one strided copy and one ``matmul``, each
+writing into an output and scratch arrays the caller passes (the executor passes buffers of
+its memory plan).
 """
 
 from __future__ import annotations
@@ -31,137 +28,13 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ShapeError
 from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.types import TensorType, format_shape
 from .base import Op, apply, as_node, describe_error, dtype_error, shape_error
-
-Pair = tuple[int, int]
-Pads = tuple[Pair, Pair]
-
-
-# ------------------------------------------------------------------------- kernels
-def _pad(x: np.ndarray, pads: Pads) -> np.ndarray:
-    """Zero-pad the two spatial dims; a negative amount crops instead."""
-    if not any(p for side in pads for p in side):
-        return x
-    crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(pads, x.shape[2:]))
-    x = x[(slice(None), slice(None), *crop)]
-    (top, bottom), (left, right) = ((max(lo, 0), max(hi, 0)) for lo, hi in pads)
-    if not (top or bottom or left or right):
-        return x
-    n, c, h, w = x.shape
-    out = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)  # cheaper than np.pad
-    out[:, :, top: top + h, left: left + w] = x
-    return out
-
-
-def _columns(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
-    """The im2col matrix of the padded input: ``(N, groups, C/groups * kH * kW, Ho * Wo)``.
-
-    ``as_strided`` gives the patches as a view; the one copy is ``ascontiguousarray``."""
-    n, c, hp, wp = xp.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    cg = c // groups
-    s_n, s_c, s_h, s_w = xp.strides
-    view = as_strided(xp, (n, groups, cg, kh, kw, ho, wo),
-                      (s_n, s_c * cg, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
-    return np.ascontiguousarray(view).reshape(n, groups, cg * kh * kw, ho * wo)
-
-
-def _flat_columns(x: np.ndarray, pads: Pads, kernel: Pair, dilation: Pair, groups: int) -> tuple[np.ndarray, int]:
-    """Stride-1 im2col over whole padded rows: ``(N, groups, K, Ho * Wp)`` and ``Wp``.
-
-    Each kernel offset's patch is one contiguous run of the flattened padded plane (a shift by
-    ``i * dh * Wp + j * dw``), so the copy runs over ``Ho * Wp`` floats at a time instead of one
-    ``Wo``-float image row. Columns ``Wo..Wp`` of each output row are junk the caller drops."""
-    xp = _pad(x, pads)
-    n, c, hp, wp = xp.shape
-    (kh, kw), (dh, dw) = kernel, dilation
-    plane = np.zeros((n, c, (hp + 1) * wp), x.dtype)  # + 1 row: the last shift reads past the plane
-    plane[:, :, : hp * wp] = xp.reshape(n, c, hp * wp)
-    ho, cg = hp - dh * (kh - 1), c // groups
-    s_n, s_c, s_e = plane.strides
-    view = as_strided(plane, (n, groups, cg, kh, kw, ho * wp),
-                      (s_n, s_c * cg, s_c, s_e * dh * wp, s_e * dw, s_e), writeable=False)
-    return np.ascontiguousarray(view).reshape(n, groups, cg * kh * kw, ho * wp), wp
-
-
-def conv2d_kernel(x, w, stride: Pair, padding: Pads, dilation: Pair, groups: int) -> np.ndarray:
-    cout, cg, kh, kw = w.shape
-    hp, wp = (n + lo + hi for n, (lo, hi) in zip(x.shape[2:], padding))
-    ho, wo = ((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip((hp, wp), (kh, kw), stride, dilation))
-    wg = w.reshape(groups, cout // groups, cg * kh * kw)
-    if stride == (1, 1):
-        cols, wp = _flat_columns(x, padding, (kh, kw), dilation, groups)
-        return np.matmul(wg, cols).reshape(x.shape[0], cout, ho, wp)[..., :wo]
-    cols = _columns(_pad(x, padding), (kh, kw), stride, dilation, groups)
-    return np.matmul(wg, cols).reshape(x.shape[0], cout, ho, wo)
-
-
-def conv_transpose2d_kernel(x, w, stride: Pair, crop: Pads, dilation: Pair, groups: int) -> np.ndarray:
-    n, cin, hi, wi = x.shape
-    _, cog, kh, kw = w.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    full_h, full_w = (hi - 1) * sh + dh * (kh - 1) + 1, (wi - 1) * sw + dw * (kw - 1) + 1
-    wg = w.reshape(groups, cin // groups, cog * kh * kw).transpose(0, 2, 1)
-    if stride == (1, 1):
-        full = _scatter_rows(x, wg, (kh, kw), dilation, full_w, full_h)
-    else:
-        cols = np.matmul(wg, x.reshape(n, groups, cin // groups, hi * wi)).reshape(n, groups * cog, kh, kw, hi, wi)
-        full = np.zeros((n, groups * cog, full_h, full_w), cols.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                full[:, :, i * dh: i * dh + sh * (hi - 1) + 1: sh, j * dw: j * dw + sw * (wi - 1) + 1: sw] += cols[:, :, i, j]
-    (top, bottom), (left, right) = crop
-    out_h, out_w = full_h - top - bottom, full_w - left - right
-    if top + out_h > full_h or left + out_w > full_w:  # output_padding: zero rows/columns no tap reaches
-        grown = np.zeros((*full.shape[:2], max(full_h, top + out_h), max(full_w, left + out_w)), full.dtype)
-        grown[:, :, :full_h, :full_w] = full
-        full = grown
-    return full[:, :, top: top + out_h, left: left + out_w]
-
-
-def _scatter_rows(x, wg, kernel: Pair, dilation: Pair, full_w: int, full_h: int) -> np.ndarray:
-    """Stride-1 transposed convolution without short inner loops.
-
-    The input rows are widened to the output width with zero columns, so each kernel offset's
-    contribution is one contiguous run over whole rows of the flattened output plane (a shift
-    by ``i * dh * full_w + j * dw``): the zero columns land on the next row's start and add
-    nothing. NCHW rows are short (14 floats in W6); whole planes keep NumPy's inner loops long.
-    """
-    n, cin, hi, wi = x.shape
-    groups, k, _ = wg.shape
-    (kh, kw), (dh, dw) = kernel, dilation
-    wide = np.zeros((n, cin, hi, full_w), x.dtype)
-    wide[..., :wi] = x
-    cols = np.matmul(wg, wide.reshape(n, groups, cin // groups, hi * full_w))
-    cols = cols.reshape(n, groups * (k // (kh * kw)), kh, kw, hi * full_w)
-    run = hi * full_w
-    plane = np.zeros((n, cols.shape[1], (full_h + 1) * full_w), cols.dtype)  # + 1 row: the last shift's tail
-    for i in range(kh):
-        for j in range(kw):
-            shift = i * dh * full_w + j * dw
-            plane[:, :, shift: shift + run] += cols[:, :, i, j]
-    return plane[:, :, : full_h * full_w].reshape(n, cols.shape[1], full_h, full_w)
-
-
-def conv2d_weight_grad_kernel(x, g, kernel: Pair, stride: Pair, padding: Pads, dilation: Pair,
-                              groups: int) -> np.ndarray:
-    # The strided im2col, not the flat one: widening the cotangent to whole padded rows cost
-    # more than the longer copy runs saved (measured on W6's layers).
-    cols = _columns(_pad(x, padding), kernel, stride, dilation, groups)  # (N, G, K, L)
-    n, _, k, hw = cols.shape
-    cout = g.shape[1]
-    gg = g.reshape(n, groups, cout // groups, hw)
-    # Per example (N, G, Cout/G, L) @ (N, G, L, K), summed over the batch: one batched matmul
-    # on the layouts the forward already has (copying both into (G, *, N*L) costs more).
-    dw = np.matmul(gg, cols.transpose(0, 1, 3, 2)).sum(axis=0)
-    return dw.reshape(cout, x.shape[1] // groups, *kernel)
+from .conv_kernels import Pads, Pair, conv2d_kernel, conv2d_weight_grad_kernel, conv_transpose2d_kernel  # noqa: F401
 
 
 # ------------------------------------------------------------------------- shape rules

@@ -126,12 +126,18 @@ def _default_title(spec: ViewSpec) -> str:
         grads = sum(1 for n in s.backward if n.provenance)
         if not s.backward:
             return "backward (gradient) graph · no gradient nodes here: build them with gb.grad or gb.vjp"
-        return f"backward (gradient) graph · {len(s.backward)} ops, {grads} from chain-rule rules"
+        return f"backward (gradient) graph · {len(s.backward)} ops, {grads} from chain-rule rules" + _recomputed(s)
     saved = Poly()
     for n in s.saved:
         saved = saved + bytes_poly(n.type)
     return (f"joint forward + backward · {len(s.forward)} + {len(s.backward)} ops · "
-            f"{len(s.saved)} saved activations, {saved}")
+            f"{len(s.saved)} saved activations, {saved}" + _recomputed(s))
+
+
+def _recomputed(s) -> str:
+    """The title's legend entry for rematerialised values (dashed cyan ``↻ recompute`` boxes)."""
+    k = sum(1 for n in s.backward if "remat" in rules_of(n))
+    return f" · {k} recomputed (↻ dashed cyan), not saved" if k else ""
 
 
 def _title_label(title: str, notes: list[str]) -> str:
@@ -304,6 +310,8 @@ def _node_look(spec: ViewSpec, it: Item, consts: list[str]) -> tuple[str, dict[s
             title = f"+ accumulate · {title}"
         elif "seed" in rules:
             title = f"seed · {title}"
+        elif "remat" in rules:
+            title = f"↻ recompute · {title}"
         if role == "update":
             target = s.update_of.get(n)
             lines.append(("update → " + (node_title(target) if target is not None else "parameter"), "#6d28d9"))
@@ -348,6 +356,8 @@ def _grad_attrs(spec: ViewSpec, n: Node) -> dict[str, str]:
         base = styles.SEED
     elif "zeros" in rules:
         return dict(styles.ZEROS)
+    elif "remat" in rules:
+        return dict(styles.REMAT)
     else:
         base = styles.GRAD
     return styles.merged(styles.GRAD, base, {"fillcolor": "#ffffff", "color": strong})

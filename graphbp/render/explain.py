@@ -2,7 +2,8 @@
 
 One line per scheduled op (step, op, type, bytes, where it came from), then node counts,
 a FLOP estimate, peak memory (the executor's memory plan when the caller gives concrete
-shapes, else a liveness estimate over the schedules) and the saved activations.
+shapes, else a liveness estimate over the schedules), the saved activations with the
+backward steps and rules that read each, and the values rematerialisation recomputes.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def _summary(s: Subject, rows: int | None, shapes: dict | None) -> list[str]:
     saved = sum((bytes_poly(n.type) for n in s.saved), Poly())
     lines.append(f"  saved activations: {len(s.saved)} tensors, {saved}")
     for n in s.saved:
-        lines.append(f"    {s.step.get(n, '?'):>4}  {node_title(n):<18} {short_type(n.type):<14} {bytes_poly(n.type)}")
+        lines.append(f"    {s.step.get(n, '?'):>4}  {node_title(n):<18} {short_type(n.type):<14} {bytes_poly(n.type)}"
+                     f"  read by {_saved_why(s, n)}")
     remat = getattr(s.program, "remat", None)
     if remat is not None and remat.recomputed:  # rematerialisation (runtime/remat.py)
         lines.append(f"  recomputed in backward (remat={remat.mode}): {len(remat.recomputed)} values, "
@@ -180,6 +182,33 @@ def _summary(s: Subject, rows: int | None, shapes: dict | None) -> list[str]:
                          f"{s.step.get(n.provenance[0].forward, '?')}")
     lines.append("  (row = one unit of an unknown dim, usually the batch)")
     return lines
+
+
+def _saved_why(s: Subject, n: Node, limit: int = 3) -> str:
+    """Why ``n`` is saved: the backward steps reading its data and the rules that built them
+    (their provenance: ``B4 vjp of tanh F3, input 0``). Shape-only reads do not count."""
+    reasons = []
+    for b in s.backward:
+        skip = type(b.op).shape_only_inputs
+        if not any(i is n for k, i in enumerate(b.inputs) if k not in skip):
+            continue
+        if b in s.update_of:
+            why = f"update of {node_title(s.update_of[b])}"
+        elif b.provenance:
+            seen: list[str] = []
+            for r in b.provenance:
+                step = s.step.get(r.forward)
+                what = f"to recompute {r.forward.op.name}" if r.rule == "remat" else r.describe()
+                text = what + (f" [{step}]" if step else "")
+                if text not in seen:
+                    seen.append(text)
+            why = "; ".join(seen[:2]) + (f" (+{len(seen) - 2} more)" if len(seen) > 2 else "")
+        else:
+            why = f"{b.op.name} of gradients"
+        reasons.append(f"{s.step.get(b, '?')} ({why})")
+    if not reasons:
+        return "nothing in the backward schedule"
+    return ", ".join(reasons[:limit]) + (f", +{len(reasons) - limit} more" if len(reasons) > limit else "")
 
 
 def _memory_plan(s: Subject, shapes: dict | None) -> Any:

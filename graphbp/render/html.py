@@ -201,6 +201,9 @@ def _page(payload: dict[str, Any], sections: list[str], katex: bool) -> str:
     title = html.escape(payload["title"])
     legend = "".join(f'<span class="swatch" style="background:{fill};border-color:{strong}"></span>'
                      for fill, strong in styles.PALETTE[:4])
+    legend += (f'<span class="swatch" title="recomputed in the backward pass, not saved (remat)" '
+               f'style="background:{styles.REMAT["fillcolor"]};border-color:{styles.REMAT["color"]};'
+               'border-style:dashed"></span>')
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en" class="no-js"><head><meta charset="utf-8">\n'

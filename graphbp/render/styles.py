@@ -24,6 +24,9 @@ ACCUMULATE = {"shape": "box", "style": "rounded,filled,bold", "peripheries": "2"
 SEED = {"shape": "box", "style": "filled,diagonals"}
 ZEROS = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#f3f4f6", "color": "#9ca3af"}
 UPDATE = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ede9fe", "color": "#6d28d9"}
+# A forward value recomputed in the backward schedule instead of saved (rule "remat").
+REMAT = {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#ecfeff", "color": "#0e7490",
+         "penwidth": "2.0", "fontcolor": "#164e63"}
 
 # Collapsed groups.
 SCOPE_BOX = {"shape": "folder", "style": "filled", "fillcolor": "#f9fafb", "color": "#4b5563"}

@@ -288,7 +288,7 @@ def plan_merge(fwd: Sequence[Step], bwd: Sequence[Step], plan: Planned,
     full-size buffers (W4: the saved ``u`` and ``tanh`` stay in cache). The reordered steps
     keep the plan's buffers, so the new order is checked against them (:func:`_order_safe`):
     no buffer may be overwritten while a value in it is still to be read. ``bwd`` is the
-    backward schedule without the deferred parameter updates."""
+    backward schedule up to the parameter updates that run last."""
     nf = plan.n_forward
     fr, br = find_regions(fwd, plan, 0), find_regions(bwd, plan, nf)
     if not fr or not br:

@@ -285,7 +285,10 @@ def generate(
         "",
         f"def backward({', '.join(feeds + hand)}):",
     ]
-    plain = [st for st in bwd if not st.deferred]
+    n_plain = len(bwd)
+    while n_plain and bwd[n_plain - 1].deferred:
+        n_plain -= 1
+    plain = bwd[:n_plain]  # updates placed early (plan.place_updates) run inline; the rest after the outputs
     src += body(plain, plan.n_forward)
     tail: list[str] = []  # outputs, then the parameter updates: shared by backward and a fused step
     result = []
@@ -307,10 +310,10 @@ def generate(
             snaps.append(f"    new_{names[p]} = array({vn})  # reads a parameter updated below")
             vn = f"new_{names[p]}"
         commits.append(f"    copyto({names[p]}, {vn}, 'same_kind')  # update {p.op.param_name}")
-    if commits or any(st.deferred for st in bwd):
+    if commits or n_plain < len(bwd):
         tail.append("    # parameter updates: everything above has been computed")
     tail += snaps
-    tail += body([st for st in bwd if st.deferred], plan.n_forward + len(plain))
+    tail += body(bwd[n_plain:], plan.n_forward + n_plain)
     tail += commits
     tail.append("    return result")
     src += tail

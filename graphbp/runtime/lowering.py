@@ -42,7 +42,7 @@ import numpy as np
 
 from ..graph.node import Node
 from ..graph.types import TensorType
-from ..ops import activations as act, control, conv, loop, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
+from ..ops import activations as act, control, conv, conv_kernels, loop, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
 from ..ops import shape as sh
 from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
 from ..ops.collective import AllreduceMean, AllreduceStart, AllreduceWait
@@ -420,6 +420,55 @@ def _matmul_bias_act(node, types, out):
     return out_kind(*calls)
 
 
+def _conv_calls(fn: str, shapes, node, types, out, args: tuple[Arg, ...]) -> Lowered | None:
+    """A convolution kernel of ``ops/conv_kernels.py`` writing ``OUT``, its scratch arrays
+    (padded plane, im2col matrix, product) as temps: buffers of the memory plan, shared with
+    values whose lifetimes do not overlap, instead of arrays allocated per call."""
+    if not (out.is_concrete and all(t.is_concrete for t in types)) or out.dtype.kind != "f":
+        return None
+    temps = tuple(TensorType(s, out.dtype) for s in shapes)
+    geo = (Lit(node.op.stride), Lit(node.op.padding), Lit(node.op.dilation), Lit(node.op.groups))
+    return out_kind(Call(fn, args + geo + (OUT,) + tuple(Temp(k) for k in range(len(temps)))),
+                    temps=temps, names={fn: getattr(conv_kernels, fn)})
+
+
+def _conv2d(node, types, out, bias: Arg = Lit(None)):
+    op = node.op
+    shapes = conv_kernels.conv2d_workspace(types[0].shape, types[1].shape, op.stride, op.padding, op.dilation,
+                                           op.groups)
+    return _conv_calls("conv2d_into", shapes, node, types, out, (X0, X1, bias))
+
+
+def _conv_transpose2d(node, types, out):
+    op = node.op
+    shapes = conv_kernels.conv_transpose2d_workspace(types[0].shape, types[1].shape, op.stride, op.padding,
+                                                     op.dilation, op.groups)
+    return _conv_calls("conv_transpose2d_into", shapes, node, types, out, (X0, X1))
+
+
+def _conv2d_weight_grad(node, types, out):
+    op = node.op
+    shapes = conv_kernels.conv2d_weight_grad_workspace(types[0].shape, types[1].shape, op.kernel, op.stride,
+                                                       op.padding, op.dilation, op.groups)
+    return _conv_calls("conv2d_weight_grad_into", shapes, node, types, out, (X0, X1, Lit(op.kernel)))
+
+
+def _conv_bias_act(node, types, out):
+    """conv2d with the bias added as the product is cropped into ``OUT``, then the absorbed
+    activation in place (its own lowering, as ``matmul_bias_act`` does)."""
+    if types[2].dtype != out.dtype:
+        return None
+    got = _conv2d(node, types, out, bias=X2)
+    activation = node.op.activation_op
+    if got is None or activation is None:
+        return got
+    fn = LOWERINGS.get(type(activation))
+    act_low = fn(_Applied(activation, (node,)), [out], out) if fn is not None and fn is not generic else None
+    if act_low is None or act_low.kind != "out" or 0 not in act_low.inplace or act_low.temps:
+        return None
+    return dataclasses.replace(got, calls=got.calls + tuple(substitute(c, {X0: OUT}) for c in act_low.calls))
+
+
 def _allreduce_wait(node, types, out):
     """The wait completes the started buffer in place: it is the output when it dies here
     (it always does: only the wait reads a start)."""
@@ -474,11 +523,12 @@ LOWERINGS: dict[type, Lowerer] = {
     control.TupleGet: lambda node, types, out: _view(Index(X0, (Lit(node.op.index),)), lambda x: x[node.op.index]),
     control.Cond: generic,  # runs the chosen body's program (compiled once, held by the body)
     loop.Scan: generic,  # runs the body's program once per step into preallocated (T, ...) buffers
-    # convolution and pooling: op.compute runs their own windowed NumPy kernels
-    conv.Conv2D: generic, conv.ConvTranspose2D: generic, conv.Conv2DWeightGrad: generic,
+    # convolutions: their kernels (ops/conv_kernels.py) with planned output and scratch buffers
+    conv.Conv2D: _conv2d, conv.ConvTranspose2D: _conv_transpose2d, conv.Conv2DWeightGrad: _conv2d_weight_grad,
+    # pooling: op.compute runs their own windowed NumPy kernels
     pool.MaxPool2D: generic, pool.MaxPool2DGrad: generic, pool.MaxPool2DGather: generic,
     pool.AvgPool2D: generic, pool.AvgPool2DGrad: generic,
-    ConvBiasAct: generic,  # the convolution's fresh result takes bias and activation in place
+    ConvBiasAct: _conv_bias_act,  # bias added while cropping into OUT, the activation in place
 }
 
 

@@ -5,8 +5,9 @@ that can be written in place) once per feed-shape signature:
 
 1. every node is lowered (:mod:`.lowering`) to an ``out``/``view``/``const``/``call`` kind
    (:func:`lower_all`; small ops on constants fold to plan-time constants);
-2. update values that can be written straight into their parameter are deferred to the end
-   (:func:`deferred_updates`);
+2. update values that can be written straight into their parameter are placed as early as
+   their operands and the parameter's last reader allow (:func:`deferred_updates`,
+   :func:`place_updates`), so each gradient dies once its update is written;
 3. :mod:`.liveness` finds the storage roots each value holds and the step each root dies;
 4. :mod:`.allocate` gives buffers to the ``out`` values, in place over dying operands where
    the lowering allows it.
@@ -139,7 +140,7 @@ def make_plan(
     options: RuntimeOptions = DEFAULT,
 ) -> Planned:
     """Lower, order and allocate the steps of one shape signature: the partition's forward
-    nodes, then its backward nodes, then the deferred parameter updates.
+    nodes, then its backward nodes with the deferred parameter updates placed among them.
 
     With ``fold_constants``, a small op whose operands are all constants (a scale such as
     ``1 / batch`` built from a plan-time count) is computed once here instead of per call."""
@@ -150,7 +151,8 @@ def make_plan(
     steps = [Step(n, lows[n]) for n in forward if n not in deferred]
     n_forward = len(steps)
     steps += [Step(n, lows[n]) for n in backward if n not in deferred]
-    steps += [Step(n, lows[n], deferred=True) for n in list(forward) + list(backward) if n in deferred]
+    steps = place_updates(steps, n_forward, [Step(n, lows[n], deferred=True) for n in list(forward) + list(backward)
+                                             if n in deferred], deferred, keep)
     live = liveness(steps, keep)
     alloc = allocate(steps, n_forward, types, live, set(outputs))
     saved_roots = set()
@@ -223,6 +225,88 @@ def deferred_updates(lows: dict[Node, Lowered], outputs: Sequence[Node], updates
             continue  # reads another parameter that is updated too
         deferred[v] = p
     return deferred
+
+
+def place_updates(steps: list[Step], n_forward: int, updates: list[Step], deferred: dict[Node, Node],
+                  keep: set[Node]) -> list[Step]:
+    """``steps`` with each deferred update inserted as early as it is safe.
+
+    An update goes after its operands and after the last step reading its parameter
+    (through any view of it), in the backward schedule; the backward steps that serve one
+    update alone (``lr * dW``, ``dW`` itself) move up to run as soon as their operands exist. A weight gradient then dies as soon as it is final instead of living to
+    the end of the step (W8: 64 gradients of 4 MiB each), which is what lets the backward
+    peak fall with rematerialisation. An update whose parameter an output or a committed
+    value holds stays at the end; effectful steps and outputs do not move."""
+    if not updates:
+        return steps
+    steps = _early(steps, n_forward, _update_only(steps, n_forward, updates, keep))
+    holds = storage_roots(steps)
+    last_read: dict[Node, int] = {}
+    made: dict[Node, int] = {}
+    for s, st in enumerate(steps):
+        made[st.node] = s
+        if st.low.kind == "const":
+            continue
+        for i in data_inputs(st.node):
+            for r in holds.get(i, (i,)):
+                last_read[r] = s
+    end = len(steps)
+    for v in keep:
+        for r in holds.get(v, (v,)):
+            last_read[r] = end
+    after: dict[int, list[Step]] = {}
+    for st in updates:
+        p = deferred[st.node]
+        s = max([n_forward - 1, last_read.get(p, -1)] + [made.get(i, -1) for i in st.node.inputs])
+        after.setdefault(min(s, end), []).append(st)
+    out = list(after.get(-1, ()))
+    for s, st in enumerate(steps):
+        out.append(st)
+        out += after.get(s, ())
+    return out + after.get(end, [])
+
+
+def _update_only(steps: list[Step], n_forward: int, updates: list[Step], keep: set[Node]) -> set[Node]:
+    """The backward steps that serve one update alone (``lr * dW``, ``dW = h.T @ g`` and its
+    ``h.T``), plus scalars computed from forward values and leaves only (the cast of the
+    learning rate). Not the cotangent chain: every update depends on it."""
+    many = object()
+    owner: dict[Node, object] = {st.node: st.node for st in updates}
+    readers: dict[Node, list[Node]] = {}
+    for st in list(steps) + updates:
+        for i in dict.fromkeys(st.node.inputs):
+            readers.setdefault(i, []).append(st.node)
+    bwd = {st.node for st in steps[n_forward:]}
+    out: set[Node] = set()
+    for st in reversed(steps[n_forward:]):
+        n = st.node
+        owners = {owner.get(r, many) for r in readers.get(n, ())}
+        owner[n] = owners.pop() if len(owners) == 1 and not n.op.effectful and n not in keep else many
+        if owner[n] is not many or (n not in keep and not n.op.effectful and isinstance(n.type, TensorType)
+                                    and n.type.size() == 1
+                                    and not any(i in bwd for i in n.inputs)):
+            out.add(n)
+    return out
+
+
+def _early(steps: list[Step], n_forward: int, movable: set[Node]) -> list[Step]:
+    """``steps`` with the ``movable`` backward steps each right after the last step making
+    one of its operands (in their old relative order, so still topological)."""
+    if not movable:
+        return steps
+    fixed = [st for st in steps if st.node not in movable]
+    anchor: dict[Node, int] = {st.node: k for k, st in enumerate(fixed)}
+    after: dict[int, list[Step]] = {}
+    for st in steps:
+        if st.node in movable:
+            k = max([n_forward - 1] + [anchor.get(i, -1) for i in st.node.inputs])
+            anchor[st.node] = k
+            after.setdefault(k, []).append(st)
+    out = list(after.get(-1, ()))
+    for k, st in enumerate(fixed):
+        out.append(st)
+        out += after.get(k, ())
+    return out
 
 
 def _fold(n: Node, lows: dict[Node, Lowered], t: TensorType, max_size: int) -> Lowered | None:
