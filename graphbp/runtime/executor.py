@@ -50,25 +50,23 @@ class Executor:
 
     def plan_for(self, feeds: list[np.ndarray]) -> CachedPlan:
         """The plan of the feeds' shape signature (built if new; it checks the feeds)."""
-        sig = tuple(f.shape for f in feeds)
         with self.lock:
-            plan = self.plans.get(sig)
-            if plan is None:
-                plan = self._build(feeds, sig)
-            else:
-                self.plans.move_to_end(sig)
-            self.last_signature = sig
-            return plan
+            return self._cached_plan(feeds)
+
+    def _cached_plan(self, feeds: list[np.ndarray]) -> CachedPlan:
+        """:meth:`plan_for` for a caller that holds the lock."""
+        sig = tuple([f.shape for f in feeds])
+        plan = self.plans.get(sig)
+        if plan is None:
+            plan = self._build(feeds, sig)
+        else:
+            self.plans.move_to_end(sig)
+        self.last_signature = sig
+        return plan
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        sig = tuple([f.shape for f in feeds])
         with self.lock:
-            plan = self.plans.get(sig)
-            if plan is None:
-                plan = self._build(feeds, sig)
-            else:
-                self.plans.move_to_end(sig)
-            self.last_signature = sig
+            plan = self._cached_plan(feeds)
             if self.program.check_numerics:
                 numerics.check_inputs(self.program.inputs, feeds, self.params)
             return self._step(plan, feeds)
