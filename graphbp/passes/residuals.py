@@ -12,14 +12,15 @@ Matching is structural, by hash-consing: an outside node's key is its op and its
 keys, and a body node's key is its batched op (:func:`.licm.batched_op`, carries read as
 the scan's stacked carries) and its operands' keys; the stacked carries, the scan's xs and
 invariants and the constants are the shared leaves. Only values some unmatched node reads
-are emitted (their matched ancestors die); views are not (they cost nothing).
+are emitted (their matched ancestors die); views are not (they cost nothing). Values built
+inside ``gb.checkpoint()`` are never emitted: the user asked for them to be recomputed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from ..graph.context import stamp
+from ..graph.context import CHECKPOINT_SCOPE, stamp
 from ..graph.node import Node
 from ..graph.rewrite import rewrite
 from ..graph.subgraph import Subgraph
@@ -147,7 +148,8 @@ def _index_body(scan: Node, ids: dict[Node, int], intern, in_body: dict[int, tup
             continue
         if any(i in varying for i in n.inputs):
             varying.add(n)
-            in_body.setdefault(local[n], (scan, n))
+            if CHECKPOINT_SCOPE not in n.scope:  # a checkpoint region is recomputed, not saved
+                in_body.setdefault(local[n], (scan, n))
 
 
 def _emit_more(scan: Node, operands: tuple[Node, ...], extra: list[Node]) -> tuple[Node, dict[int, int], dict[Node, int]]:
