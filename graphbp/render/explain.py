@@ -13,6 +13,7 @@ from typing import Any
 from ..graph.node import Node
 from ..graph.subgraph import Subgraph
 from ..graph.types import TensorType
+from ..ops.control import TupleGet
 from ..ops.loop import Scan
 from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text
 from .costs import Poly, bytes_poly, liveness_peak, total_flops
@@ -85,7 +86,7 @@ def _per_step(s: Subject, n: Node) -> list[str]:
     for pos, (full, t) in enumerate(zip(op.emitted(), n.type.items)):
         if full >= first:
             per_step[pos] = TensorType(t.shape[1:], t.dtype)
-    getters = [u for u in s.order if u.inputs and u.inputs[0] is n and u.op.name == "tuple_get"]
+    getters = [u for u in s.order if u.inputs and u.inputs[0] is n and isinstance(u.op, TupleGet)]
     saved = {u.op.index for u in getters if u in s.saved_set}
     ops = len(op.body.nodes()) - len(op.body.inputs)
     total = sum((bytes_poly(t) for t in per_step.values()), Poly())
