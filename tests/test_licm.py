@@ -18,7 +18,6 @@ import graphbp as gb
 from graphbp.graph.types import TensorType
 from graphbp.ops.linalg import MatMul
 from graphbp.ops.loop import Scan
-from graphbp.passes.licm import batched_op
 
 RNG = np.random.default_rng(3)
 T, B, V, E, H = 5, 3, 7, 4, 6
@@ -172,13 +171,13 @@ def test_batched_forms():
     m = TensorType((3, 4), np.dtype("float64"))
     w = TensorType((4, 5), np.dtype("float64"))
     out = TensorType((3, 5), np.dtype("float64"))
-    assert batched_op(MatMul(), (True, False), (m, w), out) == MatMul()
-    assert batched_op(MatMul(), (True, True), (m, TensorType((4,), m.dtype)), TensorType((3,), m.dtype)) is None
-    assert batched_op(gb.ops.shape.Transpose((1, 0)), (True,), (m,), m) == gb.ops.shape.Transpose((0, 2, 1))
+    assert MatMul().batched((True, False), (m, w), out) == MatMul()
+    assert MatMul().batched((True, True), (m, TensorType((4,), m.dtype)), TensorType((3,), m.dtype)) is None
+    assert gb.ops.shape.Transpose((1, 0)).batched((True,), (m,), m) == gb.ops.shape.Transpose((0, 2, 1))
     add = gb.ops.elementwise.Add()
     row = TensorType((4,), m.dtype)
-    assert batched_op(add, (True, False), (m, row), m) == add  # an unstacked row broadcasts
-    assert batched_op(add, (False, True), (m, row), m) is None  # a stacked row would not
+    assert add.batched((True, False), (m, row), m) == add  # an unstacked row broadcasts
+    assert add.batched((False, True), (m, row), m) is None  # a stacked row would not
 
 
 def test_the_gate_gradients_are_one_concatenate_and_explain_reports_each_step():

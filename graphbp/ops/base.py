@@ -119,6 +119,27 @@ class Op:
         to their output (contractions, reductions, convolutions) override it."""
         return Poly() if self.view else size_poly(out_type)
 
+    def batched(self, stacked: Sequence[bool], types: Sequence[TensorType], out: TensorType) -> "Op | None":
+        """The op computing ``stack(self(x_t))`` for every step at once, when the operands
+        flagged in ``stacked`` carry a leading step axis (``types``/``out``: the per-step
+        types), or None. Loop-invariant code motion (passes/licm.py) hoists a scan body's
+        work by it. Elementwise ops batch as themselves when every stacked operand has the
+        output's rank (broadcasting aligns from the right); others say so in
+        :meth:`batched_form`."""
+        if self.effectful or self.subgraphs():
+            return None
+        if not any(stacked):
+            return self
+        if self.elementwise and not self.shape_only_inputs:
+            ok = all(t.ndim == out.ndim for t, s in zip(types, stacked) if s)
+            return self if ok else None
+        return self.batched_form(stacked, types)
+
+    def batched_form(self, stacked: Sequence[bool], types: Sequence[TensorType]) -> "Op | None":
+        """:meth:`batched` for a non-elementwise op with at least one stacked operand.
+        Default: none (the op stays in the loop body)."""
+        return None
+
     def subgraphs(self) -> tuple[Subgraph, ...]:
         """The closed graphs this op holds (a branch, a loop body), in a fixed order.
 

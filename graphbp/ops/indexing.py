@@ -62,6 +62,9 @@ class GetItem(Op):
     vjp_formula: ClassVar[str] = "embed_slice(g, index, like=x): zeros of x's shape with g at index"
     index: tuple[IndexItem, ...]
 
+    def batched_form(self, stacked, types):
+        return GetItem(((None, None, None), *self.index))
+
     def infer(self, x: TensorType) -> TensorType:
         return TensorType(_sliced_shape(self.index, x.shape), x.dtype)
 
@@ -277,6 +280,9 @@ class Take(Op):
     nondiff_inputs: ClassVar[tuple[int, ...]] = (1,)
     vjp_formula: ClassVar[str] = "scatter_add(g, indices, axis, like=x) (np.add.at into zeros)"
     axis: int
+
+    def batched_form(self, stacked, types):
+        return self if not stacked[0] and self.axis == 0 else None
 
     def infer(self, x: TensorType, idx: TensorType) -> TensorType:
         if idx.dtype.kind not in "iu":

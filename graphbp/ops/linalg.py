@@ -18,6 +18,14 @@ class MatMul(Op):
     name: ClassVar[str] = "matmul"
     vjp_formula: ClassVar[str] = "g @ swapaxes(b), swapaxes(a) @ g  (vectors promoted to matrices)"
 
+    def batched_form(self, stacked, types):
+        (sa, sb), (a, b) = stacked, types
+        if sa and sb:
+            return self if a.ndim == b.ndim >= 2 else None
+        if sa:
+            return self if b.ndim <= 2 else None
+        return self if a.ndim <= 2 and b.ndim >= 2 else None
+
     def infer(self, a: TensorType, b: TensorType) -> TensorType:
         if a.ndim == 0 or b.ndim == 0:
             raise shape_error("matmul needs operands with at least 1 dim (use multiply for scalars)")

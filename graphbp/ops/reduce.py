@@ -21,6 +21,9 @@ class Reduction(Op):
     axis: tuple[int, ...]
     keepdims: bool = False
 
+    def batched_form(self, stacked, types):
+        return dataclasses.replace(self, axis=tuple(a + 1 for a in self.axis))
+
     def infer(self, x: TensorType) -> TensorType:
         for a in self.axis:
             if not 0 <= a < x.ndim:

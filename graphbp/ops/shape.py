@@ -34,6 +34,9 @@ class Reshape(Op):
     vjp_formula: ClassVar[str] = "reshape(g, x.shape)"
     shape: tuple[int, ...]
 
+    def batched_form(self, stacked, types):
+        return Reshape((-1, *self.shape)) if len(types) == 1 and -1 not in self.shape else None
+
     def infer(self, x: TensorType, like: TensorType | None = None) -> TensorType:
         if like is not None:
             if x.size() is not None and like.size() is not None and x.size() != like.size():
@@ -108,6 +111,9 @@ class Transpose(Op):
     vjp_formula: ClassVar[str] = "transpose(g, argsort(axes))"
     axes: tuple[int, ...]
 
+    def batched_form(self, stacked, types):
+        return Transpose((0, *(a + 1 for a in self.axes)))
+
     def infer(self, x: TensorType) -> TensorType:
         if sorted(self.axes) != list(range(x.ndim)):
             raise shape_error(f"axes {self.axes} are not a permutation of {x.ndim} dims")
@@ -126,6 +132,9 @@ class ExpandDims(Op):
     view: ClassVar[bool] = True
     vjp_formula: ClassVar[str] = "squeeze(g, axis)"
     axis: int
+
+    def batched_form(self, stacked, types):
+        return ExpandDims(self.axis + 1) if self.axis >= 0 else self
 
     def infer(self, x: TensorType) -> TensorType:
         try:
@@ -147,6 +156,9 @@ class Squeeze(Op):
     view: ClassVar[bool] = True
     vjp_formula: ClassVar[str] = "reshape(g, x.shape)"
     axis: tuple[int, ...]
+
+    def batched_form(self, stacked, types):
+        return Squeeze(tuple(normalize_axis(a, types[0].ndim) + 1 for a in self.axis))
 
     def infer(self, x: TensorType) -> TensorType:
         try:

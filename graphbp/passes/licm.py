@@ -15,78 +15,30 @@ each a rebuild of the ``Scan`` node (bodies are immutable, so the body is rebuil
   gradients) leaves the loop when ``e_t`` can be sunk; the sum over the steps runs after it,
   and a sum of per-step products ``sum_t x_t^T dz_t`` is one matmul over ``(T*B, ...)``.
 
-A batched form is the same op over operands with a leading step axis (:func:`batched_op`,
-keyed by op class like the rewrite rules); an op without one stays in the body, and so does
-what depends on it. Moved nodes keep their user line, scope and provenance. Pure views are
+A batched form is the same op over operands with a leading step axis (``Op.batched``, a
+fact each op carries); an op without one stays in the body, and so does what depends on
+it. Moved nodes keep their user line, scope and provenance. Pure views are
 not hoisted alone (they cost nothing per step).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..errors import GraphbpError
 from ..graph.context import stamp
 from ..graph.node import Node
 from ..graph.rewrite import rewrite
 from ..graph.subgraph import Subgraph, fresh_name, placeholder
-from ..graph.types import TensorType, normalize_axis
 from ..ops.base import Op, apply
 from ..ops.control import TupleGet
 from ..ops.elementwise import Add
-from ..ops.indexing import GetItem, Take
 from ..ops.linalg import MatMul
 from ..ops.loop import Scan
-from ..ops.reduce import Reduction, Sum
-from ..ops.shape import ExpandDims, Reshape, Squeeze, Transpose
+from ..ops.reduce import Sum
+from ..ops.shape import Transpose
 from .core import LogEntry, PassResult
-
-BatchRule = Callable[[Op, tuple[bool, ...], tuple[TensorType, ...]], "Op | None"]
-
-
-def _matmul(op, stacked, types):
-    (sa, sb), (a, b) = stacked, types
-    if sa and sb:
-        return op if a.ndim == b.ndim >= 2 else None
-    if sa:
-        return op if b.ndim <= 2 else None
-    return op if a.ndim <= 2 and b.ndim >= 2 else None
-
-
-def _squeeze(op, stacked, types):
-    return Squeeze(tuple(normalize_axis(a, types[0].ndim) + 1 for a in op.axis))
-
-
-BATCH_RULES: dict[type, BatchRule] = {
-    MatMul: _matmul,
-    Transpose: lambda op, st, ty: Transpose((0, *(a + 1 for a in op.axes))),
-    GetItem: lambda op, st, ty: GetItem(((None, None, None), *op.index)),
-    Reduction: lambda op, st, ty: dataclasses.replace(op, axis=tuple(a + 1 for a in op.axis)),
-    Take: lambda op, st, ty: op if not st[0] and op.axis == 0 else None,
-    ExpandDims: lambda op, st, ty: ExpandDims(op.axis + 1) if op.axis >= 0 else op,
-    Squeeze: _squeeze,
-    Reshape: lambda op, st, ty: Reshape((-1, *op.shape)) if len(ty) == 1 and -1 not in op.shape else None,
-}
-"""Batched forms of non-elementwise ops (the op computing ``stack(op(x_t))`` from the
-stacked operands), by op class (subclasses included), for the operands flagged stacked."""
-
-
-def batched_op(op: Op, stacked: tuple[bool, ...], types: tuple[TensorType, ...], out: TensorType) -> Op | None:
-    """The op that computes all steps of ``op`` at once when the operands flagged in
-    ``stacked`` carry a leading step axis (``types``/``out``: the per-step types), or None."""
-    if op.effectful or op.subgraphs():
-        return None
-    if not any(stacked):
-        return op
-    if op.elementwise and not op.shape_only_inputs:  # broadcasting aligns from the right: a stacked
-        ok = all(t.ndim == out.ndim for t, s in zip(types, stacked) if s)  # operand must be full rank
-        return op if ok else None
-    for cls in type(op).__mro__:
-        rule = BATCH_RULES.get(cls)
-        if rule is not None:
-            return rule(op, stacked, types)
-    return None
 
 
 @dataclasses.dataclass
@@ -102,7 +54,7 @@ class _Lift:
         if any(i not in self.stacked for i in n.inputs):
             return False
         flags = tuple(self.stacked[i] for i in n.inputs)
-        got = batched_op(n.op, flags, tuple(i.type for i in n.inputs), n.type)
+        got = n.op.batched(flags, tuple(i.type for i in n.inputs), n.type)
         if got is None:
             return False
         self.stacked[n], self.op[n] = any(flags), got

@@ -9,7 +9,7 @@ activations). It costs one copy per step of each value and saves the batched rec
 (a matmul over all steps and the gate nonlinearities).
 
 Matching is structural, by hash-consing: an outside node's key is its op and its operands'
-keys, and a body node's key is its batched op (:func:`.licm.batched_op`, carries read as
+keys, and a body node's key is its batched op (``Op.batched``, carries read as
 the scan's stacked carries) and its operands' keys; the stacked carries, the scan's xs and
 invariants and the constants are the shared leaves. Only values some unmatched node reads
 are emitted (their matched ancestors die); views are not (they cost nothing). Values built
