@@ -174,3 +174,125 @@ def test_one_element_values_are_not_pooled():
             others = [m for m, c in plan.buffer_of.items() if c == b and m is not n]
             assert all(m in n.inputs or n in m.inputs for m in others)
             assert plan.buffer_sizes[b] <= SMALL_BYTES
+
+
+# ------------------------------------------------ products kept elsewhere, numbers out, bodies
+def _nodes(roots):
+    from graphbp.graph.traverse import toposort
+    return toposort(roots)
+
+
+def _silu_program(dtype="float64"):
+    x = gb.input("x", (None,), dtype=dtype)
+    a, c = gb.param("a", np.asarray(1.3, dtype)), gb.param("c", np.asarray(0.7, dtype))
+    u = x * a + 0.1
+    y = gb.sum(u * gb.sigmoid(u) * c)
+    (gx,) = gb.grad(y, [x])
+    return x, y, gx
+
+
+def test_derivative_reads_the_forward_product():
+    """SiLU's derivative ``s + u s (1 - s)`` reads the forward's ``u s`` (one multiply fewer)."""
+    x, y, gx = _silu_program()
+    res = collect_terms([y, gx])
+    verify(res.roots)
+    fwd = [n for n in _nodes(res.roots) if isinstance(n.op, ew.Multiply) and not n.provenance
+           and {type(i.op).__name__ for i in n.inputs} == {"Add", "Sigmoid"}]
+    assert len(fwd) == 1
+    readers = [n for n in _nodes(res.roots) if fwd[0] in n.inputs and n.provenance]
+    assert readers, "the gradient does not read the forward product"
+    before = sum(isinstance(n.op, (ew.Multiply, ew.Add, ew.Subtract)) for n in _nodes([y, gx]))
+    after = sum(isinstance(n.op, (ew.Multiply, ew.Add, ew.Subtract)) for n in _nodes(res.roots))
+    assert after < before
+    xv = np.random.default_rng(3).standard_normal(3001) * 4
+    ref = gb.evaluate([y, gx], {x: xv})
+    for got, want in zip(gb.evaluate(res.roots, {x: xv}), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    blocked = RuntimeOptions(block_min_bytes=4096, block_elements=1000, merged_block_elements=700)
+    for got, plain, want in zip(gb.compile([x], [y, gx], runtime=blocked)(xv),
+                                gb.compile([x], [y, gx], optimize=False)(xv), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(plain, want, rtol=1e-12, atol=1e-14)
+
+
+def test_gelu_forward_and_derivative_share_one_square():
+    x = gb.input("x", (None,), dtype="float64")
+    u = x * 1.3 + 0.1
+    y = gb.sum(_gelu_prim(u) * 0.7)
+    (gx,) = gb.grad(y, [x])
+    res = collect_terms([y, gx])
+    verify(res.roots)
+    squares = [n for n in _nodes(res.roots) if isinstance(n.op, ew.Square) and not isinstance(n.inputs[0].op, gb.ops.Tanh)]
+    assert len(squares) == 1
+    users = [n for n in _nodes(res.roots) if squares[0] in n.inputs]
+    assert any(n.provenance for n in users) and any(not n.provenance for n in users)
+    xv = np.random.default_rng(4).standard_normal(2000) * 3
+    for got, want in zip(gb.evaluate(res.roots, {x: xv}), gb.evaluate([y, gx], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_number_leaves_the_sum_with_the_scalar_operands():
+    # s (0.5 a + 0.25 b c) takes five; (0.25 s) (2 a + b c) or (0.5 s) (a + 0.5 b c) four
+    poly = {(((0, 1),), (5,)): 0.5, (((1, 1), (2, 1)), (5,)): 0.25}
+    e = write(poly)
+    assert cost(e) == 4
+    assert e[0] == "*" and e[1] in (("s", 0.25, (5,)), ("s", 0.5, (5,)))
+
+
+def test_a_kept_product_is_not_rewritten_into_itself():
+    """``f w`` with ``f`` kept for another reader: reading ``f`` back saves nothing."""
+    x, v, w = (gb.input(k, (None,), dtype="float64") for k in "xvw")
+    f = x * v
+    fw = f * w
+    assert not _fired(collect_terms([gb.sum(f), fw, fw * x]))
+    res = collect_terms([gb.sum(f), fw, f * w * x])  # a second f w: read from the kept one
+    assert len(_fired(res)) == 1
+    assert _count(res.roots, ew.Multiply) == 3
+
+
+def test_forward_values_never_read_gradient_products():
+    """Roots with the gradient first: the gradient's rewrite is built before the forward's,
+    yet no forward node reads a node with gradient provenance."""
+    x = gb.input("x", (None,), dtype="float64")
+    u = x * 1.3 + 0.1
+    y = gb.sum(_gelu_prim(u) * 0.7)
+    (gx,) = gb.grad(y, [x])
+    res = collect_terms([gx, y])
+    assert _fired(res)
+    for n in _nodes(res.roots):
+        if not n.provenance:
+            assert not any(i.provenance for i in n.inputs), n
+    xv = np.linspace(-3, 3, 101)
+    for got, want in zip(gb.evaluate(res.roots, {x: xv}), gb.evaluate([gx, y], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_collect_terms_steps_into_scan_bodies():
+    x = gb.input("x", (None, 3), dtype="float64")
+    h0 = gb.input("h0", (3,), dtype="float64")
+
+    def step(h, x_t):  # like terms inside the body: 0.75 v^3, and its derivative's 3 terms
+        v = h * 0.5 + x_t
+        return v * v * v * 0.5 + v * v * v * 0.25 + v, v
+
+    hT, ys = gb.scan(step, h0, x)
+    loss = gb.sum(hT) + gb.sum(ys * ys)
+    g = gb.grad(loss, [h0, x])
+    res = collect_terms([loss, *g])
+    verify(res.roots)
+    assert _fired(res)
+    feeds = {x: np.random.default_rng(5).standard_normal((4, 3)) * 0.5, h0: np.linspace(-0.5, 0.5, 3)}
+    for got, want in zip(gb.evaluate(res.roots, feeds), gb.evaluate([loss, *g], feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    prog, plain = gb.compile([x, h0], [loss, *g]), gb.compile([x, h0], [loss, *g], optimize=False)
+    assert any(e.rule == "collect_terms" for e in prog.rewrite_log)
+    for got, want in zip(prog(feeds[x], feeds[h0]), plain(feeds[x], feeds[h0])):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_a_body_with_nothing_to_collect_is_kept():
+    x = gb.input("x", (None, 3), dtype="float64")
+    h0 = gb.input("h0", (3,), dtype="float64")
+    hT, _ = gb.scan(lambda h, x_t: (gb.tanh(h + x_t), None), h0, x)
+    res = collect_terms([hT])
+    assert not _fired(res) and res.roots[0] is hT

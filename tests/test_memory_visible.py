@@ -57,9 +57,10 @@ def test_explain_says_why_each_value_is_saved(prog):
     saved = text[text.index("saved activations:"):text.index("recomputed in backward")]
     rows = [ln for ln in saved.splitlines()[1:] if ln.strip()]
     assert len(rows) == len(prog.partition.saved) == 2
-    for ln in rows:  # each layer saves its matmul output: the sigmoid is recomputed from it
+    for ln in rows:  # each layer saves its matmul output: the sigmoid is recomputed from it,
+        # and z * sigmoid(z), which the derivative s + (z s)(1 - s) reads (collect_terms)
         assert "matmul" in ln and "read by B" in ln and "to recompute sigmoid [F" in ln
-        assert "gradient of matmul [F" in ln
+        assert "to recompute multiply [F" in ln
     assert "copy of F" in text[text.index("recomputed in backward"):]
 
 

@@ -42,7 +42,7 @@ from ..ops import elementwise as ew
 from ..ops import shape as sh
 from ..ops.fused import AddN
 from ..ops.leaves import Constant, constant
-from .core import LogEntry, PassResult, count_uses, rewrite
+from .core import LogEntry, PassResult, count_uses, in_bodies, rewrite
 
 MAX_TERMS = 8
 """A polynomial with more terms than this is left as it is (keeps the search small)."""
@@ -259,6 +259,10 @@ def write(poly: Poly) -> Expr:
         cands.append(("*", outer, write(rest)) if common or scal else write(rest))
         if common and scal:  # the scalar inside the sum, where it may join a coefficient
             cands.append(("*", _term(tuple(sorted(common.items())), (), 1.0), write(_times(rest, scal))))
+        if scal:  # a number out with the scalar operands (free: they are multiplied per call anyway)
+            for num in sorted({abs(c) for c in rest.values()} - {0.0, 1.0}):
+                outer = _term(tuple(sorted(common.items())), tuple(sorted(scal.elements())), num)
+                cands.append(("*", outer, write({k: c / num for k, c in rest.items()})))
     else:
         counts = Counter(a for m in monos for a in m)
         best = [a for a, c in counts.most_common() if c >= 2]
@@ -285,6 +289,85 @@ def _rank(e: Expr) -> tuple[int, int]:
     return cost(e), _scalars(e, set())
 
 
+class _Known:
+    """Products of atoms that kept nodes already compute, by monomial, so a later node's
+    polynomial reads them instead of multiplying again: SiLU's derivative
+    ``s + u s (1 - s)`` reads the forward's ``u s``, gelu's derivative the ``u^2`` the
+    forward's rewrite made. Each gets an atom id from ``base`` on (ids below are positions
+    in the order); a product is kept either as an original node no rewrite absorbs or as a
+    node an accepted rewrite built. Products made for a gradient are offered only to
+    gradient nodes, so a forward value never reads a backward one."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.atoms: list[tuple[Node, bool, tuple[Counter, Counter, float]]] = []  # node, in a gradient, value
+        self.by_key: dict[Key, int] = {}
+        self.by_atom: dict[int, list[Key]] = {}  # so a polynomial looks only at products of its atoms
+
+    def value(self, atom: int) -> tuple[Counter, Counter, float]:
+        """The monomial, scalars and number an atom stands for, in original atoms."""
+        if atom < self.base:
+            return Counter({atom: 1}), Counter(), 1.0
+        return self.atoms[atom - self.base][2]
+
+    def add(self, node: Node, mono: Counter, scal: Counter, num: float) -> None:
+        if sum(mono.values()) < 2 or num == 0.0:
+            return  # a single atom is one already
+        key = (tuple(sorted((a, p) for a, p in mono.items() if p)), tuple(sorted(scal.elements())))
+        if key not in self.by_key:
+            self.by_key[key] = self.base + len(self.atoms)
+            self.atoms.append((node, bool(node.provenance), (mono, scal, num)))
+            self.by_atom.setdefault(min(mono), []).append(key)
+
+    def expr_value(self, e: Expr) -> tuple[Counter, Counter, float] | None:
+        """What a product expression stands for; None for a sum."""
+        kind = e[0]
+        if kind == "a":
+            return self.value(e[1])
+        if kind == "s":
+            return Counter(), Counter(e[2]), e[1]
+        parts = [self.expr_value(x) for x in ((e[1], e[1]) if kind == "sq" else e[1:] if kind == "*" else ())]
+        if not parts or any(p is None for p in parts):
+            return None
+        mono, scal, num = Counter(), Counter(), 1.0
+        for m, sc, c in parts:
+            mono.update(m)
+            scal.update(sc)
+            num *= c
+        return mono, scal, num
+
+    def substitute(self, poly: Poly, in_gradient: bool) -> Poly:
+        """``poly`` with known products as atoms, the largest first, wherever they divide a term."""
+        atoms = {a for m, _ in poly for a, _ in m}
+        keys = [k for a in sorted(atoms) for k in self.by_atom.get(a, ())]
+        found = sorted(((sum(p for _, p in k[0]), k, self.by_key[k]) for k in keys
+                        if in_gradient or not self.atoms[self.by_key[k] - self.base][1]), key=lambda t: (-t[0], t[1]))
+        if not found:
+            return poly
+        out: Poly = {}
+        for (m, sc), c in poly.items():
+            pw, rest = Counter(dict(m)), Counter(sc)
+            for _, (km, ks), atom in found:
+                need, scal_need = dict(km), Counter(ks)
+                num = self.atoms[atom - self.base][2][2]
+                while all(pw[a] >= p for a, p in need.items()) and all(rest[x] >= k for x, k in scal_need.items()):
+                    pw.subtract(need)
+                    rest.subtract(scal_need)
+                    pw[atom] += 1
+                    c /= num
+            key = (tuple(sorted((a, p) for a, p in pw.items() if p)), tuple(sorted(rest.elements())))
+            out[key] = out.get(key, 0.0) + c
+        return out
+
+    def used(self, e: Expr) -> set[Node]:
+        """The known nodes ``e`` reads."""
+        if e[0] == "a":
+            return {self.atoms[e[1] - self.base][0]} if e[1] >= self.base else set()
+        if e[0] == "s":
+            return set()
+        return set().union(*(self.used(x) for x in e[1:] if isinstance(x, tuple)))
+
+
 def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassResult:
     """Rewrite each float sum-of-products node in the factored form, where that takes
     fewer full-size operations (see the module docstring)."""
@@ -308,13 +391,30 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassRe
 
     log: list[LogEntry] = []
 
+    known = _Known(len(order))
+
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
+        out = _rewrite(n, new)
+        if out is None and reader.member(n) and not absorbed(n) and n not in updates:
+            hit = reader.read(n)  # a product kept as it is, and the products it reads through
+            for r in sorted(hit[1], key=reader.pos.__getitem__) if hit is not None and len(hit[0]) == 1 else ():
+                part = reader.read(r)
+                if part is not None and len(part[0]) == 1:
+                    ((m, sc), c), = part[0].items()
+                    known.add(r, Counter(dict(m)), Counter(sc), c)
+        return out
+
+    def _rewrite(n: Node, new) -> Node | None:
         hit = reader.read(n) if reader.member(n) and not absorbed(n) and n not in updates else None
         if hit is None:
             return None
         poly, replaced = hit
-        e = write(poly)
-        if not _full(e) or cost(e) >= len(replaced):
+        sub = known.substitute(poly, bool(n.provenance))
+        e = write(poly) if sub is poly else min(write(poly), write(sub), key=_rank)
+        # what the rewrite removes: the node and the products only it reads (a product kept
+        # for another reader stays, and so does one the new form reads)
+        removed = {r for r in replaced if r is n or absorbed(r)} - known.used(e)
+        if not _full(e) or cost(e) >= len(removed):
             return None
         built: dict[Expr, Node] = {}
 
@@ -323,7 +423,11 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassRe
                 return built[x]
             kind = x[0]
             if kind == "a":
-                out = new[reader.order[x[1]]]
+                if x[1] < known.base:
+                    out = new[reader.order[x[1]]]
+                else:  # a kept original node (as rewritten) or one a rewrite built
+                    kept = known.atoms[x[1] - known.base][0]
+                    out = new.get(kept, kept)
             elif kind == "s":
                 out = constant(np.asarray(x[1], n.dtype)) if x[1] != 1.0 or not x[2] else None
                 for p in x[2]:
@@ -343,8 +447,13 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassRe
             out = node(e)
         if out.type != n.type:
             return None
+        for x, b in built.items():
+            v = known.expr_value(x) if x[0] in ("*", "sq") else None
+            if v is not None and b.type == n.type:
+                known.add(b, *v)
         rest = sorted(replaced - {n}, key=reader.pos.__getitem__)
         log.append(LogEntry(pass_name, "collect_terms", (n, *rest), out))
         return out
 
-    return PassResult(rewrite(roots, visit, order=order), log)
+    inside = in_bodies(lambda rs: collect_terms(rs, pass_name), log)
+    return PassResult(rewrite(roots, visit, order=order, bodies=inside), log)
