@@ -52,3 +52,44 @@ def test_sigmoid_lowering_four_calls_in_a_blocked_chain(dtype):
     assert "clip(" in prog.source() and "for i in range(" in prog.source()
     nan = prog(np.array([np.nan] * 3000, dtype))
     assert np.isnan(nan[0]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(None,), (None, 4)])
+def test_sum_of_a_product_is_one_vdot_per_block(dtype, shape):
+    x = gb.input("x", shape, dtype=dtype)
+    u = gb.tanh(x * 0.7)
+    v = x * 1.5 + 0.25
+    y = gb.sum(u * v)
+    (gx,) = gb.grad(y, [x])
+    prog = gb.compile([x], [y, gx], runtime=_blocked())
+    xv = np.random.default_rng(2).standard_normal((5003,) + tuple(4 for d in shape[1:])).astype(dtype)
+    got = prog(xv)
+    assert "vdot(" in prog.source() and "for i in range(" in prog.source()
+    ref = gb.evaluate([y, gx], {x: xv})
+    plain = gb.compile([x], [y, gx], optimize=False)(xv)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for g, p, r in zip(got, plain, ref):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+        np.testing.assert_allclose(p, r, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", ["product_is_an_output", "float16", "broadcast_row"])
+def test_sum_of_a_product_stays_a_multiply_and_a_sum(case):
+    dtype = "float16" if case == "float16" else "float32"
+    x = gb.input("x", (None, 4), dtype=dtype)
+    u = gb.tanh(x * 0.5)
+    other = gb.input("r", (1, 4), dtype=dtype) if case == "broadcast_row" else x * 2.0 + 1.0
+    p = u * other
+    outs = [gb.sum(p), p] if case == "product_is_an_output" else [gb.sum(p)]
+    feeds = [x, other] if case == "broadcast_row" else [x]
+    prog = gb.compile(feeds, outs, runtime=_blocked())
+    rng = np.random.default_rng(3)
+    vals = [rng.standard_normal((3001, 4)).astype(dtype)] + ([rng.standard_normal((1, 4)).astype(dtype)]
+                                                            if case == "broadcast_row" else [])
+    got = prog(*vals)
+    src = prog.source()
+    assert "for i in range(" in src and "vdot(" not in src and "add_reduce(" in src
+    ref = gb.evaluate(outs, dict(zip(feeds, vals)))
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(r, np.float64), rtol=2e-2 if dtype == "float16" else 1e-5)

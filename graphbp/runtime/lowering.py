@@ -94,7 +94,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "absolute": np.absolute, "sign": np.sign, "reciprocal": np.reciprocal, "sin": np.sin,
     "cos": np.cos, "tanh": np.tanh, "greater": np.greater, "greater_equal": np.greater_equal,
     "less": np.less, "less_equal": np.less_equal, "equal": np.equal, "not_equal": np.not_equal,
-    "bitwise_and": np.bitwise_and, "dot": np.dot, "maximum_reduce": np.maximum.reduce,
+    "bitwise_and": np.bitwise_and, "dot": np.dot, "vdot": np.vdot, "maximum_reduce": np.maximum.reduce,
     "matmul": np.matmul, "add_reduce": np.add.reduce, "copyto": np.copyto,
     "broadcast_to": np.broadcast_to, "clip": np.clip, "empty": np.empty, "array": np.array, "float32": np.float32,
 }
