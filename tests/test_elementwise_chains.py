@@ -93,3 +93,17 @@ def test_sum_of_a_product_stays_a_multiply_and_a_sum(case):
     ref = gb.evaluate(outs, dict(zip(feeds, vals)))
     for g, r in zip(got, ref):
         np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(r, np.float64), rtol=2e-2 if dtype == "float16" else 1e-5)
+
+
+def test_scratch_blocks_start_on_a_cache_line():
+    from graphbp.runtime.blocking import CACHE_LINE
+
+    x = gb.input("x", (None, 3), dtype="float32")
+    y = gb.sum(gb.sigmoid(x * 2.0) * x)
+    prog = gb.compile([x], [y, gb.grad(y, [x])[0]], runtime=_blocked(1000))
+    xv = np.random.default_rng(4).standard_normal((2501, 3)).astype(np.float32)
+    got = prog(xv)
+    np.testing.assert_allclose(got[1], gb.evaluate([gb.grad(y, [x])[0]], {x: xv})[0], rtol=1e-5, atol=1e-6)
+    ns = prog._executor.get(()).generated.step.__globals__
+    scratch = [v for k, v in ns.items() if "_s" in k and isinstance(v, np.ndarray) and not k.endswith("_tail")]
+    assert scratch and all(a.ctypes.data % CACHE_LINE == 0 and a.flags.c_contiguous for a in scratch)

@@ -27,6 +27,22 @@ from .schedule import data_inputs
 # The thresholds (chain size, block sizes) are RuntimeOptions fields, read from plan.options.
 
 
+CACHE_LINE = 64
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A scratch block starting on a cache line. ``np.empty`` gives 16-byte alignment; when
+    a ufunc's operands sit at different offsets within their lines, its vector loads straddle
+    two lines: a two-operand multiply on 64K float32 in L2 measured 0.26 ns per element
+    against 0.13 with all three aligned (benchmarks/ufunc_cost.py), and the W4p and W4s
+    programs ran 3-4% faster with aligned scratch (CPU time, interleaved rounds)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _eligible(st: Step, plan: Planned) -> TensorType | None:
     n, low = st.node, st.low
     if low.kind != "out" or st.deferred or not getattr(n.op, "elementwise", False):
@@ -232,7 +248,7 @@ def emit_region(
             if i not in in_region and it.ndim == plan.types[st.node].ndim and it.shape[0] == rows and rows != 1:
                 full.add(names[i])
     for k, t in enumerate(slot_types):
-        buf = np.empty((block,) + t.shape[1:], t.dtype)
+        buf = _aligned_empty((block,) + t.shape[1:], t.dtype)
         ns[f"{tag}_s{k}"] = buf
         ns[f"{tag}_s{k}_tail"] = buf[:tail]
 
