@@ -336,20 +336,6 @@ def _getitem(b, node, xs):
     return _slice(b, xs[0], node.op.index)
 
 
-@emits(ix.EmbedSlice)
-def _embed_slice(b, node, xs):
-    """Zeros with ``g`` at a basic index: slice a flat position grid of the target shape
-    the same way, then scatter ``g`` to those positions (basic indices never repeat)."""
-    g = xs[0]
-    shape = b.shape(xs[1]) if len(xs) == 2 else b.ints(node.op.shape)
-    total = b.op("ReduceProd", [shape], keepdims=1)
-    grid = b.op("Reshape", [b.op("Range", [b.const(0, np.int64), b.squeeze(total, [0]), b.const(1, np.int64)]), shape])
-    pos = b.op("Reshape", [_slice(b, grid, node.op.index), b.ints([-1])])
-    flat = b.fill(total, 0, node.dtype)
-    out = b.op("ScatterElements", [flat, pos, b.op("Reshape", [g, b.ints([-1])])], axis=0)
-    return b.op("Reshape", [out, shape])
-
-
 @emits(ix.Concatenate)
 def _concatenate(b, node, xs):
     return b.op("Concat", _as(b, node, xs, node.dtype), axis=node.op.axis % node.ndim)
@@ -594,4 +580,4 @@ def _cond(b, node, xs):
     return [out] if n_out == 1 else out
 
 
-from . import emit_loop  # noqa: E402,F401 - registers gb.scan's emitter (ONNX Loop)
+from . import emit_loop, emit_slice  # noqa: E402,F401 - register gb.scan's (ONNX Loop) and embed_slice's emitters
