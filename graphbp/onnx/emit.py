@@ -343,14 +343,12 @@ def _concatenate(b, node, xs):
 
 @emits(ix.ConcatSlice)
 def _concat_slice(b, node, xs):
+    """Piece ``index`` of a ``Split`` of ``g`` at the parts' run-time sizes along the axis."""
     g, *parts = xs
-    ax = node.op.axis
-    sizes = [b.dim(p, ax) for p in parts[: node.op.index + 1]]
-    start = b.ints([0])
-    for size in sizes[:-1]:
-        start = size if start == b.ints([0]) else b.op("Add", [start, size])
-    stop = b.op("Add", [start, sizes[-1]])
-    return b.op("Slice", [g, start, stop, b.ints([ax])])
+    ax = node.op.axis % node.ndim
+    sizes = b.op("Concat", [b.dim(p, ax) for p in parts], axis=0)
+    return b.op("Split", [g, sizes], outputs=len(parts), axis=ax)[node.op.index] if len(parts) > 1 \
+        else b.op("Identity", [g])
 
 
 def _index(b: OnnxBuilder, node: Node, xs: list[str], k: int) -> str:
