@@ -162,33 +162,6 @@ def _erf_formula(x: Node) -> Node:
     return ops.where(y <= 0.46875, small, ops.where(x < 0, -tail, tail))
 
 
-@emits(act.Gelu)
-def _gelu(b, node, xs):
-    approx = "tanh" if node.op.approximate == "tanh" else "none"
-    if b.opset < 20:
-        return _composite(b, node, lambda v: _gelu_formula(v, approx), _as(b, node, xs, node.dtype))
-    return _native_or_composite(b, node, xs, "Gelu", lambda v: _gelu_formula(v, approx), approximate=approx)
-
-
-def _gelu_formula(x: Node, approximate: str) -> Node:
-    """GELU from primitives (before opset 20, and for float64)."""
-    if approximate == "tanh":
-        c, a = act._SQRT_2_OVER_PI, act._GELU_C
-        return 0.5 * x * (1 + ops.tanh(c * (x + a * x * x * x)))
-    return 0.5 * x * (1 + ops.erf(x * float(1 / np.sqrt(2.0))))
-
-
-@emits(act.GeluTanhGrad)
-def _gelu_tanh_grad(b, node, xs):
-    """The derivative written with ONNX primitives (graphbp's VJP builders make the graph)."""
-    def formula(x):
-        c, a = act._SQRT_2_OVER_PI, act._GELU_C
-        t = ops.tanh(c * (x + a * x * x * x))
-        d = c * (1 + 3 * a * x * x)
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d
-    return _composite(b, node, formula, _as(b, node, xs, node.dtype))
-
-
 def _composite(b: OnnxBuilder, node: Node, formula, xs: list[str], *, cast: bool = True) -> str:
     """Emit ``formula`` (graphbp builders over placeholder inputs) through this table; the
     placeholders have the node's dtype (``xs`` already cast) or, with ``cast=False``, the
