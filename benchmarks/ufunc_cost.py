@@ -48,8 +48,8 @@ CHAINS = {
          "add scalar", "multiply scalar", "multiply", "multiply", "add scalar", "multiply", "add",
          "multiply scalar"]),
     "W4s silu u * sigmoid(u)": (
-        ["multiply scalar", "add scalar", "clip", "exp", "add scalar", "divide", "multiply",
-         "add_reduce float32", "add scalar", "multiply", "add", "multiply scalar"],
+        ["multiply scalar", "add scalar", "clip", "exp", "add scalar", "divide", "vdot", "multiply",
+         "add scalar", "multiply", "add", "multiply scalar"],
         ["multiply scalar", "add scalar", "negative", "exp", "add scalar", "reciprocal", "multiply",
          "add_reduce float32", "add scalar", "multiply", "add scalar", "multiply", "multiply scalar"]),
     "W4l softplus(u) - t u": (
@@ -108,8 +108,8 @@ def silu_chain(x: np.ndarray, out: np.ndarray, block: int, aligned: bool = True)
         np.exp(s1, s1)
         np.add(s1, 1.0, s2)
         np.divide(s1, s2, s1)
+        acc += float(np.vdot(s0, s1))
         np.multiply(s0, s1, s0)
-        acc += float(np.add.reduce(s0, None))
         np.subtract(1.0, s1, s2)
         np.multiply(s2, s0, s2)
         np.add(s1, s2, s1)

@@ -74,14 +74,44 @@ def test_sum_of_a_product_is_one_vdot_per_block(dtype, shape):
         np.testing.assert_allclose(p, r, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("case", ["product_is_an_output", "float16", "broadcast_row"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_product_read_elsewhere_is_computed_and_its_sum_is_a_vdot(dtype):
+    """SiLU's shape: ``sum(u s)`` where the derivative reads ``u s`` too, and ``u s`` as an
+    output: the multiply stays, the sum is a vdot of its factors placed before it."""
+    x = gb.input("x", (None,), dtype=dtype)
+    u = x * 1.5 + 0.25
+    p = u * gb.sigmoid(u)
+    y = gb.sum(p)
+    (gx,) = gb.grad(y * 0.5, [x])
+    for outs in ([y, gx], [y, p]):
+        prog = gb.compile([x], outs, runtime=_blocked())
+        xv = np.random.default_rng(5).standard_normal(4999).astype(dtype)
+        got = prog(xv)
+        src = prog.source()
+        assert "vdot(" in src and "add_reduce(" not in src
+        loop = src.split("for i in range(")[1]
+        assert loop.index("vdot(") < loop.index("multiply(", loop.index("clip("))  # summed before made
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        for g, r in zip(got, gb.evaluate(outs, {x: xv})):
+            np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+    # read by a step before its sum: still computed (not skipped)
+    outs = [gb.sum(p), gb.sum(gb.tanh(p) * x)]
+    prog = gb.compile([x], outs, runtime=_blocked())
+    got = prog(xv)
+    loop = prog.source().split("for i in range(")[1].split("\n    i, j =")[0]
+    assert "vdot(" in loop and loop.count("multiply(") >= 2
+    for g, r in zip(got, gb.evaluate(outs, {x: xv})):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", ["summand_is_not_a_product", "float16", "broadcast_row"])
 def test_sum_of_a_product_stays_a_multiply_and_a_sum(case):
     dtype = "float16" if case == "float16" else "float32"
     x = gb.input("x", (None, 4), dtype=dtype)
     u = gb.tanh(x * 0.5)
     other = gb.input("r", (1, 4), dtype=dtype) if case == "broadcast_row" else x * 2.0 + 1.0
     p = u * other
-    outs = [gb.sum(p), p] if case == "product_is_an_output" else [gb.sum(p)]
+    outs = [gb.sum(gb.tanh(p) + p)] if case == "summand_is_not_a_product" else [gb.sum(p)]
     feeds = [x, other] if case == "broadcast_row" else [x]
     prog = gb.compile(feeds, outs, runtime=_blocked())
     rng = np.random.default_rng(3)
@@ -90,6 +120,7 @@ def test_sum_of_a_product_stays_a_multiply_and_a_sum(case):
     got = prog(*vals)
     src = prog.source()
     assert "for i in range(" in src and "vdot(" not in src and "add_reduce(" in src
+    assert case == "float16" or "multiply(" in src.split("for i in range(")[1]
     ref = gb.evaluate(outs, dict(zip(feeds, vals)))
     for g, r in zip(got, ref):
         np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(r, np.float64), rtol=2e-2 if dtype == "float16" else 1e-5)

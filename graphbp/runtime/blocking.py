@@ -72,19 +72,17 @@ def _final_sum(st: Step, chain: Sequence[Step], plan: Planned) -> bool:
             and plan.types[src].dtype == plan.types[n].dtype and any(c.node is src for c in chain))
 
 
-def _dot_sum(k: int, items: Sequence[tuple[int, Step]], plan: Planned, internal: set[Node]) -> Node | None:
+def _dot_sum(k: int, items: Sequence[tuple[int, Step]], plan: Planned) -> Node | None:
     """For the full sum ``items[k]``: the product it sums when the block's sum can be one
-    ``vdot`` of the two factors (a BLAS dot: multiply and add in one pass, about a sixth of
-    the multiply and the sum it replaces; its per-block error measured as small as the
-    pairwise sum's). The product must be the step just before, read by nothing else, of two
-    same-shaped float32/float64 operands (no broadcasting), so both still hold their block."""
-    if k == 0:
-        return None
+    ``vdot`` of the two factors (a BLAS dot: multiply and add in one pass, a third of the
+    float32 sum alone; its per-block error measured as small as the pairwise sum's). The
+    product must be a multiply earlier in the region, of two same-shaped float32/float64
+    operands (no broadcasting); the ``vdot`` runs just before it, where both hold their
+    block."""
     s, st = items[k]
-    p, prod = items[k - 1]
-    n = prod.node
-    if (n is not st.node.inputs[0] or not isinstance(n.op, Multiply) or n not in internal
-            or plan.last.get(n) != s or prod.low.kind != "out"):
+    n = st.node.inputs[0]
+    prod = next((p for _, p in items[:k] if p.node is n), None)
+    if prod is None or not isinstance(n.op, Multiply) or prod.low.kind != "out" or prod.deferred:
         return None
     t = plan.types[n]
     if t.dtype.kind != "f" or t.dtype.itemsize < 4:
@@ -187,12 +185,19 @@ def emit_region(
         if k and _final_sum(st, [c for _, c in items[:k]], plan):
             sums.add(st.node)
     internal = _internal(items, plan, keep) - sums
-    dots = {}  # sum -> the product it sums as one vdot per block (the product is not computed)
+    dots: dict[Node, list[Node]] = {}  # product -> the sums of it, each one vdot per block before it
     for k, (_, st) in enumerate(items):
-        prod = _dot_sum(k, items, plan, internal) if st.node in sums else None
+        prod = _dot_sum(k, items, plan) if st.node in sums else None
         if prod is not None:
-            dots[st.node] = prod
-    skipped = set(dots.values())
+            dots.setdefault(prod, []).append(st.node)
+    dotted = {sm for sms in dots.values() for sm in sms}
+    step_of = {st.node: st for _, st in items}
+    # a product only its sums read is not computed at all
+    readers: dict[Node, set[Node]] = {}
+    for _, st in items:
+        for i in st.node.inputs:
+            readers.setdefault(i, set()).add(st.node)
+    skipped = {p for p, sms in dots.items() if p in internal and readers.get(p, set()) <= set(sms)}
     steps = [st for _, st in items if st.node not in sums]
     nodes = [st.node for st in steps]
     in_region = set(nodes)
@@ -270,12 +275,14 @@ def emit_region(
 
         for st, temp_names in plans:
             n = st.node
-            if n in skipped:
-                continue
+            if n in dotted:
+                continue  # summed where its product is made
             if n in dots:
-                a, b = (rename(v) for v in operands(dots[n]))
-                out.append(annotate(st, f"{indent}{names[n]}_acc += float(vdot({a}, {b}))"))
-                continue
+                a, b = (rename(v) for v in operands(n))
+                for sm in dots[n]:
+                    out.append(annotate(step_of[sm], f"{indent}{names[sm]}_acc += float(vdot({a}, {b}))"))
+                if n in skipped:
+                    continue
             if temp_names is None:
                 src = rename(names[n.inputs[0]])
                 wide = ", float64" if plan.types[n].dtype.itemsize < 4 else ""
