@@ -7,9 +7,12 @@ gives three gradient terms ``g c u u`` (one per factor ``u`` of the cube) and a 
 (operands that are not sums or products: ``tanh(...)``, a matmul, an input) with scalar
 coefficients (constants and one-element operands), merges like terms (``3 c g u^2``),
 and writes it back factored (``g (1 + 3c u^2)``, powers as ``square``), choosing by
-counting full-size operations. It rewrites a node only when the factored form takes
-fewer full-size operations than the nodes it replaces. Forward chains and gradients are
-rewritten; arithmetic the user writes on gradients (an optimiser's update, tested bit-exact
+counting full-size operations. Products that nodes kept in the graph already compute
+(the forward's ``u s`` in SiLU's derivative ``s + u s (1 - s)``, a ``square`` an earlier
+rewrite built) are read as atoms where they divide a term (:class:`_Known`), and a number
+joins the scalar operands multiplied in anyway. It rewrites a node only when the factored
+form takes fewer full-size operations than the nodes it removes. Scan and cond bodies are
+rewritten the same way (``in_bodies``). Forward chains and gradients are rewritten; arithmetic the user writes on gradients (an optimiser's update, tested bit-exact
 against its NumPy formula) keeps its operations and so its rounding.
 
 Limits, each for a reason: products are read through any number of users (recomputing a
