@@ -155,16 +155,18 @@ def _is_zero(v) -> bool:
 def _where(node, types, out):
     it = out.dtype.itemsize
     if out.dtype.kind == "f" and it in (4, 8):
-        # where(c, a, 0) as a bit mask: branch-free, ~8x faster than a masked copy on random
-        # masks (relu gradients) and exact (a's bits where c holds, +0.0 elsewhere).
+        # where(c, a, 0) on a's bits as unsigned integers: branch-free, ~8x faster than a
+        # masked copy on random masks (relu gradients) and exact (a's bits where c holds,
+        # +0.0 elsewhere). One integer multiply by the 0/1 mask, ~40% faster than making an
+        # all-ones mask and and-ing it, and faster than the float multiply by a boolean mask
+        # (which is not exact: inf * 0 is nan).
         u = f"uint{8 * it}"
         fields = dict(names={u: np.dtype(u).type}, temps=(TensorType(out.shape, np.dtype(u)),))
         c, a, b = node.inputs
         as_u = lambda x: Method(x, "view", (Name(u),))  # noqa: E731 - a local spelling
         if _is_zero(b) and types[1].dtype == out.dtype:
-            return out_kind(call("subtract", Lit(0), X0, T0, dtype=Name(u)),
-                            call("bitwise_and", as_u(X1), T0, as_u(OUT)),
-                            inplace=_inplace_ok(types, out, (1,)), **fields)
+            return out_kind(call("multiply", as_u(X1), X0, as_u(OUT)), names=fields["names"],
+                            inplace=_inplace_ok(types, out, (1,)))
         if _is_zero(a) and types[2].dtype == out.dtype:
             return out_kind(call("subtract", X0, Lit(1), T0, dtype=Name(u)),
                             call("bitwise_and", as_u(X2), T0, as_u(OUT)),
@@ -355,14 +357,30 @@ def _rows_last_axis(types: list[TensorType], axis: int) -> bool:
 
 # Softmax, its cross-entropy and one-hot over the last axis of 2-D float logits: the
 # max-subtracted formulas with out= into row-sized scratch, no temporaries per call.
+def _row_max(x: TensorType, m: Temp, scratch: int) -> tuple[tuple[Call, ...], tuple[TensorType, ...]]:
+    """Calls writing the row maxima of operand 0 into ``m`` (``(n, 1)``), and the scratch
+    they need (as temp ``scratch`` on). ``maximum.reduce`` over a short last axis runs its
+    inner loop once per row (18 us for 128 x 10 here); with many short rows the rows are
+    copied transposed first and reduced over axis 0, whole rows per loop (3.6 us). The
+    maximum is exact in any order, so the two give the same values."""
+    n, k = x.shape
+    one, none, true = Lit(1), Lit(None), Lit(True)
+    if n is None or k is None or k > 64 or n < max(32, 2 * k):
+        return (call("maximum_reduce", X0, one, none, m, true),), ()
+    t = Temp(scratch)
+    return ((call("copyto", t, Attr(X0, "T")), call("maximum_reduce", t, Lit(0), none, Attr(m, "T"), true)),
+            (TensorType((k, n), x.dtype),))
+
+
 def _softmax(node, types, out):
     if not _rows_last_axis(types, node.op.axis) or out.dtype != types[0].dtype:
         return None
     rows = TensorType((types[0].shape[0], 1), out.dtype)
     one, none, true = Lit(1), Lit(None), Lit(True)
-    return out_kind(call("maximum_reduce", X0, one, none, T0, true), call("subtract", X0, T0, OUT),
+    row_max, scratch = _row_max(types[0], T0, 2)
+    return out_kind(*row_max, call("subtract", X0, T0, OUT),
                     call("exp", OUT, OUT), call("add_reduce", OUT, one, none, T1, true),
-                    call("divide", OUT, T1, OUT), temps=(rows, rows), inplace=_inplace_ok(types, out, (0,)))
+                    call("divide", OUT, T1, OUT), temps=(rows, rows) + scratch, inplace=_inplace_ok(types, out, (0,)))
 
 
 def _cross_entropy(node, types, out):
@@ -371,11 +389,12 @@ def _cross_entropy(node, types, out):
         return None
     n = x.shape[0]
     rows = f"rows_{n}"
-    one, none, true = Lit(1), Lit(None), Lit(True)
-    return out_kind(call("maximum_reduce", X0, one, none, T0, true), call("subtract", X0, T0, T1),
+    one, none = Lit(1), Lit(None)
+    row_max, scratch = _row_max(x, T0, 3)
+    return out_kind(*row_max, call("subtract", X0, T0, T1),
                     call("exp", T1, T2), call("add_reduce", T2, one, none, OUT), call("log", OUT, OUT),
                     call("subtract", OUT, Index(T1, (Name(rows), X1)), OUT),
-                    names={rows: np.arange(n)}, temps=(TensorType((n, 1), x.dtype), x, x))
+                    names={rows: np.arange(n)}, temps=(TensorType((n, 1), x.dtype), x, x) + scratch)
 
 
 def _one_hot(node, types, out):
