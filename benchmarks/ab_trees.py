@@ -1,6 +1,6 @@
 """Step time of two source trees of graphbp, interleaved round by round in one run.
 
-    python benchmarks/ab_trees.py OLD_TREE NEW_TREE [--workloads W1,W3] [--rounds 41] [--inner 50]
+    python benchmarks/ab_trees.py OLD_TREE NEW_TREE [--workloads W1,W3] [--rounds 41] [--inner 50] [--cpu]
 
 Two versions of the package cannot share a process, so each tree gets a worker process
 (``PYTHONPATH=TREE``, one thread) that builds the workload's graphbp step and the
@@ -24,8 +24,10 @@ HERE = Path(__file__).parent
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def worker(workload: str, inner: int) -> None:
-    """Answer each line on stdin with the seconds per step of graphbp and hand-written."""
+def worker(workload: str, inner: int, cpu: bool) -> None:
+    """Answer each line on stdin with the seconds per step of graphbp and hand-written
+    (wall-clock, or with ``cpu`` the process's CPU time, which waiting for a core on a
+    loaded machine does not add to)."""
     sys.path.insert(0, str(HERE))
     import handwritten
     import workloads
@@ -35,13 +37,14 @@ def worker(workload: str, inner: int) -> None:
         for _ in range(5):
             step(*feeds)
     print("ready", flush=True)
+    clock = time.process_time if cpu else time.perf_counter
     for _ in sys.stdin:
         times = []
         for step, feeds in impls:
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 step(*feeds)
-            times.append((time.perf_counter() - t0) / inner)
+            times.append((clock() - t0) / inner)
         print(" ".join(map(repr, times)), flush=True)
 
 
@@ -51,13 +54,14 @@ def main() -> None:
     ap.add_argument("--workloads", default="W1,W3")
     ap.add_argument("--rounds", type=int, default=41)
     ap.add_argument("--inner", type=int, default=50)
+    ap.add_argument("--cpu", action="store_true", help="time by process CPU time (for a loaded machine)")
     args = ap.parse_args()
     for workload in args.workloads.split(","):
         procs = []
         for tree in args.trees:
             env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
             env.update({k: "1" for k in THREAD_VARS})
-            p = subprocess.Popen([sys.executable, __file__, "--worker", workload, str(args.inner)], env=env,
+            p = subprocess.Popen([sys.executable, __file__, "--worker", workload, str(args.inner), str(int(args.cpu))], env=env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert p.stdout.readline().strip() == "ready"
             procs.append(p)
@@ -87,6 +91,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]))
+        worker(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")
     else:
         main()

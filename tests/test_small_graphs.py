@@ -62,10 +62,11 @@ def _softmax_program(n: int, k: int, dtype="float32"):
 
 @pytest.mark.parametrize(("n", "k", "transposed"), [(128, 10, True), (64, 2, True), (1024, 64, True),
                                                     (16, 10, False), (128, 128, False), (100, 65, False)])
-def test_row_maxima_of_many_short_rows_reduce_a_transposed_copy(n, k, transposed):
+def test_short_rows_reduce_a_transposed_copy_and_sum_by_a_product(n, k, transposed):
     """The max-subtracted softmax and cross-entropy reduce a transposed copy of the logits
-    over axis 0 when the rows are short and many; the maxima, hence every value, are the
-    same as the row-wise reduction's."""
+    over axis 0 when the rows are short and many (the maxima are the same in any order) and
+    sum short rows as a product with a column of ones; masked (-inf) logits and nan rows
+    come out as from the kernels."""
     prog, outs, (x, t) = _softmax_program(n, k)
     rng = np.random.default_rng(n + k)
     X = (rng.normal(size=(n, k)) * 30).astype(np.float32)
@@ -82,6 +83,7 @@ def test_row_maxima_of_many_short_rows_reduce_a_transposed_copy(n, k, transposed
     src = prog.source()
     assert bool(re.search(r"maximum_reduce\(\w+, 0, None, \w+\.T, True\)", src)) == transposed
     assert ("copyto(" in src) == transposed
+    assert ("dot(" in src) == (k <= 64) and bool(re.search(r"add_reduce\(\w+, 1, None", src)) == (k > 64)
 
 
 def test_check_numerics_still_names_the_op_of_a_nan_in_a_relu_network():
@@ -99,3 +101,26 @@ def test_check_numerics_still_names_the_op_of_a_nan_in_a_relu_network():
     X[3, 1] = np.nan
     with pytest.raises(gb.NumericsError):
         prog(X, T)
+
+
+class _Tagged(np.ndarray):
+    """An ndarray subclass that overrides NumPy functions (as unit or tracing arrays do)."""
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise AssertionError(f"{func.__name__} dispatched to the feed's override")
+
+
+def test_generated_dots_and_copies_skip_the_array_function_dispatch():
+    """Generated code calls ``dot`` and ``copyto`` without ``__array_function__`` dispatch
+    (a Python-level call per use, as costly as a small ``dot``): a feed's override is not
+    consulted and the values are those of the plain array."""
+    x = gb.input("x", (None, 3), dtype="float64")
+    W = gb.param("W", np.arange(6.0).reshape(3, 2))
+    y = gb.sum(gb.relu(x @ W))
+    prog = gb.compile([x], [y, gb.grad(y, W)])
+    X = np.linspace(-1, 1, 12).reshape(4, 3)
+    want = prog(X)
+    got = prog(X.view(_Tagged))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert "dot(x, W," in prog.source()
