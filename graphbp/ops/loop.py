@@ -122,6 +122,11 @@ class Scan(Op):
             raise GraphError(f"scan: a body output's shape is unknown for zero steps: {y_types}")
         program = run_body(self.body)  # may reuse its output buffers next step: copied below
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        writer = getattr(program, "writer", None)  # a compiled body can write into our buffers
+        if writer is not None and steps and all(y is not None for y in ys):
+            run = writer(*carry, *(x[order[0]] for x in xs), *invariants)
+            if run is not None:
+                return self._loop_into(run, carry, xs, invariants, ys, stacked, order)
         if want_stacked and steps:  # each step's carry lives where it is kept: stacked[t]
             for s, c in zip(stacked, carry):
                 s[order[0]] = c
@@ -143,6 +148,35 @@ class Scan(Op):
                 for c, new in zip(carry, outs[:nc]):
                     np.copyto(c, new)
         full = [*carry, *ys, *stacked] if want_stacked else [*carry, *ys]
+        return tuple(full[i] for i in emitted)
+
+    def _loop_into(self, run: Callable[..., None], carry: list[np.ndarray], xs: Sequence[np.ndarray],
+                   invariants: Sequence[np.ndarray], ys: list[np.ndarray], stacked: list[np.ndarray],
+                   order: range) -> tuple[np.ndarray, ...]:
+        """The steps with the body writing its results where they are kept: the ys into
+        ``ys[j][t]``, the new carries into the stacked carries' next row (the carry of the
+        next step), or, when those are not kept, into the other one of two carry buffers."""
+        nc, emitted = self.n_carry, self.emitted()
+        slots = [y if nc + j in emitted else np.empty(y.shape[1:], y.dtype) for j, y in enumerate(ys)]
+        per_step = [j for j, y in enumerate(slots) if y.ndim == ys[j].ndim]  # written at [t]
+        spare = [np.empty_like(c) for c in carry]
+        for s, c in zip(stacked, carry):
+            s[order[0]] = c
+        last = len(order) - 1
+        for k, t in enumerate(order):
+            if stacked:
+                cur = [s[t, ...] for s in stacked]  # views, 0-d ones included (s[t] is a scalar)
+                new = [s[order[k + 1], ...] for s in stacked] if k < last else spare
+            else:
+                cur, new = carry, spare
+            outs = list(slots)
+            for j in per_step:
+                outs[j] = slots[j][t, ...]
+            run(*cur, *(x[t] for x in xs), *invariants, *new, *outs)
+            if not stacked:
+                carry, spare = spare, carry
+        final = spare if stacked else carry
+        full = [*final, *ys, *stacked] if stacked else [*final, *ys]
         return tuple(full[i] for i in emitted)
 
     def vjp(self, node: Node, cts: tuple[Node | None, ...]) -> list[Node | None]:
@@ -201,19 +235,26 @@ class Scan(Op):
         return out
 
 
-def _stepper(body: Subgraph) -> Callable[..., list[np.ndarray]]:
+class _Stepper:
     """The body's program called step after step: its feeds are checked and planned at the
     first step, then its generated code runs directly (``Program.runner``), since every step
-    has the same types and shapes."""
-    program, run = body.program(), None
+    has the same types and shapes. ``writer`` gives the form that writes each step's results
+    into buffers the loop passes (``Program.runner_into``)."""
 
-    def step(*arrays: np.ndarray) -> list[np.ndarray]:
-        nonlocal run
-        if run is None:
-            run = program.runner(*arrays)
-        return run(*arrays)
+    def __init__(self, body: Subgraph) -> None:
+        self.program = body.program()
+        self.run: Callable[..., list[np.ndarray]] | None = None
 
-    return step
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if self.run is None:
+            self.run = self.program.runner(*arrays)
+        return self.run(*arrays)
+
+    def writer(self, *arrays: np.ndarray) -> Callable[..., None] | None:
+        return self.program.runner_into(*arrays)
+
+
+_stepper = _Stepper
 
 
 def _scan_flat(fn: Callable[..., tuple[Node, ...]], carry: list[Node], xs: list[Node], invariants: list[Node],

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 
+from ..errors import GraphError
 from ..graph.node import Node
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
@@ -94,8 +95,15 @@ def generate(
     *,
     check: Callable[[int, Any], None] | None = None,
     title: str = "",
+    into: bool = False,
 ) -> Generated:
-    """Write, compile and bind the code of ``plan``."""
+    """Write, compile and bind the code of ``plan``.
+
+    With ``into`` the module's ``step(*feeds, *outs)`` takes one preallocated buffer per
+    output and writes the outputs there instead of returning fresh arrays (a loop body
+    writes its per-step results straight into the stacked ``(T, ...)`` buffers): a fresh
+    output is computed into its buffer, any other output (a view, a feed, a fallback
+    result, a duplicate) is copied into it. The buffers must not overlap the feeds."""
     index = {n: k for k, n in enumerate(order)}
     taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES", "errstate"}
     names: dict[Node, str] = {}
@@ -127,6 +135,12 @@ def generate(
     # values a where discards (sqrt'(0), log of the untaken branch) compute without warnings
     masked = guarded_nodes(order, list(outputs) + [v for _, v in updates])
     ns["errstate"] = np.errstate
+    slot_of: dict[Node, str] = {}  # into: a fresh output -> the parameter of its buffer
+    out_params = [_ident(f"out{k}", taken) for k in range(len(outputs))] if into else []
+    for o, p in zip(outputs, out_params):
+        if o in plan.fresh_outputs:
+            slot_of.setdefault(o, p)
+    slotted: set[Node] = set()
     quiet = '    with errstate(divide="ignore", invalid="ignore", over="ignore"): '
 
     def overwrites_operand(st: Step) -> bool:
@@ -225,7 +239,10 @@ def generate(
             lead = quiet if n in masked else "    "
             if low.kind == "out":
                 stmt = low.statement(slot, kernel(st))
-                if n in plan.fresh_outputs:
+                if n in slot_of:
+                    stmt = f"{me} = {slot_of[n]}; {stmt}"
+                    slotted.add(n)
+                elif n in plan.fresh_outputs:
                     t = plan.types[n]
                     ns.setdefault(t.dtype.name, t.dtype.type)
                     stmt = f"{me} = empty({t.shape!r}, {t.dtype.name}); {stmt}"
@@ -270,6 +287,9 @@ def generate(
     feeds = [names[i] for i in inputs]
     fwd = plan.steps[: plan.n_forward]
     bwd = plan.steps[plan.n_forward:]
+    if into:
+        return _generate_into(plan, outputs, updates, names, ns, feeds, out_params, slot_of, slotted,
+                              body(fwd, 0) + body(bwd, plan.n_forward), title)
     fwd_nodes = [st.node for st in fwd]
     handoff = [n for n in fwd_nodes if is_local(n) and plan.last.get(n, -1) >= plan.n_forward]
     hand = [names[n] for n in handoff]
@@ -366,3 +386,32 @@ def generate(
 
     ns["step"] = step
     return Generated(source, filename, ns, {})  # chunks are separate code objects: no line map
+
+
+def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
+                   names: dict[Node, str], ns: dict[str, Any], feeds: list[str], out_params: list[str],
+                   slot_of: dict[Node, str], slotted: set[Node], lines: list[str], title: str) -> Generated:
+    """The module of ``generate(..., into=True)``: one function, no forward/backward split
+    (a loop body is run whole each step), outputs not computed into their buffer copied
+    there at the end."""
+    if updates:
+        raise GraphError("codegen: a program updating parameters has no output-buffer form")
+    src = [
+        f"# graphbp program{': ' + title if title else ''}, writing its outputs into the buffers "
+        + ", ".join(out_params),
+        "# v<k> is node k of the program's topological order; a NumPy call's last positional",
+        "# argument is its preallocated output buffer.",
+        "",
+        f"def step({', '.join(feeds + out_params)}):",
+        *lines,
+    ]
+    for o, p in zip(outputs, out_params):
+        if not (o in slotted and slot_of[o] == p):
+            src.append(f"    copyto({p}, {names[o]})  # output {plan.types[o]}")
+    src.append("    return None")
+    source = "\n".join(src) + "\n"
+    line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)}
+    filename = f"<graphbp program {next(_counter)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), ns)
+    return Generated(source, filename, ns, line_nodes)
