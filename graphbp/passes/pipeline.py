@@ -24,6 +24,7 @@ from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
 from .polynomial import collect_terms
 from .residuals import reuse_residuals
+from .slices import merge_slices
 from .core import LogEntry, PassResult, Rule, run_rules, verify
 from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
@@ -117,6 +118,9 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="merges and folds nodes, after the passes that match on gradient provenance"),
     PassSpec("licm", ("licm",), _licm, after=("canonicalize",),
              why="moves the loop bodies as canonicalize simplified them; CSE then merges the hoisted copies"),
+    PassSpec("merge_slices", ("merge_slices",), lambda rs, ctx: merge_slices(rs, order=ctx.order(rs)),
+             after=("canonicalize", "licm"),
+             why="joins what is left per step in a body after licm, on the slices CSE merged"),
     PassSpec("collect_terms", ("collect_terms",), lambda rs, ctx: collect_terms(rs),
              after=("canonicalize",),
              why="reads sums of products once CSE has merged equal operands, so like terms match"),
