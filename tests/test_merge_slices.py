@@ -17,7 +17,7 @@ from graphbp.ops.activations import Sigmoid
 from graphbp.ops.elementwise import Tanh
 from graphbp.ops.indexing import GetItem
 from graphbp.ops.loop import Scan
-from graphbp.passes.slices import merge_slices
+from graphbp.passes.slices import merge_slices, stack_view_ys
 
 RNG = np.random.default_rng(5)
 H = 3
@@ -114,3 +114,40 @@ def test_fires_inside_a_scan_body_and_the_lstm_still_matches():
     assert sum(isinstance(n.op, Tanh) for n in body.nodes()) == 2
     assert any(isinstance(n.op, GetItem) and n.inputs[0].op == Sigmoid() for n in body.nodes())
     _same_with_and_without(x, loss, [w_ih, w_hh], [RNG.standard_normal((5, B, E))])
+
+
+def _scan_of(prog):
+    return next(n for n in prog.order if isinstance(n.op, Scan) and not n.op.reverse)
+
+
+def test_a_scan_stacks_the_base_of_its_view_ys_once():
+    x = gb.input("x", (4, 2, 2 * H), "float64")
+
+    def step(c, x_t):
+        z = gb.tanh(x_t + c)
+        return c * 0.5 + gb.sum(z), (z[:, :H], z[:, H:], x_t[:, :H])  # two views of z; a view of a feed
+
+    _, (a, b, xv) = gb.scan(step, gb.constant(np.zeros((2, 2 * H))), x)
+    outs = [a * 2.0, b, xv]
+    res = stack_view_ys(list(outs))
+    assert [e.rule for e in res.log] == ["stack_view_ys"]
+    scan = next(n for n in gb.toposort(res.roots) if isinstance(n.op, Scan))
+    ys = scan.op.body.outputs[scan.op.n_carry:]
+    assert len(ys) == 2 and isinstance(ys[0].op, Tanh)  # z once; the feed's view stays a view
+    feed = RNG.standard_normal((4, 2, 2 * H))
+    for got, want in zip(gb.evaluate(res.roots, {x: feed}), gb.evaluate(outs, {x: feed})):
+        np.testing.assert_array_equal(got, want)
+    compiled = gb.compile([x], outs)(feed)
+    for got, want in zip(compiled, gb.evaluate(outs, {x: feed})):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_ys_viewing_a_carry_or_a_feed_are_not_restacked():
+    x = gb.input("x", (4, 2, 2 * H), "float64")
+
+    def step(c, x_t):
+        new = gb.tanh(x_t + c)
+        return new, (new[:, :H], x_t[:, H:])
+
+    _, ys = gb.scan(step, gb.constant(np.zeros((2, 2 * H))), x)
+    assert stack_view_ys(list(ys)).log == []

@@ -18,12 +18,17 @@ bodies, where it matters most.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..graph.context import stamp
 from ..graph.node import Node
-from ..graph.rewrite import holds_bodies, rewrite
+from ..graph.rewrite import holds_bodies, rebuild, rewrite, step_into
+from ..graph.subgraph import Subgraph
 from ..graph.traverse import toposort
 from ..ops.base import Op, apply
+from ..ops.control import TupleGet
 from ..ops.indexing import GetItem
+from ..ops.loop import Scan
 from .core import LogEntry, PassResult, in_bodies, union_provenance
 
 Span = tuple[int, int]
@@ -116,3 +121,71 @@ def merge_slices(roots: list[Node], pass_name: str = "merge_slices", order: list
 
     inside = in_bodies(lambda rs: merge_slices(rs, pass_name), log)
     return PassResult(rewrite(roots, visit, order=order, bodies=inside), log)
+
+
+def stack_view_ys(roots: list[Node], pass_name: str = "merge_slices", order: list[Node] | None = None) -> PassResult:
+    """A scan whose ys include views of a body value (``y_t = z_t[:, 0:H]``, the pieces of
+    a merged gate) stacks ``z`` instead and takes the batched view outside the loop: the
+    body writes ``z`` straight into the stacked buffer, where each view was copied per step."""
+    order = toposort(roots) if order is None else order
+    log: list[LogEntry] = []
+    rebuilt: dict[Node, tuple[Node, dict[int, tuple[int, Op | None]]]] = {}
+
+    def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
+        if isinstance(n.op, Scan):
+            cur = step_into(n if ins == n.inputs else rebuild(n, ins), inside)
+            done = _stack_bases(cur)
+            if done is None:
+                return cur
+            rebuilt[n] = done
+            log.append(LogEntry(pass_name, "stack_view_ys", (n,), done[0]))
+            return done[0]
+        if isinstance(n.op, TupleGet) and n.inputs[0] in rebuilt:
+            scan, where = rebuilt[n.inputs[0]]
+            pos, view = where[n.op.index]
+            with stamp(origin=n.origin, scope=n.scope, provenance=n.provenance):
+                out = apply(TupleGet(pos), scan)
+                return out if view is None else apply(view, out, name=n.name)
+        return None
+
+    inside = in_bodies(lambda rs: stack_view_ys(rs, pass_name), log)
+    return PassResult(rewrite(roots, visit, order=order, bodies=inside), log)
+
+
+def _stack_bases(scan: Node) -> tuple[Node, dict[int, tuple[int, Op | None]]] | None:
+    """``scan`` rebuilt stacking the bases of its emitted view ys, and for each old output
+    position its new position and the batched view to apply there (None: as it was)."""
+    op: Scan = scan.op
+    nc, ny, body = op.n_carry, op.n_ys, op.body
+    emitted = op.emitted()
+    outs = list(body.outputs)
+    inputs = set(body.inputs)
+    views: dict[int, Op] = {}
+    for j in range(ny):
+        y = outs[nc + j]
+        if nc + j not in emitted or not y.op.view or len(y.inputs) != 1:
+            continue
+        z = y.inputs[0]
+        if z in inputs or z.op.leaf_kind is not None or z in outs[:nc]:
+            continue
+        batched = y.op.batched([True], [z.type], y.type)
+        if batched is not None:
+            views[j] = batched
+            outs[nc + j] = z
+    if not views:
+        return None
+    ys = list(dict.fromkeys(outs[nc:]))  # a base read by two views is stacked once
+
+    def new_index(i: int) -> int:
+        if i < nc:
+            return i
+        if i < nc + ny:
+            return nc + ys.index(outs[i])
+        return i - ny + len(ys)
+
+    emit = sorted({new_index(i) for i in emitted})
+    new_op = dataclasses.replace(op, body=Subgraph(body.inputs, (*outs[:nc], *ys)),
+                                 emit=None if len(emit) == 2 * nc + len(ys) else tuple(emit))
+    with stamp(origin=scan.origin, scope=scan.scope, provenance=scan.provenance):
+        node = apply(new_op, *scan.inputs, name=scan.name)
+    return node, {p: (emit.index(new_index(i)), views.get(i - nc)) for p, i in enumerate(emitted)}
