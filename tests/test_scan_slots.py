@@ -90,3 +90,23 @@ def test_the_lstm_bodies_allocate_nothing_per_step():
     for n in scans:
         src = _into_source(n.op.body.program())
         assert "empty(" not in src and "array(" not in src
+        if n.op.reverse:  # the four gate gradients are computed into their places in dz
+            assert "copyto(" not in src and src.count("= out2[:, ") == 4
+
+
+def test_concatenated_parts_are_computed_in_place_unless_read_elsewhere():
+    x = gb.input("x", (2, 3), "float32")
+    a, b = gb.exp(x), x * 3.0
+    twice = gb.tanh(x)
+    cat = gb.concatenate([a, b, x[:1] * 1.5], axis=0)
+    shared = gb.concatenate([twice, x + 1.0], axis=1)
+    prog = gb.compile([x], [cat, shared, twice * 2.0], optimize=False)
+    feed = RNG.standard_normal((2, 3)).astype(np.float32)
+    want = prog(feed)
+    bufs = [np.empty_like(w) for w in want]
+    prog.runner_into(feed)(feed, *bufs)
+    for b_, w in zip(bufs, want):
+        np.testing.assert_array_equal(b_, w)
+    src = _into_source(prog)
+    assert "= out0[0:2]; " in src and "= out0[2:4]; " in src and "= out0[4:5]; " in src  # in place
+    assert "copyto(v" in src  # the second concatenate copies: tanh(x) is read twice

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..graph.node import Node
+from ..ops.indexing import Concatenate
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
@@ -141,6 +142,8 @@ def generate(
         if o in plan.fresh_outputs:
             slot_of.setdefault(o, p)
     slotted: set[Node] = set()
+    parts = _concat_parts(plan, slot_of, names, outputs) if into else {}
+    filled = {c for c, _ in parts.values()}
     quiet = '    with errstate(divide="ignore", invalid="ignore", over="ignore"): '
 
     def overwrites_operand(st: Step) -> bool:
@@ -214,7 +217,7 @@ def generate(
 
     def body(steps, first: int) -> list[str]:
         lines = []
-        regions = {} if check is not None else {a: b for a, b in find_regions(steps, plan, first)}
+        regions = {} if check is not None or parts else {a: b for a, b in find_regions(steps, plan, first)}
         skip_to = 0
         for s, st in enumerate(steps, start=first):
             k = s - first
@@ -237,9 +240,15 @@ def generate(
             if pre:
                 lines.append(f"    r{index[n]} = check.ranges(({''.join(a + ', ' for a in args)}))")
             lead = quiet if n in masked else "    "
-            if low.kind == "out":
+            if n in filled:  # its operands were computed into their places in it
+                lines.append(_tagged(f"    {me} = {slot_of[n]}" + comment(n, desc + " (its operands wrote into it)"),
+                                     n, args))
+                slotted.add(n)
+            elif low.kind == "out":
                 stmt = low.statement(slot, kernel(st))
-                if n in slot_of:
+                if n in parts:
+                    stmt = f"{me} = {parts[n][1]}; {stmt}"
+                elif n in slot_of:
                     stmt = f"{me} = {slot_of[n]}; {stmt}"
                     slotted.add(n)
                 elif n in plan.fresh_outputs:
@@ -386,6 +395,38 @@ def generate(
 
     ns["step"] = step
     return Generated(source, filename, ns, {})  # chunks are separate code objects: no line map
+
+
+def _concat_parts(plan: Planned, slot_of: dict[Node, str], names: dict[Node, str],
+                  outputs: Sequence[Node]) -> dict[Node, tuple[Node, str]]:
+    """For ``into`` code: operands of a ``concatenate`` output computed straight into their
+    place in its buffer (``v = out2[:, 128:256]; multiply(a, b, v)``), as a hand-written
+    LSTM step writes the four gate gradients into one array. The caller's buffer exists from
+    the start and overlaps nothing, so writing it early is safe. Only when every operand is
+    an elementwise result (its kernel writes any strided ``out``) read by the concatenate
+    alone. Returns operand -> (concatenate node, the view it is computed into)."""
+    readers: dict[Node, int] = {}
+    for st in plan.steps:
+        for i in st.node.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    made = {st.node: st for st in plan.steps}
+    out: dict[Node, tuple[Node, str]] = {}
+    for c, buf in slot_of.items():
+        if not isinstance(c.op, Concatenate) or made[c].low.kind != "out" or len(set(c.inputs)) != len(c.inputs):
+            continue
+        ok = all(
+            i in made and made[i].low.kind == "out" and not made[i].deferred and i.op.elementwise
+            and readers.get(i) == 1 and i not in outputs and i not in plan.viewed
+            and plan.types[i].dtype == plan.types[c].dtype for i in c.inputs)
+        if not ok:
+            continue
+        axis = c.op.axis % len(plan.types[c].shape)
+        start = 0
+        for i in c.inputs:
+            stop = start + plan.types[i].shape[axis]
+            out[i] = (c, f"{buf}[{':, ' * axis}{start}:{stop}]")
+            start = stop
+    return out
 
 
 def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
