@@ -39,7 +39,7 @@ def test_every_kind_of_output_lands_in_its_buffer():
         np.testing.assert_array_equal(b, w)
     src = _into_source(prog)
     assert "empty(" not in src  # fresh outputs are computed in place, the rest copied
-    assert src.count("copyto(") == 3  # the duplicate, the feed and the view
+    assert src.count("copyto(") == 3 and "if out1 is not out0: copyto(" in src  # duplicate, feed, view
 
 
 def test_programs_that_cannot_write_into_buffers_say_so():
@@ -110,3 +110,22 @@ def test_concatenated_parts_are_computed_in_place_unless_read_elsewhere():
     src = _into_source(prog)
     assert "= out0[0:2]; " in src and "= out0[2:4]; " in src and "= out0[4:5]; " in src  # in place
     assert "copyto(v" in src  # the second concatenate copies: tanh(x) is read twice
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_carry_that_is_also_a_ys_shares_its_buffer(reverse):
+    x = gb.input("x", (5, 2, 3), "float64")
+    w = gb.param("w", RNG.standard_normal((3, 3)))
+
+    def step(h, x_t):
+        h = gb.tanh(h @ w + x_t)
+        return h, h
+
+    h_T, hs = gb.scan(step, gb.constant(np.zeros((2, 3))), x, reverse=reverse)
+    loss = gb.sum(hs * hs) + gb.sum(h_T)
+    outs = [loss, h_T, hs, gb.grad(loss, w)]
+    feed = RNG.standard_normal((5, 2, 3))
+    got = gb.compile([x], outs)(feed)
+    for g, want in zip(got, gb.evaluate(outs, {x: feed})):
+        np.testing.assert_allclose(g, want, rtol=1e-12)
+    assert not np.shares_memory(got[1], got[2])  # the final carry is the program's own array

@@ -155,27 +155,42 @@ class Scan(Op):
                    order: range) -> tuple[np.ndarray, ...]:
         """The steps with the body writing its results where they are kept: the ys into
         ``ys[j][t]``, the new carries into the stacked carries' next row (the carry of the
-        next step), or, when those are not kept, into the other one of two carry buffers."""
-        nc, emitted = self.n_carry, self.emitted()
+        next step), or, when those are not kept, into the other one of two carry buffers.
+        A carry that is also a ys shares one buffer with it, passed once for both."""
+        nc, emitted, steps = self.n_carry, self.emitted(), len(order)
         slots = [y if nc + j in emitted else np.empty(y.shape[1:], y.dtype) for j, y in enumerate(ys)]
         per_step = [j for j, y in enumerate(slots) if y.ndim == ys[j].ndim]  # written at [t]
+        shared: dict[int, int] = {}  # carry k -> a ys j of the same value (an RNN's h)
+        outputs = self.body.outputs
+        for k in range(nc if stacked else 0):
+            j = next((j for j in per_step if outputs[nc + j] is outputs[k] and j not in shared.values()
+                      and ys[j].shape == stacked[k].shape and ys[j].dtype == stacked[k].dtype), None)
+            if j is not None:  # one (T + 1)-row buffer: ys[j][t] is the carry the next step starts from
+                shared[k] = j
+                both = np.empty((steps + 1, *ys[j].shape[1:]), ys[j].dtype)
+                stacked[k], ys[j] = (both[1:], both[:steps]) if self.reverse else (both[:steps], both[1:])
+                slots[j] = ys[j]
         spare = [np.empty_like(c) for c in carry]
         for s, c in zip(stacked, carry):
             s[order[0]] = c
-        last = len(order) - 1
+        last = steps - 1
         for k, t in enumerate(order):
-            if stacked:
-                cur = [s[t, ...] for s in stacked]  # views, 0-d ones included (s[t] is a scalar)
-                new = [s[order[k + 1], ...] for s in stacked] if k < last else spare
-            else:
-                cur, new = carry, spare
             outs = list(slots)
             for j in per_step:
                 outs[j] = slots[j][t, ...]
+            if stacked:
+                cur = [s[t, ...] for s in stacked]  # views, 0-d ones included (s[t] is a scalar)
+                new = [s[order[k + 1], ...] for s in stacked] if k < last else list(spare)
+                for c, j in shared.items():
+                    new[c] = outs[j]  # the same object: the body writes it once
+            else:
+                cur, new = carry, spare
             run(*cur, *(x[t] for x in xs), *invariants, *new, *outs)
             if not stacked:
                 carry, spare = spare, carry
         final = spare if stacked else carry
+        for c, j in shared.items():
+            final[c] = np.array(ys[j][order[last], ...])
         full = [*final, *ys, *stacked] if stacked else [*final, *ys]
         return tuple(full[i] for i in emitted)
 

@@ -104,7 +104,8 @@ def generate(
     output and writes the outputs there instead of returning fresh arrays (a loop body
     writes its per-step results straight into the stacked ``(T, ...)`` buffers): a fresh
     output is computed into its buffer, any other output (a view, a feed, a fallback
-    result, a duplicate) is copied into it. The buffers must not overlap the feeds."""
+    result, a duplicate) is copied into it. The buffers must not overlap the feeds; two
+    outputs of one value may share one buffer object (a scan's carry that is also a ys)."""
     index = {n: k for k, n in enumerate(order)}
     taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES", "errstate"}
     names: dict[Node, str] = {}
@@ -447,7 +448,11 @@ def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tup
         *lines,
     ]
     for o, p in zip(outputs, out_params):
-        if not (o in slotted and slot_of[o] == p):
+        if o in slotted and slot_of[o] == p:
+            continue
+        if o in slotted:  # a second output of a value: the caller may pass one buffer for both
+            src.append(f"    if {p} is not {slot_of[o]}: copyto({p}, {names[o]})  # output {plan.types[o]}")
+        else:
             src.append(f"    copyto({p}, {names[o]})  # output {plan.types[o]}")
     src.append("    return None")
     source = "\n".join(src) + "\n"
