@@ -30,13 +30,14 @@ def test_every_kind_of_output_lands_in_its_buffer():
     y = gb.tanh(x) * 2.0
     outs = [y, y, x, gb.transpose(y), s * s, gb.sum(y)]  # fresh, duplicate, feed, view, 0-d, reduction
     prog = gb.compile([x, s], outs, optimize=False)
-    feeds = [RNG.standard_normal((3, 4)).astype(np.float32), np.float64(1.5)]
+    feeds = [RNG.standard_normal((3, 4)).astype(np.float32), np.array(1.5)]
     want = prog(*feeds)
     run = prog.runner_into(*feeds)
     bufs = [np.full(w.shape, np.nan, w.dtype) for w in want]
     assert run(*feeds, *bufs) is None
     for b, w in zip(bufs, want):
         np.testing.assert_array_equal(b, w)
+    assert prog.runner_into(*feeds) is run  # planned and checked once: a loop asks every call
     src = _into_source(prog)
     assert "empty(" not in src  # fresh outputs are computed in place, the rest copied
     assert src.count("copyto(") == 3 and "if out1 is not out0: copyto(" in src  # duplicate, feed, view

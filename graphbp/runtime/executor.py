@@ -38,6 +38,8 @@ class CachedPlan:
     into: Generated | None = None
     """The same plan's code writing the outputs into buffers the caller passes (built on
     first request: :meth:`Executor.into_for`)."""
+    into_run: object = None
+    """``Program.runner_into``'s wrapper of ``into.step``, kept for the next loop's run."""
 
 
 class Executor:
@@ -66,6 +68,16 @@ class Executor:
                 plan.into = generate(plan.planned, prog.order, prog.inputs, prog.outputs, prog.updates, into=True,
                                      title=_title(prog, plan.planned.report.signature))
             return plan.into
+
+    def planned(self, args: tuple) -> CachedPlan | None:
+        """The plan of ``args`` when they are ndarrays of the inputs' exact dtypes whose shape
+        signature was planned (so checked) before; else None (take the checked path)."""
+        if len(args) != len(self.dtypes):
+            return None
+        for a, dt in zip(args, self.dtypes):
+            if type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt):
+                return None
+        return self.plans.get(tuple([a.shape for a in args]))
 
     def _cached_plan(self, feeds: list[np.ndarray]) -> CachedPlan:
         """:meth:`plan_for` for a caller that holds the lock."""

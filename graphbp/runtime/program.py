@@ -171,6 +171,9 @@ class Program:
         numerics or updating parameters)."""
         if self.check_numerics or self.updates:
             return None
+        known = self._executor.planned(args)  # a loop runs once per call of the program around it
+        if known is not None and known.into_run is not None:
+            return known.into_run
         feeds = bind_feeds(self.inputs, args, {})
         step = self._executor.into_for(feeds).step
         n_in = len(self.inputs)
@@ -181,6 +184,7 @@ class Program:
             except Exception:  # re-raised, explained, by the checked path; else its results are copied
                 for buf, value in zip(arrays[n_in:], self._executor.run(list(arrays[:n_in]))):
                     np.copyto(buf, value)
+        self._executor.plan_for(feeds).into_run = run
         return run
 
     def source(self, *shapes: tuple[int, ...]) -> str:
