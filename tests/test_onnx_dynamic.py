@@ -18,6 +18,7 @@ import graphbp as gb
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from graphbp.onnx.importer import ImportedModel  # noqa: E402
 from test_onnx import assert_close, run_ort  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def _feeds(program: gb.Program, sizes: dict[int | None, int], rng) -> list[np.nd
     return feeds
 
 
-def _round_trip(program: gb.Program, tmp_path, size_sets) -> gb.ImportedModel:
+def _round_trip(program: gb.Program, tmp_path, size_sets) -> ImportedModel:
     path = tmp_path / "m.onnx"
     model = gb.export_onnx(program, path)
     onnx.checker.check_model(model, full_check=True)
@@ -74,7 +75,10 @@ def test_grad_of_an_imported_gradient_program_equals_the_original(tmp_path):
     program = _example("cnn_digits.py")
     imported = _round_trip(program, tmp_path, [{0: 4}])
     loss = imported.outputs[0]
-    regrad = gb.grad(loss, imported.params)
+    params = {p.op.param_name: p for p in imported.params}
+    names = imported.output_names[1:]  # grad.w1, grad.b1, ...: the exported gradients, in order
+    assert sorted(names) == sorted(f"grad.{name}" for name in params)
+    regrad = gb.grad(loss, [params[name.removeprefix("grad.")] for name in names])
     args = _feeds(program, {0: 5}, np.random.default_rng(1))
     got = gb.compile(imported.inputs, regrad)(*args)
     want = gb.compile(program.inputs, program.user_outputs[1:], optimize=False)(*args)
@@ -82,7 +86,7 @@ def test_grad_of_an_imported_gradient_program_equals_the_original(tmp_path):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"gradient {k}")
 
 
-def _round_trip_nodes(outputs: list, inputs: list, tmp_path, size_sets, rng) -> None:
+def _round_trip_nodes(outputs: list, inputs: list, tmp_path, size_sets, rng) -> ImportedModel:
     """``outputs`` of float ``inputs`` (with unknown dims) exported, imported, run at each
     assignment of the unknown dims: imported == original == ONNX Runtime."""
     path = tmp_path / "t.onnx"

@@ -79,6 +79,12 @@ def _conv(ctx, n, args):
     x, w = ctx.node(args[0]), ctx.node(args[1])
     op = conv.Conv2D(_pair(ctx, n, "strides", [1, 1]), _pads(ctx, n), _pair(ctx, n, "dilations", [1, 1]),
                      attr(n, "group", 1))
+    if x.ndim == 4 and w.ndim == 4 and (x.shape[1] is None) != (w.shape[1] is None):
+        # one side fixes the other's channel count (a reshape checks it at run time)
+        if x.shape[1] is None and None not in (x.shape[0], *x.shape[2:]):
+            x = ops.reshape(x, (x.shape[0], w.shape[1] * op.groups, *x.shape[2:]))
+        elif w.shape[1] is None and None not in (w.shape[0], *w.shape[2:]) and x.shape[1] % op.groups == 0:
+            w = ops.reshape(w, (w.shape[0], x.shape[1] // op.groups, *w.shape[2:]))
     if x.ndim == 4 and x.shape[1] is None:
         a, g = _swapped(x), _swapped(w)
         if a is None or g is None or op.groups != 1 or (len(args) > 2 and args[2] is not None):
