@@ -59,6 +59,7 @@ class GetItem(Op):
     """``x[index]`` for basic indices; ``index`` holds ints, ``None`` and slice triples."""
 
     name: ClassVar[str] = "getitem"
+    view: ClassVar[bool] = True  # basic indexing re-views x (ints, slices, new axes)
     vjp_formula: ClassVar[str] = "embed_slice(g, index, like=x): zeros of x's shape with g at index"
     index: tuple[IndexItem, ...]
 

@@ -122,6 +122,11 @@ class Scan(Op):
             raise GraphError(f"scan: a body output's shape is unknown for zero steps: {y_types}")
         program = run_body(self.body)  # may reuse its output buffers next step: copied below
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
+        writer = getattr(program, "writer", None)  # a compiled body can write into our buffers
+        if writer is not None and steps and all(y is not None for y in ys):
+            run = writer(*carry, *(x[order[0]] for x in xs), *invariants)
+            if run is not None:
+                return self._loop_into(run, carry, xs, invariants, ys, stacked, order)
         if want_stacked and steps:  # each step's carry lives where it is kept: stacked[t]
             for s, c in zip(stacked, carry):
                 s[order[0]] = c
@@ -143,6 +148,50 @@ class Scan(Op):
                 for c, new in zip(carry, outs[:nc]):
                     np.copyto(c, new)
         full = [*carry, *ys, *stacked] if want_stacked else [*carry, *ys]
+        return tuple(full[i] for i in emitted)
+
+    def _loop_into(self, run: Callable[..., None], carry: list[np.ndarray], xs: Sequence[np.ndarray],
+                   invariants: Sequence[np.ndarray], ys: list[np.ndarray], stacked: list[np.ndarray],
+                   order: range) -> tuple[np.ndarray, ...]:
+        """The steps with the body writing its results where they are kept: the ys into
+        ``ys[j][t]``, the new carries into the stacked carries' next row (the carry of the
+        next step), or, when those are not kept, into the other one of two carry buffers.
+        A carry that is also a ys shares one buffer with it, passed once for both."""
+        nc, emitted, steps = self.n_carry, self.emitted(), len(order)
+        slots = [y if nc + j in emitted else np.empty(y.shape[1:], y.dtype) for j, y in enumerate(ys)]
+        per_step = [j for j, y in enumerate(slots) if y.ndim == ys[j].ndim]  # written at [t]
+        shared: dict[int, int] = {}  # carry k -> a ys j of the same value (an RNN's h)
+        outputs = self.body.outputs
+        for k in range(nc if stacked else 0):
+            j = next((j for j in per_step if outputs[nc + j] is outputs[k] and j not in shared.values()
+                      and ys[j].shape == stacked[k].shape and ys[j].dtype == stacked[k].dtype), None)
+            if j is not None:  # one (T + 1)-row buffer: ys[j][t] is the carry the next step starts from
+                shared[k] = j
+                both = np.empty((steps + 1, *ys[j].shape[1:]), ys[j].dtype)
+                stacked[k], ys[j] = (both[1:], both[:steps]) if self.reverse else (both[:steps], both[1:])
+                slots[j] = ys[j]
+        spare = [np.empty_like(c) for c in carry]
+        for s, c in zip(stacked, carry):
+            s[order[0]] = c
+        last = steps - 1
+        for k, t in enumerate(order):
+            outs = list(slots)
+            for j in per_step:
+                outs[j] = slots[j][t, ...]
+            if stacked:
+                cur = [s[t, ...] for s in stacked]  # views, 0-d ones included (s[t] is a scalar)
+                new = [s[order[k + 1], ...] for s in stacked] if k < last else list(spare)
+                for c, j in shared.items():
+                    new[c] = outs[j]  # the same object: the body writes it once
+            else:
+                cur, new = carry, spare
+            run(*cur, *(x[t] for x in xs), *invariants, *new, *outs)
+            if not stacked:
+                carry, spare = spare, carry
+        final = spare if stacked else carry
+        for c, j in shared.items():
+            final[c] = np.array(ys[j][order[last], ...])
+        full = [*final, *ys, *stacked] if stacked else [*final, *ys]
         return tuple(full[i] for i in emitted)
 
     def vjp(self, node: Node, cts: tuple[Node | None, ...]) -> list[Node | None]:
@@ -201,19 +250,26 @@ class Scan(Op):
         return out
 
 
-def _stepper(body: Subgraph) -> Callable[..., list[np.ndarray]]:
+class _Stepper:
     """The body's program called step after step: its feeds are checked and planned at the
     first step, then its generated code runs directly (``Program.runner``), since every step
-    has the same types and shapes."""
-    program, run = body.program(), None
+    has the same types and shapes. ``writer`` gives the form that writes each step's results
+    into buffers the loop passes (``Program.runner_into``)."""
 
-    def step(*arrays: np.ndarray) -> list[np.ndarray]:
-        nonlocal run
-        if run is None:
-            run = program.runner(*arrays)
-        return run(*arrays)
+    def __init__(self, body: Subgraph) -> None:
+        self.program = body.program()
+        self.run: Callable[..., list[np.ndarray]] | None = None
 
-    return step
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if self.run is None:
+            self.run = self.program.runner(*arrays)
+        return self.run(*arrays)
+
+    def writer(self, *arrays: np.ndarray) -> Callable[..., None] | None:
+        return self.program.runner_into(*arrays)
+
+
+_stepper = _Stepper
 
 
 def _scan_flat(fn: Callable[..., tuple[Node, ...]], carry: list[Node], xs: list[Node], invariants: list[Node],

@@ -148,12 +148,19 @@ def _uses(body: Subgraph) -> dict[Node, int]:
     return uses
 
 
+def _size(n: Node) -> float:
+    size = n.type.size()
+    return float("inf") if size is None else size
+
+
 def regroup(body: Subgraph, n_carry: int) -> Subgraph:
     """``body`` with each sum that mixes carry-dependent and carry-independent terms
     regrouped as ``(independent terms) + (dependent terms)``, so the independent part can be
     hoisted: ``(x W_ih + b_ih) + (h W_hh + b_hh)`` becomes ``((x W_ih + b_ih) + b_hh) + h W_hh``.
     Only single-use adds of one dtype are regrouped (floating-point sums are reassociated,
-    as any reordering compiler does under fast-math; the terms stay the same)."""
+    as any reordering compiler does under fast-math; the terms stay the same). The
+    independent terms are added smallest first, so the broadcast biases meet each other
+    before the (hoisted, all-steps) product: ``x W_ih + (b_ih + b_hh)``."""
     varying: set[Node] = set(body.inputs[:n_carry])
     for n in body.nodes():
         if any(i in varying for i in n.inputs):
@@ -164,7 +171,7 @@ def regroup(body: Subgraph, n_carry: int) -> Subgraph:
         out, stack = [], [n]
         while stack:
             m = stack.pop()
-            inner = m is root or (isinstance(m.op, Add) and uses.get(m) == 1 and m in varying)
+            inner = m is root or (isinstance(m.op, Add) and uses.get(m) == 1)
             if inner and m.dtype == root.dtype:
                 stack.extend(reversed(m.inputs))
             else:
@@ -179,6 +186,7 @@ def regroup(body: Subgraph, n_carry: int) -> Subgraph:
         moving = [t for t in parts if t in varying]
         if len(still) < 2 or not moving or any(t.dtype != n.dtype for t in parts):
             return None
+        still.sort(key=_size)  # the biases first: b_ih + b_hh is one small add, not a pass over all steps
         with stamp(origin=n.origin, scope=n.scope, provenance=n.provenance):
             acc = [new[t] for t in still]
             total = acc[0]

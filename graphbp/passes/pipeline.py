@@ -25,6 +25,7 @@ from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
 from .polynomial import collect_terms
 from .residuals import reuse_residuals
+from .slices import merge_slices, stack_view_ys
 from .core import LogEntry, PassResult, Rule, run_rules, verify
 from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
@@ -113,6 +114,16 @@ def _licm(roots: list[Node], ctx: PassContext) -> PassResult | None:
     return PassResult(again.roots, res.log + reused.log + again.log)
 
 
+def _merge_slices(roots: list[Node], ctx: PassContext) -> PassResult:
+    """Join elementwise ops over touching slices, then stack the merged values a scan emits
+    instead of their slices (the pieces become views of the stacked value outside)."""
+    res = merge_slices(roots, order=ctx.order(roots))
+    if not res.log:
+        return res
+    again = stack_view_ys(res.roots)
+    return PassResult(again.roots, res.log + again.log)
+
+
 _CANON = ("algebraic", "constant_fold", "cse")
 _REWRITERS = ("collect_terms",)  # passes whose new nodes recanonicalize folds and merges
 
@@ -124,6 +135,9 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="merges and folds nodes, after the passes that match on gradient provenance"),
     PassSpec("licm", ("licm",), _licm, after=("canonicalize",),
              why="moves the loop bodies as canonicalize simplified them; CSE then merges the hoisted copies"),
+    PassSpec("merge_slices", ("merge_slices",), lambda rs, ctx: _merge_slices(rs, ctx),
+             after=("canonicalize", "licm"),
+             why="joins what is left per step in a body after licm, on the slices CSE merged"),
     PassSpec("collect_terms", ("collect_terms",), lambda rs, ctx: collect_terms(rs, order=ctx.order(rs)),
              after=("canonicalize",),
              why="reads sums of products once CSE has merged equal operands, so like terms match"),

@@ -87,7 +87,12 @@ def _per_step(s: Subject, n: Node) -> list[str]:
         if full >= first:
             per_step[pos] = TensorType(t.shape[1:], t.dtype)
     getters = [u for u in s.order if u.inputs and u.inputs[0] is n and isinstance(u.op, TupleGet)]
-    saved = {u.op.index for u in getters if u in s.saved_set}
+    base: dict[Node, Node] = {}  # a view -> the value it views (the pieces of a stacked merged gate)
+    for v in s.order:
+        if v.op.view and v.inputs and not isinstance(v.op, TupleGet):
+            base[v] = base.get(v.inputs[0], v.inputs[0])
+    read = {base.get(v, v) for v in s.saved_set}
+    saved = {u.op.index for u in getters if u in read}
     ops = len(op.body.nodes()) - len(op.body.inputs)
     total = sum((bytes_poly(t) for t in per_step.values()), Poly())
     kept = sum((bytes_poly(t) for pos, t in per_step.items() if pos in saved), Poly())

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 
+from ..errors import GraphError
 from ..graph.node import Node
+from ..ops.indexing import Concatenate
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
@@ -94,8 +96,16 @@ def generate(
     *,
     check: Callable[[int, Any], None] | None = None,
     title: str = "",
+    into: bool = False,
 ) -> Generated:
-    """Write, compile and bind the code of ``plan``."""
+    """Write, compile and bind the code of ``plan``.
+
+    With ``into`` the module's ``step(*feeds, *outs)`` takes one preallocated buffer per
+    output and writes the outputs there instead of returning fresh arrays (a loop body
+    writes its per-step results straight into the stacked ``(T, ...)`` buffers): a fresh
+    output is computed into its buffer, any other output (a view, a feed, a fallback
+    result, a duplicate) is copied into it. The buffers must not overlap the feeds; two
+    outputs of one value may share one buffer object (a scan's carry that is also a ys)."""
     index = {n: k for k, n in enumerate(order)}
     taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES", "errstate"}
     names: dict[Node, str] = {}
@@ -127,6 +137,14 @@ def generate(
     # values a where discards (sqrt'(0), log of the untaken branch) compute without warnings
     masked = guarded_nodes(order, list(outputs) + [v for _, v in updates])
     ns["errstate"] = np.errstate
+    slot_of: dict[Node, str] = {}  # into: a fresh output -> the parameter of its buffer
+    out_params = [_ident(f"out{k}", taken) for k in range(len(outputs))] if into else []
+    for o, p in zip(outputs, out_params):
+        if o in plan.fresh_outputs:
+            slot_of.setdefault(o, p)
+    slotted: set[Node] = set()
+    parts = _concat_parts(plan, slot_of, names, outputs) if into else {}
+    filled = {c for c, _ in parts.values()}
     quiet = '    with errstate(divide="ignore", invalid="ignore", over="ignore"): '
 
     def overwrites_operand(st: Step) -> bool:
@@ -200,7 +218,7 @@ def generate(
 
     def body(steps, first: int) -> list[str]:
         lines = []
-        regions = {} if check is not None else {a: b for a, b in find_regions(steps, plan, first)}
+        regions = {} if check is not None or parts else {a: b for a, b in find_regions(steps, plan, first)}
         skip_to = 0
         for s, st in enumerate(steps, start=first):
             k = s - first
@@ -223,9 +241,18 @@ def generate(
             if pre:
                 lines.append(f"    r{index[n]} = check.ranges(({''.join(a + ', ' for a in args)}))")
             lead = quiet if n in masked else "    "
-            if low.kind == "out":
+            if n in filled:  # its operands were computed into their places in it
+                lines.append(_tagged(f"    {me} = {slot_of[n]}" + comment(n, desc + " (its operands wrote into it)"),
+                                     n, args))
+                slotted.add(n)
+            elif low.kind == "out":
                 stmt = low.statement(slot, kernel(st))
-                if n in plan.fresh_outputs:
+                if n in parts:
+                    stmt = f"{me} = {parts[n][1]}; {stmt}"
+                elif n in slot_of:
+                    stmt = f"{me} = {slot_of[n]}; {stmt}"
+                    slotted.add(n)
+                elif n in plan.fresh_outputs:
                     t = plan.types[n]
                     ns.setdefault(t.dtype.name, t.dtype.type)
                     stmt = f"{me} = empty({t.shape!r}, {t.dtype.name}); {stmt}"
@@ -270,6 +297,9 @@ def generate(
     feeds = [names[i] for i in inputs]
     fwd = plan.steps[: plan.n_forward]
     bwd = plan.steps[plan.n_forward:]
+    if into:
+        return _generate_into(plan, outputs, updates, names, ns, feeds, out_params, slot_of, slotted,
+                              body(fwd, 0) + body(bwd, plan.n_forward), title)
     fwd_nodes = [st.node for st in fwd]
     handoff = [n for n in fwd_nodes if is_local(n) and plan.last.get(n, -1) >= plan.n_forward]
     hand = [names[n] for n in handoff]
@@ -366,3 +396,68 @@ def generate(
 
     ns["step"] = step
     return Generated(source, filename, ns, {})  # chunks are separate code objects: no line map
+
+
+def _concat_parts(plan: Planned, slot_of: dict[Node, str], names: dict[Node, str],
+                  outputs: Sequence[Node]) -> dict[Node, tuple[Node, str]]:
+    """For ``into`` code: operands of a ``concatenate`` output computed straight into their
+    place in its buffer (``v = out2[:, 128:256]; multiply(a, b, v)``), as a hand-written
+    LSTM step writes the four gate gradients into one array. The caller's buffer exists from
+    the start and overlaps nothing, so writing it early is safe. Only when every operand is
+    an elementwise result (its kernel writes any strided ``out``) read by the concatenate
+    alone. Returns operand -> (concatenate node, the view it is computed into)."""
+    readers: dict[Node, int] = {}
+    for st in plan.steps:
+        for i in st.node.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    made = {st.node: st for st in plan.steps}
+    out: dict[Node, tuple[Node, str]] = {}
+    for c, buf in slot_of.items():
+        if not isinstance(c.op, Concatenate) or made[c].low.kind != "out" or len(set(c.inputs)) != len(c.inputs):
+            continue
+        ok = all(
+            i in made and made[i].low.kind == "out" and not made[i].deferred and i.op.elementwise
+            and readers.get(i) == 1 and i not in outputs and i not in plan.viewed
+            and plan.types[i].dtype == plan.types[c].dtype for i in c.inputs)
+        if not ok:
+            continue
+        axis = c.op.axis % len(plan.types[c].shape)
+        start = 0
+        for i in c.inputs:
+            stop = start + plan.types[i].shape[axis]
+            out[i] = (c, f"{buf}[{':, ' * axis}{start}:{stop}]")
+            start = stop
+    return out
+
+
+def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
+                   names: dict[Node, str], ns: dict[str, Any], feeds: list[str], out_params: list[str],
+                   slot_of: dict[Node, str], slotted: set[Node], lines: list[str], title: str) -> Generated:
+    """The module of ``generate(..., into=True)``: one function, no forward/backward split
+    (a loop body is run whole each step), outputs not computed into their buffer copied
+    there at the end."""
+    if updates:
+        raise GraphError("codegen: a program updating parameters has no output-buffer form")
+    src = [
+        f"# graphbp program{': ' + title if title else ''}, writing its outputs into the buffers "
+        + ", ".join(out_params),
+        "# v<k> is node k of the program's topological order; a NumPy call's last positional",
+        "# argument is its preallocated output buffer.",
+        "",
+        f"def step({', '.join(feeds + out_params)}):",
+        *lines,
+    ]
+    for o, p in zip(outputs, out_params):
+        if o in slotted and slot_of[o] == p:
+            continue
+        if o in slotted:  # a second output of a value: the caller may pass one buffer for both
+            src.append(f"    if {p} is not {slot_of[o]}: copyto({p}, {names[o]})  # output {plan.types[o]}")
+        else:
+            src.append(f"    copyto({p}, {names[o]})  # output {plan.types[o]}")
+    src.append("    return None")
+    source = "\n".join(src) + "\n"
+    line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)}
+    filename = f"<graphbp program {next(_counter)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), ns)
+    return Generated(source, filename, ns, line_nodes)

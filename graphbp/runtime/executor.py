@@ -35,6 +35,11 @@ class CachedPlan:
     """Seconds spent building it: ``shapes`` (feed shapes through every ``infer``),
     ``plan`` (lowering, liveness, allocation) and ``codegen`` (writing and compiling the
     module), as ``Program.pass_timings`` has them per pass (benchmarks/compile_phases.py)."""
+    into: Generated | None = None
+    """The same plan's code writing the outputs into buffers the caller passes (built on
+    first request: :meth:`Executor.into_for`)."""
+    into_run: object = None
+    """``Program.runner_into``'s wrapper of ``into.step``, kept for the next loop's run."""
 
 
 class Executor:
@@ -52,6 +57,27 @@ class Executor:
         """The plan of the feeds' shape signature (built if new; it checks the feeds)."""
         with self.lock:
             return self._cached_plan(feeds)
+
+    def into_for(self, feeds: list[np.ndarray]) -> Generated:
+        """The generated ``step(*feeds, *outs)`` of the feeds' shape signature, writing each
+        output into the buffer passed for it (``codegen.generate(..., into=True)``)."""
+        with self.lock:
+            plan = self._cached_plan(feeds)
+            if plan.into is None:
+                prog = self.program
+                plan.into = generate(plan.planned, prog.order, prog.inputs, prog.outputs, prog.updates, into=True,
+                                     title=_title(prog, plan.planned.report.signature))
+            return plan.into
+
+    def planned(self, args: tuple) -> CachedPlan | None:
+        """The plan of ``args`` when they are ndarrays of the inputs' exact dtypes whose shape
+        signature was planned (so checked) before; else None (take the checked path)."""
+        if len(args) != len(self.dtypes):
+            return None
+        for a, dt in zip(args, self.dtypes):
+            if type(a) is not np.ndarray or (a.dtype is not dt and a.dtype != dt):
+                return None
+        return self.plans.get(tuple([a.shape for a in args]))
 
     def _cached_plan(self, feeds: list[np.ndarray]) -> CachedPlan:
         """:meth:`plan_for` for a caller that holds the lock."""
@@ -144,11 +170,11 @@ class Executor:
         planned = make_plan(prog.partition, prog.outputs, prog.updates, types, sig,
                             allow_deferred=not check, fold_constants=not check, options=prog.runtime_options)
         t2 = time.perf_counter()
-        title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
+        title = _title(prog, sig)
         hook = numerics.Checker(prog.order, list(prog.outputs) + [v for _, v in prog.updates],
                                 prog.rewrite_log) if check else None
         generated = generate(planned, prog.order, prog.inputs, prog.outputs, prog.updates, check=hook,
-                             title=f"feeds {title}" if title else "")
+                             title=title)
         plan = CachedPlan(planned, generated, {"shapes": t1 - t0, "plan": t2 - t1,
                                                "codegen": time.perf_counter() - t2})
         self.plans[sig] = plan
@@ -174,6 +200,12 @@ class Executor:
         scope = {**frame.f_globals, **frame.f_locals}
         operands = [scope.get(n, np.zeros(0)) for n in names][: len(node.inputs)]
         return numerics.compute_error(node, operands, exc)
+
+
+def _title(prog: "Program", sig: tuple) -> str:
+    """The first comment line of a generated module: the feeds' names and shapes."""
+    title = ", ".join(f"{i.op.input_name}{tuple(s)}" for i, s in zip(prog.inputs, sig))
+    return f"feeds {title}" if title else ""
 
 
 __all__ = ["Executor"]

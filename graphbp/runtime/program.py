@@ -163,6 +163,30 @@ class Program:
                 return self._executor.run(list(arrays))  # re-raises, explained
         return run
 
+    def runner_into(self, *args: Any) -> Callable[..., None] | None:
+        """Like :meth:`runner`, for a caller that owns the output buffers: the returned
+        ``run(*feeds, *outs)`` writes output ``k`` into ``outs[k]`` (exact shape and dtype,
+        overlapping no feed and no other output), so a loop writes each step's results
+        straight into its stacked buffers. None for a program that cannot (one checking
+        numerics or updating parameters)."""
+        if self.check_numerics or self.updates:
+            return None
+        known = self._executor.planned(args)  # a loop runs once per call of the program around it
+        if known is not None and known.into_run is not None:
+            return known.into_run
+        feeds = bind_feeds(self.inputs, args, {})
+        step = self._executor.into_for(feeds).step
+        n_in = len(self.inputs)
+
+        def run(*arrays: np.ndarray) -> None:
+            try:
+                step(*arrays)
+            except Exception:  # re-raised, explained, by the checked path; else its results are copied
+                for buf, value in zip(arrays[n_in:], self._executor.run(list(arrays[:n_in]))):
+                    np.copyto(buf, value)
+        self._executor.plan_for(feeds).into_run = run
+        return run
+
     def source(self, *shapes: tuple[int, ...]) -> str:
         """The generated Python of the last call's shape signature (or of the feed shapes
         given, one per input): one NumPy call per line, the node and user line in a comment."""

@@ -1,0 +1,132 @@
+"""A scan body writing its per-step results straight into the loop's buffers.
+
+``Program.runner_into`` runs code generated with ``into=True``: output ``k`` is computed
+into (or copied into) the buffer passed for it. The scan kernel passes the rows of its
+stacked ``(T, ...)`` buffers, so a step's ys and carries are never copied afterwards. Here:
+the generated form against the ordinary one for every kind of output (fresh, duplicate,
+feed, view, 0-d), the forms that cannot write into buffers, and compiled scans (stacked
+carries kept or not, forward and reverse, unread ys) against the reference interpreter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphbp as gb
+from graphbp.ops.loop import Scan
+
+RNG = np.random.default_rng(3)
+
+
+def _into_source(prog: gb.Program) -> str:
+    ex = prog._executor
+    return ex.plans[ex.last_signature].into.source
+
+
+def test_every_kind_of_output_lands_in_its_buffer():
+    x = gb.input("x", (3, 4), "float32")
+    s = gb.input("s", (), "float64")
+    y = gb.tanh(x) * 2.0
+    outs = [y, y, x, gb.transpose(y), s * s, gb.sum(y)]  # fresh, duplicate, feed, view, 0-d, reduction
+    prog = gb.compile([x, s], outs, optimize=False)
+    feeds = [RNG.standard_normal((3, 4)).astype(np.float32), np.array(1.5)]
+    want = prog(*feeds)
+    run = prog.runner_into(*feeds)
+    bufs = [np.full(w.shape, np.nan, w.dtype) for w in want]
+    assert run(*feeds, *bufs) is None
+    for b, w in zip(bufs, want):
+        np.testing.assert_array_equal(b, w)
+    assert prog.runner_into(*feeds) is run  # planned and checked once: a loop asks every call
+    src = _into_source(prog)
+    assert "empty(" not in src  # fresh outputs are computed in place, the rest copied
+    assert src.count("copyto(") == 3 and "if out1 is not out0: copyto(" in src  # duplicate, feed, view
+
+
+def test_programs_that_cannot_write_into_buffers_say_so():
+    w = gb.param("w", np.ones(3, np.float32))
+    x = gb.input("x", (3,), "float32")
+    updating = gb.compile([x], [w * x], updates={w: w - 0.1 * x})
+    assert updating.runner_into(np.ones(3, np.float32)) is None
+    checking = gb.compile([x], [gb.exp(x)], check_numerics=True)
+    assert checking.runner_into(np.ones(3, np.float32)) is None
+
+
+def _lstm(steps: int, reverse: bool):
+    B, E, H = 3, 4, 5
+    x = gb.input("x", (steps, B, E), "float32")
+    p = {k: gb.param(k, (RNG.standard_normal(s) * 0.5).astype(np.float32))
+         for k, s in (("w_ih", (4 * H, E)), ("w_hh", (4 * H, H)), ("b", (4 * H,)))}
+
+    def step(state, x_t):
+        h, c = gb.nn.lstm_cell(x_t, state, p["w_ih"], p["w_hh"], p["b"])
+        return (h, c), h * h
+
+    zeros = gb.constant(np.zeros((B, H), np.float32))
+    (h, c), ys = gb.scan(step, (zeros, zeros), x, reverse=reverse)
+    loss = gb.sum(ys * ys) + gb.sum(h * c)
+    return x, p, loss
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("steps", [1, 6])
+def test_compiled_scans_match_the_reference_interpreter(reverse, steps):
+    x, p, loss = _lstm(steps, reverse)
+    params = list(p.values())
+    grads = gb.grad(loss, params)
+    feed = RNG.standard_normal(x.shape).astype(np.float32)
+    want = gb.evaluate([loss, *grads], {x: feed})
+    for optimize in (True, False):  # licm's residual ys and stacked carries, or the plain scans
+        got = gb.compile([x], [loss, *grads], optimize=optimize)(feed)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+
+
+def test_the_lstm_bodies_allocate_nothing_per_step():
+    x, p, loss = _lstm(4, False)
+    prog = gb.compile([x], [loss, *gb.grad(loss, list(p.values()))])
+    prog(RNG.standard_normal(x.shape).astype(np.float32))
+    scans = [n for n in prog.order if isinstance(n.op, Scan)]
+    assert len(scans) == 2  # the forward scan and its reverse
+    for n in scans:
+        src = _into_source(n.op.body.program())
+        assert "empty(" not in src and "array(" not in src
+        if n.op.reverse:  # the four gate gradients are computed into their places in dz
+            assert "copyto(" not in src and src.count("= out2[:, ") == 4
+
+
+def test_concatenated_parts_are_computed_in_place_unless_read_elsewhere():
+    x = gb.input("x", (2, 3), "float32")
+    a, b = gb.exp(x), x * 3.0
+    twice = gb.tanh(x)
+    cat = gb.concatenate([a, b, x[:1] * 1.5], axis=0)
+    shared = gb.concatenate([twice, x + 1.0], axis=1)
+    prog = gb.compile([x], [cat, shared, twice * 2.0], optimize=False)
+    feed = RNG.standard_normal((2, 3)).astype(np.float32)
+    want = prog(feed)
+    bufs = [np.empty_like(w) for w in want]
+    prog.runner_into(feed)(feed, *bufs)
+    for b_, w in zip(bufs, want):
+        np.testing.assert_array_equal(b_, w)
+    src = _into_source(prog)
+    assert "= out0[0:2]; " in src and "= out0[2:4]; " in src and "= out0[4:5]; " in src  # in place
+    assert "copyto(v" in src  # the second concatenate copies: tanh(x) is read twice
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_carry_that_is_also_a_ys_shares_its_buffer(reverse):
+    x = gb.input("x", (5, 2, 3), "float64")
+    w = gb.param("w", RNG.standard_normal((3, 3)))
+
+    def step(h, x_t):
+        h = gb.tanh(h @ w + x_t)
+        return h, h
+
+    h_T, hs = gb.scan(step, gb.constant(np.zeros((2, 3))), x, reverse=reverse)
+    loss = gb.sum(hs * hs) + gb.sum(h_T)
+    outs = [loss, h_T, hs, gb.grad(loss, w)]
+    feed = RNG.standard_normal((5, 2, 3))
+    got = gb.compile([x], outs)(feed)
+    for g, want in zip(got, gb.evaluate(outs, {x: feed})):
+        np.testing.assert_allclose(g, want, rtol=1e-12)
+    assert not np.shares_memory(got[1], got[2])  # the final carry is the program's own array
