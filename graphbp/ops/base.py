@@ -158,6 +158,13 @@ class Op:
         fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
         return dataclasses.replace(self, **dict(zip(fields, new)))
 
+    def loop_carries(self, body: int) -> tuple[tuple[int, int], ...]:
+        """For a loop op: ``(output, input)`` index pairs of body ``body`` (of
+        :meth:`subgraphs`), where the value the body returns as that output is what it reads
+        as that input at the next iteration (the carries). Diagrams draw each as a back edge.
+        Empty for every op that runs its bodies once (the default)."""
+        return ()
+
     def keep_outputs(self, indices: Sequence[int]) -> "Op | None":
         """For a multi-output op: the op computing only outputs ``indices`` (in that order),
         so passes can drop outputs nothing reads; ``None`` when it cannot (the default)."""
