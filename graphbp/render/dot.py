@@ -375,7 +375,7 @@ def _grad_attrs(spec: ViewSpec, n: Node) -> dict[str, str]:
 def _group_look(spec: ViewSpec, g: Group) -> tuple[str, dict[str, str]]:
     s = spec.subject
     ops = [n for n in g.members if not is_leaf_node(n)]
-    params = [n for n in g.members if n.op.name == "param"]
+    params = [n for n in g.members if leaf_kind(n) == "param"]
     counts = Counter(n.op.name for n in ops)
     kinds = [f"{name} ×{c}" if c > 1 else name for name, c in counts.most_common(4)]
     more = len(counts) - len(kinds)
