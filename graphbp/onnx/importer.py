@@ -136,6 +136,8 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
     for vi in graph.input:
         if vi.name in inits:
             continue
+        if len(vi.type.tensor_type.shape.dim) > limits.max_ndim:
+            raise GraphFormatError(f"{path}: input {vi.name!r} has more than Limits.max_ndim={limits.max_ndim} dims")
         dtype, shape = _value_type(onnx, vi, path, batch_dims)
         node = make_input(vi.name, shape, dtype=dtype)
         ctx.values[vi.name] = node
@@ -153,6 +155,7 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
 def run_nodes(ctx: Ctx, nodes: Any) -> None:
     """Convert ONNX nodes in order into ``ctx.values`` (the main graph and ``If`` branches)."""
     path = ctx.path
+    written: set[str] = set()  # SSA: each value is assigned once
     for k, n in enumerate(nodes):
         ctx.count_node()
         if n.domain not in ("", "ai.onnx"):
@@ -169,7 +172,10 @@ def run_nodes(ctx: Ctx, nodes: Any) -> None:
         if len(outs) < len([o for o in produced if o]):
             raise GraphFormatError(f"{path}: {ctx.where}: only {len(outs)} of its {len(produced)} outputs are supported")
         for name, v in zip(produced, outs):
+            if name in written:
+                raise GraphFormatError(f"{path}: {ctx.where} assigns {name!r} more than once (ONNX graphs are SSA)")
             if name:
+                written.add(name)
                 ctx.values[name] = _fold(v)
 
 
