@@ -23,7 +23,7 @@ from graphbp.ops.leaves import Leaf  # noqa: E402
 OUT = Path(__file__).with_name("ops.md")
 
 # Builders with no op class of their own: their gradient is that of the ops they build.
-COMPOSITES = ("var", "mse", "stack", "split", "dropout", "zeros_like", "ones_like", "swapaxes",
+COMPOSITES = ("gelu", "var", "mse", "stack", "split", "dropout", "zeros_like", "ones_like", "swapaxes",
               "conv1d", "flatten", "batch_norm", "batch_norm_train", "layer_norm")
 
 SECTIONS = (

@@ -139,3 +139,26 @@ def test_which_image_ops_onnxruntime_runs_in_float64(op_type):
     else:
         with pytest.raises(NO_KERNEL, match="Could not find an implementation"):
             _single_op_session(op_type, np.float64, shapes, **attrs)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_onnx_gelu_imports_as_primitives_and_gb_gelu_exports_them(approximate, tmp_path):
+    """ONNX's ``Gelu`` (opset 20) imports as the primitives ``gb.gelu`` builds, with ONNX
+    Runtime's values; ``gb.gelu`` exports as those primitives, with no ``Gelu`` node."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [9])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    onnx.save(model, tmp_path / "gelu.onnx")
+    xv = np.linspace(-5, 5, 9, dtype=np.float32)
+    back = gb.import_onnx(tmp_path / "gelu.onnx")
+    assert {n.op.name for n in gb.toposort(back.outputs)} <= {"input", "constant", "multiply", "add", "tanh", "erf"}
+    (got,) = gb.compile(back.inputs, back.outputs)(xv)
+    assert_close(got, run_ort(model, {"x": xv})[0], f"imported Gelu(approximate={approximate!r})")
+    x = gb.input("x", (9,))
+    exported = gb.export_onnx([gb.gelu(x, approximate)], inputs=[x])
+    assert "Gelu" not in {n.op_type for n in exported.graph.node}
+    assert_close(run_ort(exported, {"x": xv})[0], got, "gb.gelu exported")

@@ -4,6 +4,7 @@ passes and renderers that read them: a new op is handled right with no table to 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import ClassVar
 
 import numpy as np
@@ -163,15 +164,20 @@ def test_the_ops_passes_make_are_registered_and_saved(tmp_path):
         np.testing.assert_array_equal(u, v)
 
 
-def test_one_gelu_formula_serves_kernel_vjp_and_pass():
+def test_gelu_is_primitives_built_at_the_users_line():
+    """One gelu formula, in the builder: no gelu op, every node it makes points at this line,
+    and the gradient its primitives' VJPs give is the textbook derivative."""
     x = gb.input("x", (7,), dtype="float64")
     X = np.linspace(-3, 3, 7)
-    y = gb.sum(gb.gelu(x, "tanh"))
+    u = gb.gelu(x, "tanh")
+    line = inspect.currentframe().f_lineno - 1
+    y = gb.sum(u)
     g = gb.grad(y, x)
-    ref = gb.compile([x], [y, g], optimize=False)(X)
-    shared = gb.compile([x], [y, g])(X)
-    np.testing.assert_allclose(shared[0], ref[0], rtol=1e-14)
-    np.testing.assert_allclose(shared[1], ref[1], rtol=1e-13)
+    made = [n for n in gb.toposort([u]) if n.inputs]
+    assert {n.op.name for n in made} <= {"multiply", "add", "tanh"}
+    assert {(n.origin.filename, n.origin.lineno) for n in made} == {(__file__, line)}
+    ref = gb.evaluate([y, g], {x: X})
+    np.testing.assert_allclose(gb.compile([x], [y, g])(X)[1], ref[1], rtol=1e-13)
     k = np.sqrt(2 / np.pi)
     t = np.tanh(k * (X + 0.044715 * X ** 3))
     np.testing.assert_allclose(ref[1], 0.5 * (1 + t) + 0.5 * X * (1 - t * t) * k * (1 + 3 * 0.044715 * X * X),

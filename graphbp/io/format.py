@@ -6,8 +6,9 @@ scope, source line and gradient provenance) and ``arrays.npz`` (parameter and co
 values, read without pickle). The format is specified in ``docs/graph-format.md``.
 
 Loading is a pure parse: it never imports, evaluates or unpickles anything from the file.
-Ops are looked up in :data:`graphbp.ops.OP_CLASSES`, built from checked parameters and
-re-typed with their own shape rules; any inconsistency is a
+Ops are looked up in :data:`graphbp.ops.OP_CLASSES` (ops since removed, in
+:mod:`graphbp.io.legacy`), built from checked parameters and re-typed with their own shape
+rules; any inconsistency is a
 :class:`~graphbp.errors.GraphFormatError` naming the file, the place and the problem.
 """
 
@@ -33,6 +34,7 @@ from ..ops.leaves import Constant, Input, Leaf, Param
 from .atomic import atomic_write
 from .codec import ArrayStore, Decoder, encode
 from .container import DEFAULT_LIMITS, Limits, dump_json, encode_npz, fail, read_container, write_zip
+from .legacy import LEGACY_OPS, expand
 
 FORMAT_NAME = "graphbp.graph"
 FORMAT_VERSION = 2
@@ -300,13 +302,19 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
         raise fail(path, where, f"expected keys {sorted(_NODE_KEYS)}")
     op_name = entry["op"]
     cls = registry.get(op_name) if isinstance(op_name, str) else None
-    if cls is None:
+    legacy = LEGACY_OPS.get(op_name) if cls is None and isinstance(op_name, str) else None
+    if cls is None and legacy is None:
         raise fail(path, f"{where}.op", f"unknown op {op_name!r:.60} (known ops come from graphbp.ops.OP_CLASSES)")
     where = f"{where} ({op_name})"
     inputs = tuple(
         nodes[_index(dec, v, len(nodes), f"{where}.inputs[{k}]")]
         for k, v in enumerate(dec.sequence(entry["inputs"], f"{where}.inputs"))
     )
+    if legacy is not None:  # a removed op: built from primitives (io/legacy.py)
+        stored = _decode_type(dec, entry["type"], f"{where}.type", version)
+        name, scope, origin = _decode_labels(dec, entry, where)
+        return expand(dec, legacy, entry["params"], inputs, stored, where, name=name, scope=scope,
+                      origin=origin or _NO_ORIGIN)
     op = _decode_op(dec, cls, entry["params"], f"{where}.params", nodes if version >= 2 else None)
     stored = _decode_type(dec, entry["type"], f"{where}.type", version)
     if isinstance(op, Leaf):
@@ -326,16 +334,21 @@ def _decode_node(dec: Decoder, registry: dict[str, type], nodes: list[Node], ent
             raise fail(path, where, "the op's shape rule returned no type")
     if actual != stored:
         raise fail(path, f"{where}.type", f"stored type {stored} differs from the type its op gives, {actual}")
-    name = entry["name"]
-    if name is not None and not isinstance(name, str):
-        raise fail(path, f"{where}.name", "expected a string or null")
-    scope = dec.sequence(entry["scope"], f"{where}.scope")
-    if not all(isinstance(s, str) for s in scope):
-        raise fail(path, f"{where}.scope", "expected a list of strings")
-    origin = _decode_origin(dec, entry["origin"], f"{where}.origin")
-    node = Node(op, inputs, actual, name=name, origin=origin or _NO_ORIGIN, scope=tuple(scope), provenance=())
+    name, scope, origin = _decode_labels(dec, entry, where)
+    node = Node(op, inputs, actual, name=name, origin=origin or _NO_ORIGIN, scope=scope, provenance=())
     node.origin = origin
     return node
+
+
+def _decode_labels(dec: Decoder, entry: dict, where: str) -> tuple[str | None, tuple[str, ...], SourceLocation | None]:
+    """A node's name, scope and origin."""
+    name = entry["name"]
+    if name is not None and not isinstance(name, str):
+        raise fail(dec.path, f"{where}.name", "expected a string or null")
+    scope = dec.sequence(entry["scope"], f"{where}.scope")
+    if not all(isinstance(s, str) for s in scope):
+        raise fail(dec.path, f"{where}.scope", "expected a list of strings")
+    return name, tuple(scope), _decode_origin(dec, entry["origin"], f"{where}.origin")
 
 
 _NO_ORIGIN = SourceLocation("<file>", 0, "<file>")

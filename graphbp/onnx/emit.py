@@ -162,33 +162,6 @@ def _erf_formula(x: Node) -> Node:
     return ops.where(y <= 0.46875, small, ops.where(x < 0, -tail, tail))
 
 
-@emits(act.Gelu)
-def _gelu(b, node, xs):
-    approx = "tanh" if node.op.approximate == "tanh" else "none"
-    if b.opset < 20:
-        return _composite(b, node, lambda v: _gelu_formula(v, approx), _as(b, node, xs, node.dtype))
-    return _native_or_composite(b, node, xs, "Gelu", lambda v: _gelu_formula(v, approx), approximate=approx)
-
-
-def _gelu_formula(x: Node, approximate: str) -> Node:
-    """GELU from primitives (before opset 20, and for float64)."""
-    if approximate == "tanh":
-        c, a = act._SQRT_2_OVER_PI, act._GELU_C
-        return 0.5 * x * (1 + ops.tanh(c * (x + a * x * x * x)))
-    return 0.5 * x * (1 + ops.erf(x * float(1 / np.sqrt(2.0))))
-
-
-@emits(act.GeluTanhGrad)
-def _gelu_tanh_grad(b, node, xs):
-    """The derivative written with ONNX primitives (graphbp's VJP builders make the graph)."""
-    def formula(x):
-        c, a = act._SQRT_2_OVER_PI, act._GELU_C
-        t = ops.tanh(c * (x + a * x * x * x))
-        d = c * (1 + 3 * a * x * x)
-        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d
-    return _composite(b, node, formula, _as(b, node, xs, node.dtype))
-
-
 def _composite(b: OnnxBuilder, node: Node, formula, xs: list[str], *, cast: bool = True) -> str:
     """Emit ``formula`` (graphbp builders over placeholder inputs) through this table; the
     placeholders have the node's dtype (``xs`` already cast) or, with ``cast=False``, the
@@ -336,20 +309,6 @@ def _getitem(b, node, xs):
     return _slice(b, xs[0], node.op.index)
 
 
-@emits(ix.EmbedSlice)
-def _embed_slice(b, node, xs):
-    """Zeros with ``g`` at a basic index: slice a flat position grid of the target shape
-    the same way, then scatter ``g`` to those positions (basic indices never repeat)."""
-    g = xs[0]
-    shape = b.shape(xs[1]) if len(xs) == 2 else b.ints(node.op.shape)
-    total = b.op("ReduceProd", [shape], keepdims=1)
-    grid = b.op("Reshape", [b.op("Range", [b.const(0, np.int64), b.squeeze(total, [0]), b.const(1, np.int64)]), shape])
-    pos = b.op("Reshape", [_slice(b, grid, node.op.index), b.ints([-1])])
-    flat = b.fill(total, 0, node.dtype)
-    out = b.op("ScatterElements", [flat, pos, b.op("Reshape", [g, b.ints([-1])])], axis=0)
-    return b.op("Reshape", [out, shape])
-
-
 @emits(ix.Concatenate)
 def _concatenate(b, node, xs):
     return b.op("Concat", _as(b, node, xs, node.dtype), axis=node.op.axis % node.ndim)
@@ -357,14 +316,12 @@ def _concatenate(b, node, xs):
 
 @emits(ix.ConcatSlice)
 def _concat_slice(b, node, xs):
+    """Piece ``index`` of a ``Split`` of ``g`` at the parts' run-time sizes along the axis."""
     g, *parts = xs
-    ax = node.op.axis
-    sizes = [b.dim(p, ax) for p in parts[: node.op.index + 1]]
-    start = b.ints([0])
-    for size in sizes[:-1]:
-        start = size if start == b.ints([0]) else b.op("Add", [start, size])
-    stop = b.op("Add", [start, sizes[-1]])
-    return b.op("Slice", [g, start, stop, b.ints([ax])])
+    ax = node.op.axis % node.ndim
+    sizes = b.op("Concat", [b.dim(p, ax) for p in parts], axis=0)
+    return b.op("Split", [g, sizes], outputs=len(parts), axis=ax)[node.op.index] if len(parts) > 1 \
+        else b.op("Identity", [g])
 
 
 def _index(b: OnnxBuilder, node: Node, xs: list[str], k: int) -> str:
@@ -594,4 +551,4 @@ def _cond(b, node, xs):
     return [out] if n_out == 1 else out
 
 
-from . import emit_loop  # noqa: E402,F401 - registers gb.scan's emitter (ONNX Loop)
+from . import emit_loop, emit_slice  # noqa: E402,F401 - register gb.scan's (ONNX Loop) and embed_slice's emitters

@@ -26,7 +26,7 @@ from .shape import (
 from .elementwise import Clip, clip
 from .reduce import LogSumExp, Max, Min, Prod, logsumexp, max, min, prod, var
 from .activations import (
-    Elu, Erf, Gelu, GeluTanhGrad, LeakyRelu, Relu, Sigmoid, Softplus,
+    Elu, Erf, LeakyRelu, Relu, Sigmoid, Softplus,
     elu, erf, gelu, leaky_relu, relu, sigmoid, softplus,
 )
 from .indexing import (
@@ -56,7 +56,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Sum, Mean, ReducedCount,
     Reshape, BroadcastTo, Transpose, ExpandDims, Squeeze,
     Clip, Max, Min, Prod, LogSumExp,
-    Relu, LeakyRelu, Elu, Gelu, GeluTanhGrad, Erf, Sigmoid, Softplus,
+    Relu, LeakyRelu, Elu, Erf, Sigmoid, Softplus,
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
     AddN, MatMulBiasAct, ConvBiasAct,

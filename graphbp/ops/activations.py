@@ -3,7 +3,9 @@
 Each activation is a primitive (not a composite of ``exp``/``log`` nodes) because the
 stable kernel is one NumPy expression while the composite would need several nodes and
 would still overflow (``exp(x)`` of a large logit) before any rewrite could fix it. The VJPs
-are built from public builders, so second derivatives work.
+are built from public builders, so second derivatives work. ``gelu`` is the exception:
+a composite of ``tanh`` (or ``erf``) and arithmetic, which cannot overflow where it matters
+and which the general passes compile as fast as a fused kernel.
 
 ``erf`` is its own op: NumPy has none and SciPy is not a dependency. Its kernel is W. J.
 Cody's rational Chebyshev approximation (Math. Comp. 23, 1969; Netlib SPECFUN ``calerf``),
@@ -20,30 +22,10 @@ import numpy as np
 
 from ..graph.node import Node
 from .base import apply, as_node, dtype_error
-from .elementwise import Elementwise, exp, greater, square, tanh, where
+from .elementwise import Elementwise, cast, exp, greater, square, tanh, where
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_C = 0.044715
-
-
-# The tanh-approximate gelu, written once. The functions take NumPy arrays (with
-# ``tanh=np.tanh``; Python-float constants keep the array's dtype) or nodes (with the
-# ``tanh`` builder), so the kernels, the VJP and the ``share_gelu`` pass use one formula.
-def gelu_tanh_q(x, tanh_fn):
-    """``q = 1 + tanh(k (x + c x^3))``, the argument written ``(k c x^2 + k) x``."""
-    return tanh_fn((x * x * (_SQRT_2_OVER_PI * _GELU_C) + _SQRT_2_OVER_PI) * x) + 1.0
-
-
-def gelu_tanh_from_q(x, q):
-    """``gelu_tanh(x) = 0.5 x (1 + t) = 0.5 x q``."""
-    return q * x * 0.5
-
-
-def gelu_tanh_grad_from_q(x, q):
-    """``gelu_tanh'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 c x^2)``; with
-    ``1 - t^2 = q (2 - q)`` it is ``0.5 q (1 + (3 k c x^2 + k) x (2 - q))``."""
-    xd = (x * x * (3 * _SQRT_2_OVER_PI * _GELU_C) + _SQRT_2_OVER_PI) * x
-    return q * (xd * (2.0 - q) + 1.0) * 0.5
+_SQRT_1_2 = math.sqrt(0.5)
 
 
 class _FloatUnary(Elementwise):
@@ -234,67 +216,6 @@ class Erf(_FloatUnary):
         return (g * (2 / math.sqrt(math.pi)) * exp(-square(x)),)
 
 
-@dataclasses.dataclass(frozen=True)
-class Gelu(_FloatUnary):
-    """Gaussian error linear unit ``x * Phi(x)``.
-
-    ``approximate="tanh"`` is the usual ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``;
-    ``"none"`` is exact, ``0.5 x (1 + erf(x / sqrt 2))``. A primitive so the forward is one
-    fused NumPy expression rather than ~8 nodes.
-    """
-
-    name: ClassVar[str] = "gelu"
-    vjp_formula: ClassVar[str] = (
-        "none: g * (Phi(x) + x phi(x)); tanh: g * (0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2)), "
-        "t = tanh(c (x + a x^3)), c = sqrt(2/pi), a = 0.044715"
-    )
-    approximate: str = "tanh"
-
-    def __post_init__(self) -> None:
-        if self.approximate not in ("tanh", "none"):
-            raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {self.approximate!r}")
-
-    def compute(self, x):
-        x = x if x.dtype.kind == "f" else x.astype(self.result_dtype(x.dtype))
-        t = x.dtype.type
-        if self.approximate == "tanh":
-            return gelu_tanh_from_q(x, gelu_tanh_q(x, np.tanh))
-        return t(0.5) * x * (1 + erf_kernel(x / t(math.sqrt(2.0))))
-
-    def vjp(self, node, g):
-        x = node.inputs[0]
-        if self.approximate == "tanh":
-            return (g * apply(GeluTanhGrad(), x),)
-        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2.0))))
-        pdf = exp(-0.5 * square(x)) * (1 / math.sqrt(2 * math.pi))
-        return (g * (cdf + x * pdf),)
-
-
-@dataclasses.dataclass(frozen=True)
-class GeluTanhGrad(_FloatUnary):
-    """``d gelu_tanh(x) / dx`` as one op (what ``Gelu``'s tanh VJP multiplies ``g`` by).
-
-    One node, not ~20: the runtime lowers it to 15 in-place ufunc calls on one scratch
-    buffer (``tanh`` once), where the term-by-term graph recomputed ``x**3`` and ``tanh``
-    and allocated each product (W4 in docs/performance.md).
-    """
-
-    name: ClassVar[str] = "gelu_tanh_grad"
-    vjp_formula: ClassVar[str] = (
-        "g * (1 - t^2) (d - x t d^2 + 3 a c x^2), t = tanh(c (x + a x^3)), d = c (1 + 3 a x^2)")
-
-    def compute(self, x):
-        x = x if x.dtype.kind == "f" else x.astype(self.result_dtype(x.dtype))
-        return gelu_tanh_grad_from_q(x, gelu_tanh_q(x, np.tanh))
-
-    def vjp(self, node, g):
-        x = node.inputs[0]
-        th = gelu_tanh_q(x, tanh) - 1.0
-        d = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * square(x))
-        inner = d - x * th * square(d) + (3 * _GELU_C * _SQRT_2_OVER_PI) * square(x)
-        return (g * (1 - square(th)) * inner,)
-
-
 # ------------------------------------------------------------------------- builders
 def relu(x) -> Node:
     """``np.maximum(x, 0)``; the gradient at 0 is 0."""
@@ -312,8 +233,22 @@ def elu(x, alpha: float = 1.0) -> Node:
 
 
 def gelu(x, approximate: str = "tanh") -> Node:
-    """GELU, ``x * Phi(x)``: ``approximate="tanh"`` (default) or ``"none"`` (erf form)."""
-    return apply(Gelu(approximate), as_node(x))
+    """GELU, ``x * Phi(x)``: ``approximate="tanh"`` (default) or ``"none"`` (erf form).
+
+    A composite of primitives, not an op: ``0.5 x (1 + tanh(k (x + 0.044715 x^3)))`` with
+    ``k = sqrt(2/pi)``, or ``0.5 x (1 + erf(x / sqrt 2))``. Its derivative comes from the
+    primitives' VJPs, and the compiler's general passes (CSE, ``collect_terms``) make value
+    and derivative share one ``tanh`` and one loop, as fast as a hand-fused op was
+    (docs/performance.md, W4). Integer operands are promoted as ``np.tanh`` would.
+    """
+    if approximate not in ("tanh", "none"):
+        raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
+    x = as_node(x)
+    if x.dtype.kind in "iub":
+        x = cast(x, float_result(x.dtype))
+    if approximate == "tanh":
+        return 0.5 * x * (1 + tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1 + erf(x * _SQRT_1_2))
 
 
 def erf(x) -> Node:

@@ -8,8 +8,8 @@ runs first, on the graph as ``gb.grad`` built it, because both read gradient pro
 which names the forward nodes it came from; *canonicalize* (``algebraic``,
 ``constant_fold``, ``cse``: one engine run to a fixed point); ``licm`` (work that does not
 depend on a loop's carry leaves the ``scan`` body); *specialize* (``accumulate``,
-``share_gelu``, ``fuse_matmul``). Dead code is never carried: a pass returns only what the
-roots reach, so unrequested gradients and replaced nodes simply disappear.
+``fuse_matmul``). Dead code is never carried: a pass returns only what the roots reach,
+so unrequested gradients and replaced nodes simply disappear.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _licm(roots: list[Node], ctx: PassContext) -> PassResult | None:
 
 
 _CANON = ("algebraic", "constant_fold", "cse")
-_REWRITERS = ("collect_terms", "share_gelu")  # passes whose new nodes recanonicalize folds and merges
+_REWRITERS = ("collect_terms",)  # passes whose new nodes recanonicalize folds and merges
 
 PIPELINE: tuple[PassSpec, ...] = (
     PassSpec("stabilize", ("stability",), _stabilize),
@@ -122,9 +122,7 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="reads sums of products once CSE has merged equal operands, so like terms match"),
     PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs, ctx.order(rs)),
              after=("canonicalize",), why="flattens the add chains that remain after simplification"),
-    PassSpec("share_gelu", ("share_gelu",), lambda rs, ctx: specialize.share_gelu(rs, order=ctx.order(rs)),
-             after=("canonicalize",), why="matches gelu and gelu_tanh_grad on one operand after CSE merged it"),
-    PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("collect_terms", "share_gelu"),
+    PassSpec("recanonicalize", _CANON, _canonicalize("recanonicalize"), after=("collect_terms",),
              why="the factored forms' scalar factors meet the user's, and both sides' equal products merge"),
     PassSpec("fuse_matmul", ("fuse_matmul",), lambda rs, ctx: specialize.fuse_matmul(rs, order=ctx.order(rs)),
              after=("canonicalize", "licm", "accumulate"),

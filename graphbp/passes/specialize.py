@@ -1,4 +1,4 @@
-"""Specialize: n-ary gradient accumulation, matmul+bias+activation, the shared gelu form.
+"""Specialize: n-ary gradient accumulation, matmul+bias+activation.
 
 These passes need use counts (a node read twice must stay materialised), so each runs as
 one sweep over the topological order with a ``users`` table: linear in the graph size.
@@ -11,10 +11,8 @@ The ops they make (``add_n``, ``matmul_bias_act``, ``conv_bias_act``) are ordina
 
 from __future__ import annotations
 
-from ..graph.context import stamp
 from ..graph.node import Node
 from ..graph.traverse import toposort
-from ..ops import activations as act
 from ..ops import elementwise as ew
 from ..ops.base import Op
 from ..ops.conv import Conv2D
@@ -80,61 +78,6 @@ def flatten_adds(roots: list[Node], order: list[Node] | None = None) -> PassResu
         return out
 
     return PassResult(rewrite(roots, visit, order=order, bodies=in_bodies(flatten_adds, log)), log)
-
-
-# ------------------------------------------------------------------ gelu value + derivative
-def share_gelu(roots: list[Node], pass_name: str = "share_gelu", order: list[Node] | None = None) -> PassResult:
-    """A forward ``gelu_tanh(u)`` and a backward ``gelu_tanh_grad(u)`` share one ``tanh``.
-
-    Both ops evaluate ``t = tanh(k u (1 + c u^2))``; separately, the backward recomputes it
-    (five full passes, one a ``tanh``). Here the forward computes ``q = 1 + t`` as its own
-    node (saved for the backward in place of ``t``: one write and one read) and both are
-    expressed through it (the formulas of :mod:`graphbp.ops.activations`: ``gelu = 0.5 u q``
-    and, as ``1 - t^2 = q (2 - q)``, ``gelu' = 0.5 q (1 + u d (2 - q))``): eight calls
-    where the term-by-term derivative takes twelve. The trailing ``* 0.5`` of each meets the
-    user's and the seed's scalar factors in ``recanonicalize``. Forward nodes keep the
-    gelu's (forward) provenance, derivative nodes the gradient node's.
-    """
-    order = toposort(roots) if order is None else order
-    fwd: dict[Node, Node] = {}
-    for n in order:
-        if (isinstance(n.op, act.Gelu) and n.op.approximate == "tanh" and not n.provenance
-                and n.dtype.kind == "f" and n.type == n.inputs[0].type):
-            fwd.setdefault(n.inputs[0], n)
-    grads = {n for n in order if isinstance(n.op, act.GeluTanhGrad) and n.provenance
-             and n.inputs[0] in fwd and n.type == n.inputs[0].type}
-    if not grads and not holds_bodies(order):
-        return PassResult(list(roots), [], order)
-    used = {fwd[g.inputs[0]] for g in grads}
-    q_of: dict[Node, Node] = {}  # u -> the forward's 1 + tanh(...)
-    log: list[LogEntry] = []
-    inside = in_bodies(lambda rs: share_gelu(rs, pass_name), log)
-
-    def q(u: Node, u_new: Node) -> Node:
-        """The forward's ``1 + tanh(...)`` of ``u``, built by whichever of the two comes
-        first in the order (the derivative may: it reads ``u``, not the gelu)."""
-        hit = q_of.get(u)
-        if hit is None:
-            g = fwd[u]
-            with stamp(origin=g.origin, scope=g.scope, provenance=()):
-                hit = q_of[u] = act.gelu_tanh_q(u_new, ew.tanh)
-        return hit
-
-    def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
-        if n in used:
-            with stamp(origin=n.origin, scope=n.scope, provenance=()):
-                out = act.gelu_tanh_from_q(ins[0], q(n.inputs[0], ins[0]))
-        elif n in grads:
-            with stamp(origin=n.origin, scope=n.scope, provenance=n.provenance):
-                out = act.gelu_tanh_grad_from_q(ins[0], q(n.inputs[0], ins[0]))
-        else:
-            return None
-        if out.type != n.type:  # a dtype the scalar constants would promote
-            return None
-        log.append(LogEntry(pass_name, "share_gelu_tanh", (n,), out))
-        return out
-
-    return PassResult(rewrite(roots, visit, order=order, bodies=inside), log)
 
 
 # ------------------------------------------------------------------ matmul + bias + act

@@ -125,7 +125,7 @@ TEMPLATES: dict[type, Template] = {
     _o.Power: lambda a, n: f"\\left({a[0]}\\right)^{{{a[1]}}}",
 }
 
-ACTIVATIONS = (_o.Relu, _o.Tanh, _o.Sigmoid, _o.Gelu, _o.Elu, _o.LeakyRelu, _o.Softplus)
+ACTIVATIONS = (_o.Relu, _o.Tanh, _o.Sigmoid, _o.Elu, _o.LeakyRelu, _o.Softplus)
 AFFINE = (_o.MatMul, _o.Add, _o.Subtract)
 
 

@@ -117,7 +117,7 @@ def find_regions(steps: Sequence[Step], plan: Planned, first: int) -> list[tuple
             j += 1
         if j < len(steps) and _final_sum(steps[j], steps[k:j], plan):
             j += 1
-        if j - k >= 2 or steps[k].low.temps:  # one multi-call kernel (gelu) is a chain too
+        if j - k >= 2 or steps[k].low.temps:  # one multi-call kernel (softplus) is a chain too
             items = list(enumerate(steps[k:j], start=first))
             if _layout_safe(items, plan, _internal(items, plan)):
                 regions.append((k, j))
@@ -211,7 +211,7 @@ def emit_region(
 
     def body(tail_block: bool, indent: str) -> list[str]:
         # each full-size array is sliced once per block (a slice costs ~0.3 us; a lowered
-        # kernel such as gelu's reads its operand up to 8 times)
+        # kernel such as softplus's reads its operand twice)
         out = []
         suffix = "_tail" if tail_block else ""
         used: dict[str, None] = {}

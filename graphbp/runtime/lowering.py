@@ -44,7 +44,6 @@ from ..graph.node import Node
 from ..graph.types import TensorType
 from ..ops import activations as act, control, conv, conv_kernels, loop, creation, elementwise as ew, indexing, linalg, nn, pool, reduce
 from ..ops import shape as sh
-from ..ops.activations import _GELU_C, _SQRT_2_OVER_PI
 from ..ops.collective import AllreduceMean, AllreduceStart, AllreduceWait
 from ..ops.fused import AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Constant
@@ -317,37 +316,6 @@ def _relu(node, types, out):
     return out_kind(call("maximum", X0, Lit(0), out=OUT), inplace=_inplace_ok(types, out, (0,)))
 
 
-_K = _SQRT_2_OVER_PI
-_KC, _K3 = _K * _GELU_C, 3 * _K * _GELU_C
-
-
-def _tanh_inner(u: Arg, t: Arg) -> tuple[Call, ...]:
-    """``t = tanh(k u (1 + c3 u^2))``: four in-place calls after ``u*u`` (constants
-    pre-multiplied; ``u*u*u``, never ``u**3``)."""
-    return (call("multiply", u, u, t), call("multiply", t, Lit(_KC), t), call("add", t, Lit(_K), t),
-            call("multiply", t, u, t), call("tanh", t, t))
-
-
-def _gelu(node, types, out):
-    if node.op.approximate != "tanh" or out.dtype.kind != "f" or types[0] != out:
-        return None
-    # 0.5 u (1 + tanh(...)): 8 calls, one scratch buffer
-    return out_kind(*_tanh_inner(X0, T0), call("add", T0, Lit(1.0), T0), call("multiply", T0, X0, OUT),
-                    call("multiply", OUT, Lit(0.5), OUT), temps=(out,))
-
-
-def _gelu_grad(node, types, out):
-    if out.dtype.kind != "f" or types[0] != out:
-        return None
-    # with h = 0.5 (1 + t) and d = k (1 + 3 c3 u^2): gelu' = h (1 + 2 u d (1 - h)),
-    # since 0.5 (1 - t^2) = 2 h (1 - h). 15 calls, tanh once, two scratch buffers.
-    return out_kind(*_tanh_inner(X0, T0), call("multiply", X0, X0, OUT), call("multiply", OUT, Lit(2 * _K3), OUT),
-                    call("add", OUT, Lit(2 * _K), OUT), call("multiply", OUT, X0, OUT),
-                    call("multiply", T0, Lit(0.5), T0), call("add", T0, Lit(0.5), T0),
-                    call("subtract", Lit(1.0), T0, T1), call("multiply", OUT, T1, OUT),
-                    call("add", OUT, Lit(1.0), OUT), call("multiply", OUT, T0, OUT), temps=(out, out))
-
-
 def _rows_last_axis(types: list[TensorType], axis: int) -> bool:
     x = types[0]
     return x.ndim == 2 and axis in (1, -1) and x.dtype.kind == "f" and x.dtype.itemsize >= 4
@@ -511,7 +479,7 @@ LOWERINGS: dict[type, Lowerer] = {
     reduce.Max: generic, reduce.Min: generic, reduce.Prod: generic, reduce.LogSumExp: generic,
     sh.Transpose: _transpose, sh.BroadcastTo: _broadcast, sh.Reshape: _reshaper(may_copy=True),
     sh.ExpandDims: _reshaper(may_copy=False), sh.Squeeze: _reshaper(may_copy=False),
-    act.Relu: _relu, act.Gelu: _gelu, act.GeluTanhGrad: _gelu_grad,
+    act.Relu: _relu,
     act.LeakyRelu: generic, act.Elu: generic, act.Erf: generic, act.Sigmoid: _sigmoid, act.Softplus: _softplus,
     indexing.OneHot: _one_hot,
     indexing.GetItem: _getitem, indexing.EmbedSlice: generic, indexing.Concatenate: _concatenate,
