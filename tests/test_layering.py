@@ -60,8 +60,9 @@ def _op_name_literal_tests(tree: ast.AST) -> list[int]:
     """Lines comparing an op's name (``x.op.name``, ``type(op).__name__``) with string literals."""
 
     def names_an_op(e: ast.AST) -> bool:
-        if isinstance(e, ast.Attribute) and e.attr == "name" and isinstance(e.value, ast.Attribute):
-            return e.value.attr == "op"
+        if isinstance(e, ast.Attribute) and e.attr == "name":  # x.op.name, op.name, self.op.name
+            v = e.value
+            return isinstance(v, ast.Attribute) and v.attr == "op" or isinstance(v, ast.Name) and v.id == "op"
         return isinstance(e, ast.Attribute) and e.attr == "__name__"
 
     def literal(e: ast.AST) -> bool:

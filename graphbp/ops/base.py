@@ -81,6 +81,9 @@ class Op:
     """Where the scheduler places the node among the independent work around it: ``"early"``
     (as soon as its operands are ready: a nonblocking collective's start) or ``"late"`` (just
     before its first reader: the matching wait); ``"any"`` keeps the topological order."""
+    reads_tuples: ClassVar[bool] = False
+    """True for the projection that reads a multi-output node's tuple (``TupleGet``); every
+    other op takes tensors, so ``apply`` refuses a tuple operand before its ``infer`` runs."""
     leaf_kind: ClassVar[str | None] = None
     """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
     schedule (graph exports and diagrams read it without importing the op classes)."""
@@ -213,7 +216,7 @@ def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
     for i, x in enumerate(inputs):
         if not isinstance(x, Node):
             raise GraphError(f"{op.name}: input {i} is a {type(x).__name__}, not a node")
-        if isinstance(x.type, TupleType) and op.name != "tuple_get":
+        if isinstance(x.type, TupleType) and not op.reads_tuples:
             raise GraphError(f"{op.name}: input {i} is the multi-output {x.describe()}; "
                              "read one of its outputs (graphbp.ops.control.unpack)")
     try:
