@@ -22,9 +22,19 @@ def _save(tmp_path, nodes, shape=(2, 3)):
 
 
 def test_a_value_assigned_twice_is_refused(tmp_path):
-    """ONNX graphs are in SSA form: a second node writing ``y`` is not "the later one wins"."""
+    """ONNX graphs are in SSA form: a second node writing ``y`` is not "the later one wins",
+    and no node overwrites a graph input."""
     path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Tanh", ["x"], ["y"])])
-    with pytest.raises(gb.GraphFormatError, match="'y'.*more than once"):
+    with pytest.raises(gb.GraphFormatError, match="'y'.*already defined"):
+        gb.import_onnx(path)
+    path = _save(tmp_path, [helper.make_node("Relu", ["x"], ["x"]), helper.make_node("Tanh", ["x"], ["y"])])
+    with pytest.raises(gb.GraphFormatError, match="'x'.*already defined"):
+        gb.import_onnx(path)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g", [x, x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    with pytest.raises(gb.GraphFormatError, match="two graph inputs"):
         gb.import_onnx(path)
 
 
