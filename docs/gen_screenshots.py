@@ -81,11 +81,22 @@ def mlp(driver, folder: Path) -> None:
          f"equations tab; {len(cells)} rows numbered {cells[0].text} … {cells[-1].text} by their steps")
 
 
+# Sets the view's camera (its SVG viewBox) to the bounding box of an element, with a margin.
+_ZOOM_TO = """
+const el = arguments[0], svg = el.ownerSVGElement, bb = el.getBBox();
+const m = svg.getScreenCTM().inverse().multiply(el.getScreenCTM());
+const p = svg.createSVGPoint(), q = svg.createSVGPoint();
+p.x = bb.x; p.y = bb.y; q.x = bb.x + bb.width; q.y = bb.y + bb.height;
+const a = p.matrixTransform(m), b = q.matrixTransform(m), pad = 0.05 * (b.x - a.x);
+svg.setAttribute("viewBox", [a.x - pad, a.y - pad, b.x - a.x + 2 * pad, b.y - a.y + 2 * pad].join(" "));
+"""
+
+
 def lstm(driver, folder: Path) -> None:
     import graphbp as gb
 
     page = folder / "lstm.html"
-    gb.render(build("lstm_charlm"), page, views=["forward", "joint"], equations=False)
+    gb.render(build("lstm_charlm"), page, views=["forward", "backward", "joint"], equations=False)
     driver.get(page.as_uri())
     tab(driver, "forward")
     d = data(driver)
@@ -101,6 +112,16 @@ def lstm(driver, folder: Path) -> None:
     inside = len(fwd["clusters"][cid]["members"])
     shot(driver, "lstm_charlm.scan-body.png",
          f"forward view; unfolded the scan body again ({inside} boxes: one LSTM step) and clicked the scan node")
+    tab(driver, "backward")
+    bwd = next(v for v in d["views"] if v["id"] == "backward")
+    cid = next(c for c, info in bwd["clusters"].items() if info["kind"] == "body")
+    member = next(s for s in bwd["clusters"][cid]["members"] if d["nodes"][bwd["nodes"][s][0]]["k"] == "grad")
+    driver.find_element("id", member).click()
+    driver.execute_script(_ZOOM_TO, driver.find_element("id", cid))  # the camera on the body cluster
+    row = d["nodes"][bwd["nodes"][member][0]]
+    shot(driver, "lstm_charlm.reverse-scan-body.png",
+         f"backward view; the reverse scan's body ({len(bwd['clusters'][cid]['members'])} boxes: the step's "
+         f"pullback, carries as violet back edges); clicked {row['t']} ({row.get('why', '')})")
 
 
 def residual(driver, folder: Path) -> None:

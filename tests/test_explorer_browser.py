@@ -238,16 +238,18 @@ def test_equations_typeset_with_the_bundled_katex(browser, tmp_path, example):
     assert _errors(browser) == []
 
 
-def test_a_scan_body_folds_and_unfolds_in_place(browser, tmp_path):
-    """The LSTM's loop body is a cluster: a click on its title folds it, another unfolds it."""
+@pytest.mark.parametrize("view", ["forward", "backward"])
+def test_a_scan_body_folds_and_unfolds_in_place(browser, tmp_path, view):
+    """The LSTM's loop body is a cluster: a click on its title folds it, another unfolds it;
+    in the backward view it is the reverse scan's body."""
     import lstm_charlm
 
     path = tmp_path / "lstm.html"
-    gb.render(lstm_charlm.build(), path, views=["forward"], equations=False)
+    gb.render(lstm_charlm.build(), path, views=[view], equations=False)
     data = json.loads(re.search(r'<script type="application/json" id="gb-data">(.*?)</script>',
                                 path.read_text(encoding="utf-8"), re.S).group(1).replace("<\\/", "</"))
-    by = _open(browser, path, "forward")
-    forward = _view(data, "forward")
+    by = _open(browser, path, view)
+    forward = _view(data, view)
     cid, body = next((c, info) for c, info in forward["clusters"].items() if info["kind"] == "body")
     assert body["label"] == "scan · body" and len(body["members"]) > 10
     assert "gb-collapsed" not in _classes(browser, cid)
@@ -258,5 +260,7 @@ def test_a_scan_body_folds_and_unfolds_in_place(browser, tmp_path):
     browser.find_element(by.CSS_SELECTOR, f'[id="{cid}"] > text').click()
     assert "gb-collapsed" not in _classes(browser, cid)
     assert all("gb-hidden" not in _classes(browser, s) for s in body["members"])
-    browser.save_screenshot(str(_artifacts() / "explorer-scan-body.png"))
+    browser.find_element("id", body["members"][-1]).click()  # a body node has its row in the side panel
+    assert "built at" in browser.find_element("id", "panel").text
+    browser.save_screenshot(str(_artifacts() / f"explorer-scan-body-{view}.png"))
     assert _errors(browser) == []

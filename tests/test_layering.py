@@ -54,3 +54,31 @@ def test_check_imports_what_it_uses_not_the_package_root():
     names = set(_imports(ROOT / "check.py"))
     assert names <= subpackages, names - subpackages
     assert not (names & (root_names - subpackages))
+
+
+def _op_name_literal_tests(tree: ast.AST) -> list[int]:
+    """Lines comparing an op's name (``x.op.name``, ``type(op).__name__``) with string literals."""
+
+    def names_an_op(e: ast.AST) -> bool:
+        if isinstance(e, ast.Attribute) and e.attr == "name":  # x.op.name, op.name, self.op.name
+            v = e.value
+            return isinstance(v, ast.Attribute) and v.attr == "op" or isinstance(v, ast.Name) and v.id == "op"
+        return isinstance(e, ast.Attribute) and e.attr == "__name__"
+
+    def literal(e: ast.AST) -> bool:
+        if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+            return bool(e.elts) and all(literal(x) for x in e.elts)
+        return isinstance(e, ast.Constant) and isinstance(e.value, str)
+
+    return [c.lineno for c in ast.walk(tree) if isinstance(c, ast.Compare)
+            and any(names_an_op(a) and literal(b) or names_an_op(b) and literal(a)
+                    for a, b in zip([c.left, *c.comparators], c.comparators))]
+
+
+def test_no_module_branches_on_an_op_name():
+    """Issue 9: a fact about an op lives on the op (``Op.leaf_kind``, ``view``, ...); no code
+    branches on an op's name, where a new or renamed op would silently miss the branch."""
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        bad += [f"{path.relative_to(ROOT)}:{line}" for line in _op_name_literal_tests(ast.parse(path.read_text()))]
+    assert bad == []

@@ -130,6 +130,8 @@ def test_a_pytorch_export_imports_and_its_input_gradient_matches_autograd(tmp_pa
         torch.onnx.export(net, (example,), str(path), input_names=["x"], output_names=["logp"],
                           dynamic_axes={"x": {0: "batch"}}, dynamo=False)
     except Exception as e:  # an exporter that needs packages this environment lacks
+        if os.environ.get("CI"):
+            raise  # CI installs what the exporter needs: nothing may skip there
         pytest.skip(f"torch.onnx.export unavailable here: {type(e).__name__}: {e}")
     model = gb.import_onnx(path)
     assert [i.name for i in model.inputs] == ["x"] and model.inputs[0].shape == (None, 5)
@@ -163,6 +165,8 @@ def test_a_pytorch_cnn_with_batch_norm_imports_and_differentiates(tmp_path):
         torch.onnx.export(net, (torch.randn(2, 1, 8, 8),), str(path), input_names=["x"],
                           dynamic_axes={"x": {0: "batch"}}, dynamo=False, do_constant_folding=False)
     except Exception as e:
+        if os.environ.get("CI"):
+            raise
         pytest.skip(f"torch.onnx.export unavailable here: {type(e).__name__}: {e}")
     assert "BatchNormalization" in {n.op_type for n in onnx.load(str(path)).graph.node}
     model = gb.import_onnx(path)

@@ -48,8 +48,8 @@ DEFAULT_TIMEOUT = 30.0
 SPIN_SECONDS = 2e-4
 """Seconds a collective polls MPI without pause before it sleeps between polls: long
 enough for a transfer already under way, short enough that a rank waiting for a busy or
-descheduled peer gives the core back (2 ms made the allreduce 1.6-2.9x slower on a loaded
-machine; docs/distributed.md)."""
+descheduled peer gives the core back (longer spinning slowed the allreduce down on a loaded
+machine: docs/distributed.md has the figures)."""
 
 INSTALL = "pip install 'graphbp[mpi]'"
 _ROLL_CALL_TAG = 7001

@@ -24,7 +24,10 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         target, _, _ = load_target(args.target)
-        model = export_onnx(target, args.out, opset=args.opset)
+        try:
+            model = export_onnx(target, args.out, opset=args.opset)
+        except OSError as e:  # writing the model (an error the program file raises is its own)
+            raise CommandError(f"cannot write {args.out}: {e.strerror or e}") from None
     except (CommandError, GraphbpError, ValueError, ImportError) as e:
         print(f"graphbp export: error: {e}", file=sys.stderr)
         return 2

@@ -263,7 +263,10 @@ def _range(ctx, n, args):
 @handles("Flatten")
 def _flatten(ctx, n, args):
     x = ctx.node(args[0])
-    ax = attr(n, "axis", 1) % max(x.ndim, 1) if x.ndim else 0
+    ax = attr(n, "axis", 1)
+    if not -x.ndim <= ax <= x.ndim:  # axis = rank is allowed: (all, 1)
+        raise ctx.fail(f"Flatten axis {ax} is out of range for {x.ndim} dims")
+    ax = ax + x.ndim if ax < 0 else ax
     head, tail = x.shape[:ax], x.shape[ax:]
     if None in tail:
         raise ctx.fail("Flatten over an unknown dim")

@@ -16,6 +16,7 @@ take a shape (``Reshape``, ``Expand``, ``ConstantOfShape``, ``Split``) turn into
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import Any
@@ -139,6 +140,10 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
     for vi in graph.input:
         if vi.name in inits:
             continue
+        if vi.name in ctx.values:
+            raise GraphFormatError(f"{path}: two graph inputs are named {vi.name!r}")
+        if len(vi.type.tensor_type.shape.dim) > limits.max_ndim:
+            raise GraphFormatError(f"{path}: input {vi.name!r} has more than Limits.max_ndim={limits.max_ndim} dims")
         dtype, shape = _value_type(onnx, vi, path, batch_dims)
         node = make_input(vi.name, shape, dtype=dtype)
         ctx.values[vi.name] = node
@@ -156,6 +161,8 @@ def _convert(onnx: Any, model: Any, path: str, limits: Limits, batch_dims: bool)
 def run_nodes(ctx: Ctx, nodes: Any) -> None:
     """Convert ONNX nodes in order into ``ctx.values`` (the main graph and ``If`` branches)."""
     path = ctx.path
+    written: set[str] = set()  # SSA: each value is assigned once
+    own = ctx.values.maps[0] if isinstance(ctx.values, collections.ChainMap) else ctx.values  # this graph's inputs
     for k, n in enumerate(nodes):
         ctx.count_node()
         if n.domain not in ("", "ai.onnx"):
@@ -179,7 +186,11 @@ def run_nodes(ctx: Ctx, nodes: Any) -> None:
         if len(outs) < len([o for o in produced if o]):
             raise GraphFormatError(f"{path}: {ctx.where}: only {len(outs)} of its {len(produced)} outputs are supported")
         for name, v in zip(produced, outs):
+            if name in written or name in own or (ctx.depth == 0 and name in ctx.initializers):
+                raise GraphFormatError(  # written twice, or over a graph input (a body's own included)
+                    f"{path}: {ctx.where} assigns {name!r}, which is already defined (ONNX graphs are SSA)")
             if name:
+                written.add(name)
                 ctx.values[name] = _fold(v)
 
 

@@ -81,6 +81,9 @@ class Op:
     """Where the scheduler places the node among the independent work around it: ``"early"``
     (as soon as its operands are ready: a nonblocking collective's start) or ``"late"`` (just
     before its first reader: the matching wait); ``"any"`` keeps the topological order."""
+    reads_tuples: ClassVar[bool] = False
+    """True for the projection that reads a multi-output node's tuple (``TupleGet``); every
+    other op takes tensors, so ``apply`` refuses a tuple operand before its ``infer`` runs."""
     leaf_kind: ClassVar[str | None] = None
     """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
     schedule (graph exports and diagrams read it without importing the op classes)."""
@@ -158,6 +161,13 @@ class Op:
         fields = [k for k, v in self.params().items() if isinstance(v, Subgraph)]
         return dataclasses.replace(self, **dict(zip(fields, new)))
 
+    def loop_carries(self, body: int) -> tuple[tuple[int, int], ...]:
+        """For a loop op: ``(output, input)`` index pairs of body ``body`` (of
+        :meth:`subgraphs`), where the value the body returns as that output is what it reads
+        as that input at the next iteration (the carries). Diagrams draw each as a back edge.
+        Empty for every op that runs its bodies once (the default)."""
+        return ()
+
     def keep_outputs(self, indices: Sequence[int]) -> "Op | None":
         """For a multi-output op: the op computing only outputs ``indices`` (in that order),
         so passes can drop outputs nothing reads; ``None`` when it cannot (the default)."""
@@ -206,7 +216,7 @@ def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
     for i, x in enumerate(inputs):
         if not isinstance(x, Node):
             raise GraphError(f"{op.name}: input {i} is a {type(x).__name__}, not a node")
-        if isinstance(x.type, TupleType) and op.name != "tuple_get":
+        if isinstance(x.type, TupleType) and not op.reads_tuples:
             raise GraphError(f"{op.name}: input {i} is the multi-output {x.describe()}; "
                              "read one of its outputs (graphbp.ops.control.unpack)")
     try:

@@ -35,6 +35,7 @@ class TupleGet(Op):
 
     name: ClassVar[str] = "tuple_get"
     view: ClassVar[bool] = True
+    reads_tuples: ClassVar[bool] = True
     vjp_formula: ClassVar[str] = "gathered into the tuple's cotangent, entry index"
     index: int
 

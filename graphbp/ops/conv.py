@@ -56,8 +56,28 @@ def _settings(op) -> str:
             f"groups={op.groups}")
 
 
+def is_pair(value, least: int) -> bool:
+    """A pair of ints, each at least ``least`` (an image op's stride, kernel or padding)."""
+    return (isinstance(value, tuple) and len(value) == 2
+            and all(isinstance(v, (int, np.integer)) and v >= least for v in value))
+
+
+def _check_geometry(op, kernel: Pair | None = None) -> None:
+    """Strides, dilations (and a kernel) are pairs of ints >= 1, the padding a pair of
+    (before, after) int pairs (negative: rows cropped, as a transposed convolution's
+    ``output_padding`` makes its gradient's): the builders check these, but a graph file or an
+    ONNX model can hold any value here."""
+    pads = op.padding
+    if not (is_pair(op.stride, 1) and is_pair(op.dilation, 1) and (kernel is None or is_pair(kernel, 1))
+            and isinstance(pads, tuple) and len(pads) == 2 and all(is_pair(p, -2**62) for p in pads)):
+        kern = "" if kernel is None else f", kernel={kernel}"
+        raise shape_error(f"invalid geometry ({_settings(op)}{kern}): strides, dilations and kernel sizes "
+                          "must be pairs of ints >= 1, the padding two (before, after) pairs of ints")
+
+
 def _conv_out(op, x: TensorType, kernel: Pair) -> tuple[int, int]:
     """Output height and width of a convolution of ``x`` (checked)."""
+    _check_geometry(op, kernel)
     out = []
     for n, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, op.stride, op.dilation, op.padding):
         span = d * (k - 1) + 1
@@ -135,6 +155,7 @@ class ConvTranspose2D(_Geometry):
                 f"input has {x.shape[1]} channels but weight {format_shape(w.shape)} expects {cin} "
                 f"(groups={self.groups})"
             )
+        _check_geometry(self)
         out = []
         for n, k, s, d, (lo, hi) in zip(x.shape[2:], (kh, kw), self.stride, self.dilation, self.padding):
             size = (n - 1) * s + d * (k - 1) + 1 - lo - hi

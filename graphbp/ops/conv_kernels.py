@@ -11,8 +11,8 @@ The input is viewed as patches with ``as_strided`` (no copy); the patches are co
 into the column matrix and multiplied in one ``matmul``. The transposed convolution does the
 matmul first and then adds ``kH * kW`` strided slices into the output (no ``np.add.at``). At
 stride 1 both work on whole padded rows of the flattened image plane ("flat shifts"), because
-NCHW image rows are short and NumPy's per-row loop overhead dominated (measured on W6: 7% off
-the forward, 18% off the transposed convolution of its second layer).
+NCHW image rows are short and NumPy's per-row loop overhead dominated (docs/performance.md
+gives what it saved on W6).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def conv2d_weight_grad_into(x, g, kernel: Pair, stride: Pair, padding: Pads, dil
     """``out = conv2d_weight_grad(x, g)``: the strided im2col of ``x`` times the cotangent.
 
     The strided im2col, not the flat one: widening the cotangent to whole padded rows cost
-    more than the longer copy runs saved (measured on W6's layers). Per example
+    more than the longer copy runs saved (on W6's layers). Per example
     (N, G, Cout/G, L) @ (N, G, L, K), summed over the batch: one batched matmul on the
     layouts the forward already has (copying both into (G, *, N*L) costs more)."""
     acc = out.reshape(work[3].shape)

@@ -96,6 +96,9 @@ class Scan(Op):
     def subgraphs(self) -> tuple[Subgraph]:
         return (self.body,)
 
+    def loop_carries(self, body: int) -> tuple[tuple[int, int], ...]:
+        return tuple((k, k) for k in range(self.n_carry))  # body (carries, x_t, ...) -> (carries, y_t)
+
     def keep_outputs(self, indices) -> "Scan":
         return dataclasses.replace(self, emit=tuple(self.emitted()[i] for i in indices))
 

@@ -25,6 +25,7 @@ from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.types import TensorType, format_shape
 from .base import Op, apply, as_node, describe_error, dtype_error, shape_error
+from .conv import is_pair
 
 Pair = tuple[int, int]
 
@@ -67,6 +68,10 @@ class _Pool(Op):
         if x.dtype.kind != "f":
             raise dtype_error(f"{what} must be floating point, got {x.dtype.name}")
         setting = f"kernel_size={self.kernel}, stride={self.stride}, padding={self.padding}"
+        if not (is_pair(self.kernel, 1) and is_pair(self.stride, 1) and is_pair(self.padding, 0)):
+            # the builders check these; a graph file or an ONNX model can hold any value here
+            raise shape_error(f"kernel sizes and strides must be pairs of ints >= 1, padding a pair of ints >= 0 "
+                              f"({setting})")
         if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
             raise shape_error(f"padding must be at most half the kernel ({setting})")
         if any(n + 2 * p < k for n, p, k in zip(x.shape[2:], self.padding, self.kernel)):

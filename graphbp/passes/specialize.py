@@ -11,10 +11,11 @@ The ops they make (``add_n``, ``matmul_bias_act``, ``conv_bias_act``) are ordina
 
 from __future__ import annotations
 
+from ..graph.context import stamp
 from ..graph.node import Node
 from ..graph.traverse import toposort
 from ..ops import elementwise as ew
-from ..ops.base import Op
+from ..ops.base import Op, apply
 from ..ops.conv import Conv2D
 from ..ops.fused import MATMUL_ACTIVATIONS, AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Leaf
@@ -72,8 +73,8 @@ def flatten_adds(roots: list[Node], order: list[Node] | None = None) -> PassResu
                 stack.extend(reversed(t.inputs))
             else:
                 terms.append(new[t])
-        out = Node(AddN(len(terms)), tuple(terms), n.type, name=n.name, origin=n.origin,
-                   scope=n.scope, provenance=union_provenance([n, *absorbed]))
+        with stamp(origin=n.origin, scope=n.scope, provenance=union_provenance([n, *absorbed])):
+            out = apply(AddN(len(terms)), *terms, name=n.name)
         log.append(LogEntry("accumulate", "flatten_add", (n, *absorbed), out))
         return out
 
@@ -133,8 +134,8 @@ def fuse_matmul(roots: list[Node], pass_name: str = "fuse_matmul", order: list[N
         if group is None:
             return n if n in taken else None  # other members: left behind unreached, not rebuilt
         op, ext, members = group
-        out = Node(op, tuple(new[i] for i in ext), n.type, name=n.name, origin=n.origin,
-                   scope=n.scope, provenance=union_provenance(members))
+        with stamp(origin=n.origin, scope=n.scope, provenance=union_provenance(members)):
+            out = apply(op, *(new[i] for i in ext), name=n.name)
         log.append(LogEntry(pass_name, op.name, tuple(members), out))
         return out
 

@@ -153,6 +153,9 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
     joint = spec.view == "joint"
     item_of = {it.node: it for it in spec.items}
 
+    def back(node: Node) -> bool:  # a reverse scan's body is drawn as part of the backward graph
+        return _is_backward(s, node) or node in spec.backward_inner
+
     def rep(node: Node) -> Hashable | None:
         while node in p.hidden:
             node = node.inputs[0]
@@ -200,18 +203,18 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
                 continue
             if n in p.hidden:
                 continue  # the hidden op's users draw the edge from its input
-            if spec.view == "backward" and not _is_backward(s, n):
+            if spec.view == "backward" and not back(n):
                 continue  # forward values are drawn as the backward's inputs, not as a graph
             via = _via(x, p)
-            attrs, kind = _edge_look(s, x, n, idx, edge_labels, via)
-            if joint and (n in s.backward_set or n.provenance) and kind != "saved" and _is_backward(s, x):
+            attrs, kind = _edge_look(x, n, back(x), back(n), idx, edge_labels, via)
+            if joint and back(n) and kind != "saved" and back(x):
                 attrs = dict(attrs, dir="back")
                 scene.add_edge(head, tail, attrs, kind=kind)
             else:
-                cross = joint and _is_backward(s, n) and not _is_backward(s, x)
+                cross = joint and back(n) and not back(x)
                 if cross:
                     attrs = dict(attrs, constraint="false")  # the two sides lay out independently
-                elif spec.view == "backward" and not _is_backward(s, x) and _is_backward(s, n):
+                elif spec.view == "backward" and not back(x) and back(n):
                     # forward values and leaves must not push the gradient flow down: the
                     # seed's chain should start at the top, as it does when the program runs
                     attrs = dict(attrs, constraint="false")
@@ -226,6 +229,12 @@ def build_scene(spec: ViewSpec, p: Plan, *, edge_labels: bool = True) -> Scene:
         collapsed = head != members[-1]
         scene.add_edge(tail, head, dict(styles.EDGE_LINK), kind="link",
                        lhead=None if collapsed else cluster_key, overlay=joint)
+
+    for new, old, k in spec.carries:  # from the value a step returns up to what the next reads
+        tail, head = rep(new), rep(old)
+        if tail is not None and head is not None:
+            scene.add_edge(tail, head, dict(styles.EDGE_CARRY, label=f"carry {k}" if edge_labels else ""),
+                           kind="carry")
     return scene
 
 
@@ -247,13 +256,13 @@ def _const_text(c: Node) -> str:
     return f"{c.name}={text}" if c.name else text
 
 
-def _edge_look(s: Subject, x: Node, n: Node, idx: int, edge_labels: bool, via: list[str]) -> tuple[dict, str]:
+def _edge_look(x: Node, n: Node, x_back: bool, n_back: bool, idx: int, edge_labels: bool,
+               via: list[str]) -> tuple[dict, str]:
     if shape_only_input(n, idx):
         return dict(styles.EDGE_SHAPE, label="shape" if edge_labels else ""), "shape"
     label = short_type(x.type) if edge_labels else ""
     if via and edge_labels:
         label += " via " + ", ".join(via)
-    x_back, n_back = _is_backward(s, x), _is_backward(s, n)
     if n_back and not x_back:
         if is_leaf_node(x):
             return dict(styles.EDGE_FORWARD, label=label), "data"
@@ -366,7 +375,7 @@ def _grad_attrs(spec: ViewSpec, n: Node) -> dict[str, str]:
 def _group_look(spec: ViewSpec, g: Group) -> tuple[str, dict[str, str]]:
     s = spec.subject
     ops = [n for n in g.members if not is_leaf_node(n)]
-    params = [n for n in g.members if n.op.name == "param"]
+    params = [n for n in g.members if leaf_kind(n) == "param"]
     counts = Counter(n.op.name for n in ops)
     kinds = [f"{name} ×{c}" if c > 1 else name for name, c in counts.most_common(4)]
     more = len(counts) - len(kinds)

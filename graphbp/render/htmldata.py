@@ -13,6 +13,7 @@ import linecache
 from typing import Any
 
 from ..graph.node import Node
+from ..graph.traverse import toposort_nested
 from ..graph.types import TupleType
 from .classify import absorbed_ops, leaf_kind, op_detail, provenance_text, rules_of
 from .costs import bytes_poly, flops
@@ -21,7 +22,8 @@ from .views import resolve_forward
 
 
 def node_table(s: Subject) -> tuple[list[dict[str, Any]], dict[Node, int]]:
-    """``(rows, index)``: the rows in ``s.order`` and each node's row number.
+    """``(rows, index)``: the rows in ``s.order``, then those of the nodes inside bodies
+    (``op.subgraphs()``, nested ones included), and each node's row number.
 
     Row keys: ``t`` title, ``op`` op or leaf kind, ``k`` kind (input, param, constant, op,
     grad, update), ``ty`` type (``f32[?,128]``), ``sh`` shape, ``b`` bytes, ``f`` FLOPs,
@@ -30,7 +32,10 @@ def node_table(s: Subject) -> tuple[list[dict[str, Any]], dict[Node, int]]:
     provenance in words, ``in`` input rows, ``sv`` 1 when saved for the backward, ``out``
     output number, ``up`` row of the parameter this value updates, ``fu`` fused ops.
     """
-    index = {n: i for i, n in enumerate(s.order)}
+    # the outer nodes first, then the nodes of loop and branch bodies (drawn in clusters)
+    outer = set(s.order)
+    order = list(s.order) + [n for n in toposort_nested(s.order) if n not in outer]
+    index = {n: i for i, n in enumerate(order)}
     forward = [n for n in s.order if not n.provenance and n not in s.backward_set]
     resolved: dict[Node, int] = {}
 
@@ -43,7 +48,7 @@ def node_table(s: Subject) -> tuple[list[dict[str, Any]], dict[Node, int]]:
         return resolved[fwd]
 
     rows: list[dict[str, Any]] = []
-    for n in s.order:
+    for n in order:
         row: dict[str, Any] = {"t": node_title(n), "op": leaf_kind(n) or n.op.name, "k": _kind(s, n),
                                "ty": short_type(n.type), "sh": _shape(n), "b": str(bytes_poly(n.type))}
         cost = flops(n)

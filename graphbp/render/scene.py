@@ -56,8 +56,8 @@ class DrawEdge:
 
 #: When a scene's overlay edges would span more ranks than this in total (estimated by
 #: :meth:`Scene.overlay_span`), they are drawn over a finished layout instead of being laid
-#: out with it (see :meth:`Scene.layered`). Measured: 2,000 ranks lay out in about 0.3 s of
-#: Graphviz time, 9,600 in 5 s, 43,000 in 4 minutes.
+#: out with it (see :meth:`Scene.layered`); docs/explorer.md gives the layout times that
+#: chose it.
 OVERLAY_SPAN_MAX = 2000
 
 

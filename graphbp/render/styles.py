@@ -44,6 +44,7 @@ EDGE_FORWARD = {"color": "#6b7280"}
 EDGE_GRAD = {"color": "#b91c1c", "fontcolor": "#7f1d1d"}
 EDGE_SAVED = {"color": "#ea580c", "style": "dashed", "fontcolor": "#9a3412"}
 EDGE_SHAPE = {"color": "#d1d5db", "style": "dotted", "arrowhead": "empty"}
+EDGE_CARRY = {"color": "#7c3aed", "fontcolor": "#5b21b6", "style": "bold", "constraint": "false"}
 EDGE_LINK = {"color": "#9ca3af", "style": "dashed", "constraint": "false", "arrowhead": "open", "penwidth": "1.2"}
 
 # Clusters.

@@ -51,6 +51,10 @@ class ViewSpec:
     grad_colour: dict[Node, int] = field(default_factory=dict)
     show_steps: bool = False
     show_saved: bool = False
+    # loop carries inside drawn bodies: (value a step returns, placeholder the next reads, index)
+    carries: list[tuple[Node, Node, int]] = field(default_factory=list)
+    # nodes drawn inside the bodies of backward nodes (a reverse scan's): drawn as backward
+    backward_inner: set[Node] = field(default_factory=set)
 
 
 def _scope_path(spec: ViewSpec, side: str, scope: tuple[str, ...]) -> tuple:
@@ -203,17 +207,26 @@ def resolve_forward(fwd: Node, candidates: list[Node]) -> Node | None:
     return pick[0] if pick else None
 
 
-def add_bodies(spec: ViewSpec) -> None:
+def add_bodies(spec: ViewSpec, backward: bool = False) -> None:
     """Draw the body of each higher-order node (``op.subgraphs()``) as a cluster beside it,
     labelled with the op and the body's role, linked from the node; nested bodies nest.
-    A node already drawn (a constant shared with the outer graph) is not drawn twice."""
+    A node already drawn (a constant shared with the outer graph) is not drawn twice.
+    Each loop carry (``op.loop_carries``) is recorded for a back edge from the value a step
+    returns to the placeholder the next step reads.
+
+    ``backward``: expand only the bodies of backward nodes (a reverse scan), not those of
+    the forward values the backward view shows as saved inputs."""
+    s = spec.subject
     drawn = {it.node for it in spec.items}
     out: list[Item] = []
-    work = list(spec.items)
+    work = [(it, not backward or it.node in s.backward_set or bool(it.node.provenance)) for it in spec.items]
     while work:
-        it = work.pop(0)
+        it, expand = work.pop(0)
         out.append(it)
+        if not expand:
+            continue
         bodies = it.node.op.subgraphs()
+        held_back = it.node in s.backward_set or bool(it.node.provenance) or it.node in spec.backward_inner
         fields = [k for k, v in it.node.op.params().items() if isinstance(v, Subgraph)] if bodies else []
         for k, body in enumerate(bodies):
             key = ("body", it.node, k)
@@ -224,7 +237,10 @@ def add_bodies(spec: ViewSpec) -> None:
             for n in body.nodes():
                 if n not in drawn:
                     drawn.add(n)
-                    inner.append(Item(n, leaf_kind(n) or ("grad" if n.provenance else "op"), it.cluster + (key,)))
+                    inner.append((Item(n, leaf_kind(n) or ("grad" if n.provenance else "op"), it.cluster + (key,)), True))
+                    if held_back:
+                        spec.backward_inner.add(n)
+            spec.carries.extend((body.outputs[o], body.inputs[i], i) for o, i in it.node.op.loop_carries(k))
             work = inner + work  # bodies of bodies are expanded in turn, before the rest
     spec.items[:] = out
 
@@ -233,10 +249,10 @@ def build_view(s: Subject, view: str) -> ViewSpec:
     if view == "forward":
         spec = forward_view(s)
     elif view == "backward":
-        return backward_view(s)
+        spec = backward_view(s)
     elif view == "joint":
         spec = joint_view(s)
     else:
         raise ValueError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
-    add_bodies(spec)
+    add_bodies(spec, backward=view == "backward")
     return spec

@@ -26,9 +26,6 @@ class RuntimeOptions:
     merged_block_elements : int
         Elements per block when the last forward chain and the first backward chain run as
         one loop (more scratch blocks are live, so smaller blocks stay in L2).
-    expand_fused_max : int
-        Fused elementwise nodes up to this many elements run as whole-array NumPy calls
-        into scratch buffers; larger ones use the fused op's block-by-block kernel.
     fold_max_size : int
         Largest result (elements) of an op on constants that the plan computes once
         instead of per call.
@@ -45,7 +42,6 @@ class RuntimeOptions:
     block_min_bytes: int = 4 << 20
     block_elements: int = 1 << 18
     merged_block_elements: int = 1 << 16
-    expand_fused_max: int = 1 << 20
     fold_max_size: int = 4096
     huge_steps: int = 20_000
     chunk_lines: int = 500
@@ -59,7 +55,7 @@ class RuntimeOptions:
                 raise ValueError(f"RuntimeOptions.{f.name} must be an int >= {least}, got {v!r}")
 
 
-_MAY_BE_ZERO = ("block_min_bytes", "expand_fused_max", "fold_max_size")
+_MAY_BE_ZERO = ("block_min_bytes", "fold_max_size")
 
 
 DEFAULT = RuntimeOptions()
