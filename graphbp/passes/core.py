@@ -28,7 +28,7 @@ from ..ops.base import Op, OpError
 from ..ops.control import TupleGet
 from ..ops.leaves import Constant, Input, Leaf, Param
 
-_NO_BODIES = Op.subgraphs
+_NO_BODIES = Op.subgraphs  # a class that does not override it holds no bodies: no call per node
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +254,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
                 cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
         pruned = renumber.get(cur) if renumber else None  # rules and body rewrites below replace cur: keep its renumbering
         fresh_here = cur is not node or node not in tried
-        if fresh_here and _holds_bodies(cur.op):
+        if fresh_here and type(cur.op).subgraphs is not _NO_BODIES and cur.op.subgraphs():
             stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
             if stepped is not cur:
                 cur = stepped
@@ -271,16 +271,13 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
             made.add(cur)
             changed = True
         if cse and not isinstance(cur.op, Leaf) and not cur.op.effectful:
-            try:
-                k = (cur.op, tuple([id(i) for i in cur.inputs]), bool(cur.provenance))
-                hash(k)
+            try:  # nodes hash and compare by identity; an op holding an array does not hash
+                rep = keys.setdefault((cur.op, cur.inputs, bool(cur.provenance)), cur)
             except TypeError:
-                k = None
-            if k is not None:
-                rep = keys.setdefault(k, cur)
-                if rep is not cur:
-                    log.append(LogEntry(pass_name, "cse", (cur,), rep))
-                    cur = rep
+                rep = cur
+            if rep is not cur:
+                log.append(LogEntry(pass_name, "cse", (cur,), rep))
+                cur = rep
         elif cse and isinstance(cur.op, Constant):
             k = _const_key(cur)
             if k is not None:
@@ -291,23 +288,18 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     return [new[r] for r in roots], changed, seen, order
 
 
-def _holds_bodies(op) -> bool:
-    """Whether ``op`` may hold bodies, asked of the op only when its class overrides
-    :meth:`Op.subgraphs` (first-order ops, nearly every node, do not)."""
-    return type(op).subgraphs is not _NO_BODIES and bool(op.subgraphs())
-
-
 def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,
                seen: set[Node], made: set[Node]) -> Node | None:
     """The first rule's replacement for ``cur``, its fresh nodes stamped with ``cur``'s user
     line and scope and the union provenance of the nodes it stands for. A node is fresh when
     it is neither in the sweep's graph (``seen``) nor built by the sweep before (``made``)."""
-    def fresh(n: Node) -> bool:
-        return n not in seen and n not in made
-
     rules = table.for_op(type(cur.op))
     if not rules:
         return None
+
+    def fresh(n: Node) -> bool:
+        return n not in seen and n not in made
+
     with stamp(origin=cur.origin, scope=cur.scope, provenance=cur.provenance):
         for r in rules:
             out = r.fn(cur, ctx)

@@ -278,15 +278,22 @@ def _update_only(steps: list[Step], n_forward: int, updates: list[Step], keep: s
     many = object()
     owner: dict[Node, object] = {st.node: st.node for st in updates}
     readers: dict[Node, list[Node]] = {}
-    for st in list(steps) + updates:
+    for st in list(steps[n_forward:]) + updates:  # forward steps read no backward value
         for i in dict.fromkeys(st.node.inputs):
             readers.setdefault(i, []).append(st.node)
     bwd = {st.node for st in steps[n_forward:]}
     out: set[Node] = set()
     for st in reversed(steps[n_forward:]):
         n = st.node
-        owners = {owner.get(r, many) for r in readers.get(n, ())}
-        owner[n] = owners.pop() if len(owners) == 1 and not n.op.effectful and n not in keep else many
+        one = None  # the one update every reader serves, else many
+        for r in readers.get(n, ()):
+            o = owner.get(r, many)
+            if one is None:
+                one = o
+            elif o is not one:
+                one = many
+                break
+        owner[n] = one if one is not None and not n.op.effectful and n not in keep else many
         if owner[n] is not many or (n not in keep and not n.op.effectful and isinstance(n.type, TensorType)
                                     and n.type.size() == 1
                                     and not any(i in bwd for i in n.inputs)):
