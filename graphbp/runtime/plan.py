@@ -363,21 +363,28 @@ def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
     raw = [np.empty(max(n, 1), np.uint8) for n in plan.buffer_sizes]
     arrays: dict[Node, np.ndarray] = {}
     out: dict[str, np.ndarray] = {}
+    typed: dict[tuple[int, TensorType], np.ndarray] = {}  # values sharing a buffer at one type share its view
+
+    def view(buf: int, t: TensorType) -> np.ndarray:
+        v = typed.get((buf, t))
+        if v is None:
+            v = typed[(buf, t)] = raw[buf][: nbytes(t)].view(t.dtype).reshape(t.shape)
+        return v
+
     for st in plan.steps:
         for i in st.node.inputs:
             if i not in arrays and not i.inputs and isinstance(i.op, (Param, Constant)):
                 arrays[i] = i.op.value
         n, low = st.node, st.low
-        t = plan.types[n]
-        for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
-            out[f"{names[n]}_t{j}"] = raw[tb][: nbytes(tt)].view(tt.dtype).reshape(tt.shape)
+        if low.temps:
+            for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
+                out[f"{names[n]}_t{j}"] = view(tb, tt)
         if st.deferred:
             continue
         if low.kind == "const":
             arrays[n] = low.value
         elif low.kind == "out" and n in plan.buffer_of:
-            b = raw[plan.buffer_of[n]]
-            arrays[n] = b[: nbytes(t)].view(t.dtype).reshape(t.shape)
+            arrays[n] = view(plan.buffer_of[n], plan.types[n])
         elif low.kind == "view" and plan.static[n]:
             arrays[n] = low.view(arrays[n.inputs[0]])
         else:
