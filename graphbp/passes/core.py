@@ -82,10 +82,22 @@ def rule(group: str, *tracks: type) -> Callable[[RuleFn], Rule]:
 
 @dataclasses.dataclass
 class Context:
-    """Per-sweep facts rules may consult: use counts of the sweep's input graph."""
+    """Per-sweep facts rules may consult: use counts of the sweep's input graph (``order``,
+    read by the caller at ``roots``), counted when a rule first asks."""
 
-    uses: dict[Node, int]
+    order: list[Node]
+    roots: list[Node]
     original: dict[Node, Node]
+    _uses: dict[Node, int] | None = None
+
+    @property
+    def uses(self) -> dict[Node, int]:
+        if self._uses is None:
+            uses = count_uses(self.order)
+            for r in self.roots:  # a root is read by the caller
+                uses[r] = uses.get(r, 0) + 1
+            self._uses = uses
+        return self._uses
 
     def n_uses(self, node: Node) -> int:
         """How many consumers ``node`` (or the node it was rebuilt from) has; 0 if fresh."""
@@ -102,6 +114,8 @@ def is_const_scalar(node: Node, value: float) -> bool:
     if type(node.op) is not Constant:
         return False
     v = node.op.value
+    if v.size == 1:  # most constants are scalars: one NumPy scalar compare, no array made
+        return bool(v.flat[0] == value)
     if v.size == 0 or v.size > 4096:
         return False
     return bool((v == value).all())
@@ -216,10 +230,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     order = toposort(roots) if order is None else order
     seen = set(order)
     made: set[Node] = set()  # nodes this sweep built: with ``seen``, what a rule's fresh nodes are not
-    uses = count_uses(order)
-    for r in roots:  # a root is read by the caller
-        uses[r] = uses.get(r, 0) + 1
-    ctx = Context(uses, {})
+    ctx = Context(order, roots, {})
     new: dict[Node, Node] = {}
     keys: dict[Any, Node] = {}
     changed = False
