@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from .node import Node
     from .source import SourceLocation
 
-_SCOPE: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("graphbp_scope", default=())
-_PROVENANCE: contextvars.ContextVar[tuple["Provenance", ...]] = contextvars.ContextVar(
-    "graphbp_provenance", default=()
-)
-_ORIGIN: contextvars.ContextVar["SourceLocation | None"] = contextvars.ContextVar("graphbp_origin", default=None)
+Labels = tuple["SourceLocation | None", tuple[str, ...], tuple["Provenance", ...]]
+"""What a node built now is labelled with: (origin, scope, provenance)."""
+
+# One variable for the three labels: a pass enters a stamp per node it tries rules on, and
+# every node reads them when built, so one set/reset/get instead of three each.
+_LABELS: contextvars.ContextVar[Labels] = contextvars.ContextVar("graphbp_labels", default=(None, (), ()))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -61,11 +62,12 @@ def scope(name: str) -> Iterator[None]:
     """Group the nodes built inside the block under ``name`` (nested scopes join with ``/``)."""
     if not name or "/" in name or name.startswith("@"):
         raise ValueError(f"scope name must be non-empty and contain no '/' nor a leading '@', got {name!r}")
-    token = _SCOPE.set(_SCOPE.get() + (name,))
+    origin, path, prov = _LABELS.get()
+    token = _LABELS.set((origin, path + (name,), prov))
     try:
         yield
     finally:
-        _SCOPE.reset(token)
+        _LABELS.reset(token)
 
 
 @contextlib.contextmanager
@@ -76,31 +78,34 @@ def checkpoint() -> Iterator[None]:
     The mark is a scope component (:data:`CHECKPOINT_SCOPE`), so it survives the rewrite
     passes, graph files and drawings (the region draws as a cluster) like any scope; the
     runtime's rematerialisation (``graphbp/runtime/remat.py``) reads it."""
-    token = _SCOPE.set(_SCOPE.get() + (CHECKPOINT_SCOPE,))
+    origin, path, prov = _LABELS.get()
+    token = _LABELS.set((origin, path + (CHECKPOINT_SCOPE,), prov))
     try:
         yield
     finally:
-        _SCOPE.reset(token)
+        _LABELS.reset(token)
 
 
 @contextlib.contextmanager
 def provenance(*records: Provenance) -> Iterator[None]:
     """Stamp ``records`` on every node built inside the block (used by the autodiff pass)."""
-    token = _PROVENANCE.set(tuple(records))
+    origin, path, _ = _LABELS.get()
+    token = _LABELS.set((origin, path, tuple(records)))
     try:
         yield
     finally:
-        _PROVENANCE.reset(token)
+        _LABELS.reset(token)
 
 
 @contextlib.contextmanager
 def scope_path(path: tuple[str, ...]) -> Iterator[None]:
     """Set the whole scope path (gradient nodes inherit their forward node's scope)."""
-    token = _SCOPE.set(path)
+    origin, _, prov = _LABELS.get()
+    token = _LABELS.set((origin, tuple(path), prov))
     try:
         yield
     finally:
-        _SCOPE.reset(token)
+        _LABELS.reset(token)
 
 
 class stamp:  # noqa: N801 - used like the function-style context managers beside it
@@ -110,7 +115,7 @@ class stamp:  # noqa: N801 - used like the function-style context managers besid
     provenance from construction on: nodes are never edited after they are built. A class
     rather than a generator: the rewrite engine enters one per node it tries rules on."""
 
-    __slots__ = ("_origin", "_scope", "_provenance", "_tokens")
+    __slots__ = ("_origin", "_scope", "_provenance", "_token")
 
     def __init__(self, *, origin: "SourceLocation | None" = None, scope: tuple[str, ...] | None = None,
                  provenance: tuple[Provenance, ...] | None = None) -> None:
@@ -119,30 +124,28 @@ class stamp:  # noqa: N801 - used like the function-style context managers besid
         self._provenance = None if provenance is None else tuple(provenance)
 
     def __enter__(self) -> None:
-        self._tokens = (
-            None if self._origin is None else _ORIGIN.set(self._origin),
-            None if self._scope is None else _SCOPE.set(self._scope),
-            None if self._provenance is None else _PROVENANCE.set(self._provenance),
-        )
+        origin, path, prov = _LABELS.get()
+        self._token = _LABELS.set((origin if self._origin is None else self._origin,
+                                   path if self._scope is None else self._scope,
+                                   prov if self._provenance is None else self._provenance))
 
     def __exit__(self, *exc: object) -> None:
-        origin, scope, prov = self._tokens
-        if prov is not None:
-            _PROVENANCE.reset(prov)
-        if scope is not None:
-            _SCOPE.reset(scope)
-        if origin is not None:
-            _ORIGIN.reset(origin)
+        _LABELS.reset(self._token)
 
 
 def current_origin() -> "SourceLocation | None":
     """The origin :func:`stamp` set, or ``None`` (then the caller's user line is used)."""
-    return _ORIGIN.get()
+    return _LABELS.get()[0]
 
 
 def current_scope() -> tuple[str, ...]:
-    return _SCOPE.get()
+    return _LABELS.get()[1]
 
 
 def current_provenance() -> tuple[Provenance, ...]:
-    return _PROVENANCE.get()
+    return _LABELS.get()[2]
+
+
+def current_labels() -> Labels:
+    """(origin, scope, provenance) as :func:`current_origin` and the others give them, at once."""
+    return _LABELS.get()

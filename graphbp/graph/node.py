@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .context import Provenance, current_origin, current_provenance, current_scope
+from .context import Provenance, current_labels
 from .source import SourceLocation, user_location
 from .types import Shape, TensorType
 
@@ -67,11 +67,17 @@ class Node:
         self.inputs = inputs
         self.type = type
         self.name = name
-        self.scope = current_scope() if scope is None else scope
-        if origin is None:
-            origin = current_origin() or user_location(2)
+        if origin is None or scope is None or provenance is None:
+            at, path, prov = current_labels()
+            if scope is None:
+                scope = path
+            if origin is None:
+                origin = at or user_location(2)
+            if provenance is None:
+                provenance = prov
+        self.scope = scope
         self.origin = origin
-        self.provenance = current_provenance() if provenance is None else provenance
+        self.provenance = provenance
         self.serial = next(_serials)  # creation order: a deterministic tie-break for schedules
 
     # -- static facts ---------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..ops.base import Op, OpError
 from ..ops.control import TupleGet
 from ..ops.leaves import Constant, Input, Leaf, Param
 
-_NO_BODIES = Op.subgraphs
+_NO_BODIES = Op.subgraphs  # a class that does not override it holds no bodies: no call per node
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +82,22 @@ def rule(group: str, *tracks: type) -> Callable[[RuleFn], Rule]:
 
 @dataclasses.dataclass
 class Context:
-    """Per-sweep facts rules may consult: use counts of the sweep's input graph."""
+    """Per-sweep facts rules may consult: use counts of the sweep's input graph (``order``,
+    read by the caller at ``roots``), counted when a rule first asks."""
 
-    uses: dict[Node, int]
+    order: list[Node]
+    roots: list[Node]
     original: dict[Node, Node]
+    _uses: dict[Node, int] | None = None
+
+    @property
+    def uses(self) -> dict[Node, int]:
+        if self._uses is None:
+            uses = count_uses(self.order)
+            for r in self.roots:  # a root is read by the caller
+                uses[r] = uses.get(r, 0) + 1
+            self._uses = uses
+        return self._uses
 
     def n_uses(self, node: Node) -> int:
         """How many consumers ``node`` (or the node it was rebuilt from) has; 0 if fresh."""
@@ -102,6 +114,8 @@ def is_const_scalar(node: Node, value: float) -> bool:
     if type(node.op) is not Constant:
         return False
     v = node.op.value
+    if v.size == 1:  # most constants are scalars: one NumPy scalar compare, no array made
+        return bool(v.flat[0] == value)
     if v.size == 0 or v.size > 4096:
         return False
     return bool((v == value).all())
@@ -216,10 +230,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     order = toposort(roots) if order is None else order
     seen = set(order)
     made: set[Node] = set()  # nodes this sweep built: with ``seen``, what a rule's fresh nodes are not
-    uses = count_uses(order)
-    for r in roots:  # a root is read by the caller
-        uses[r] = uses.get(r, 0) + 1
-    ctx = Context(uses, {})
+    ctx = Context(order, roots, {})
     new: dict[Node, Node] = {}
     keys: dict[Any, Node] = {}
     changed = False
@@ -254,7 +265,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
                 cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
         pruned = renumber.get(cur) if renumber else None  # rules and body rewrites below replace cur: keep its renumbering
         fresh_here = cur is not node or node not in tried
-        if fresh_here and _holds_bodies(cur.op):
+        if fresh_here and type(cur.op).subgraphs is not _NO_BODIES and cur.op.subgraphs():
             stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
             if stepped is not cur:
                 cur = stepped
@@ -271,16 +282,13 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
             made.add(cur)
             changed = True
         if cse and not isinstance(cur.op, Leaf) and not cur.op.effectful:
-            try:
-                k = (cur.op, tuple([id(i) for i in cur.inputs]), bool(cur.provenance))
-                hash(k)
+            try:  # nodes hash and compare by identity; an op holding an array does not hash
+                rep = keys.setdefault((cur.op, cur.inputs, bool(cur.provenance)), cur)
             except TypeError:
-                k = None
-            if k is not None:
-                rep = keys.setdefault(k, cur)
-                if rep is not cur:
-                    log.append(LogEntry(pass_name, "cse", (cur,), rep))
-                    cur = rep
+                rep = cur
+            if rep is not cur:
+                log.append(LogEntry(pass_name, "cse", (cur,), rep))
+                cur = rep
         elif cse and isinstance(cur.op, Constant):
             k = _const_key(cur)
             if k is not None:
@@ -291,23 +299,18 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     return [new[r] for r in roots], changed, seen, order
 
 
-def _holds_bodies(op) -> bool:
-    """Whether ``op`` may hold bodies, asked of the op only when its class overrides
-    :meth:`Op.subgraphs` (first-order ops, nearly every node, do not)."""
-    return type(op).subgraphs is not _NO_BODIES and bool(op.subgraphs())
-
-
 def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,
                seen: set[Node], made: set[Node]) -> Node | None:
     """The first rule's replacement for ``cur``, its fresh nodes stamped with ``cur``'s user
     line and scope and the union provenance of the nodes it stands for. A node is fresh when
     it is neither in the sweep's graph (``seen``) nor built by the sweep before (``made``)."""
-    def fresh(n: Node) -> bool:
-        return n not in seen and n not in made
-
     rules = table.for_op(type(cur.op))
     if not rules:
         return None
+
+    def fresh(n: Node) -> bool:
+        return n not in seen and n not in made
+
     with stamp(origin=cur.origin, scope=cur.scope, provenance=cur.provenance):
         for r in rules:
             out = r.fn(cur, ctx)

@@ -56,6 +56,8 @@ def flatten_adds(roots: list[Node], order: list[Node] | None = None) -> PassResu
         return (_is_add(u) and u.type == x.type and _uniform(u)
                 and bool(u.provenance) == bool(x.provenance))
 
+    if not any(absorbable(n) for n in order) and not holds_bodies(order):
+        return PassResult(list(roots), [], order)  # no chain to flatten: no rewrite walk
     log: list[LogEntry] = []
 
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:

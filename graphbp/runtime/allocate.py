@@ -69,8 +69,8 @@ class Allocation:
 def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType], live: Liveness,
              outputs: set[Node]) -> Allocation:
     """Give buffers to the ``out`` values of ``steps`` (the first ``n_forward`` are forward)."""
-    holds_of, death = live.holds_of, live.death
-    static: dict[Node, bool] = {v: True for v in live.holds if not v.inputs and isinstance(v.op, (Param, Constant))}
+    holds, death = live.holds, live.death
+    static: dict[Node, bool] = {v: True for v in holds if not v.inputs and isinstance(v.op, (Param, Constant))}
     buffer_of: dict[Node, int] = {}
     sizes: list[int] = []
     free = _Pool()
@@ -81,12 +81,13 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
     for r, s in death.items():
         dying.setdefault(s, []).append(r)
     live_bytes = 0
-    live_set: set[Node] = set()
+    live_size: dict[Node, int] = {}  # computed values alive now -> their bytes
     fwd_peak = bwd_peak = n_inplace = naive = 0
     for s, st in enumerate(steps):
         n, low = st.node, st.low
-        size = nbytes(types[n])
-        if low.kind == "out" and not st.deferred:
+        kind = low.kind
+        if kind == "out" and not st.deferred:
+            size = nbytes(types[n])
             naive += size
             if n in outputs:
                 fresh.add(n)
@@ -94,9 +95,9 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                 buf = None
                 for k in low.inplace:
                     x = n.inputs[k]
-                    if (x in buffer_of and holds_of(x) == frozenset((x,)) and death.get(x) == s
-                            and buffer_of[x] >= 0):
-                        buf = buffer_of[x]
+                    b = buffer_of.get(x)
+                    if b is not None and b >= 0 and death.get(x) == s and _holds_only_itself(holds, x):
+                        buf = b
                         buffer_of[x] = -1 - buf  # transferred: not released when x dies
                         n_inplace += 1
                         break
@@ -106,38 +107,46 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                     private.add(buf)
                 elif buf is None:
                     buf = free.take(sizes, size)
-                sizes[buf] = max(sizes[buf], size)
+                if sizes[buf] < size:
+                    sizes[buf] = size
                 buffer_of[n] = buf
-            live_set.add(n)
+            live_size[n] = size
             live_bytes += size
-        elif low.kind == "call":
+        elif kind == "call":
+            size = nbytes(types[n])
             naive += size
-            live_set.add(n)
+            live_size[n] = size
             live_bytes += size
-        elif low.kind == "const":
+        elif kind == "const":
             static[n] = True
-        scratch = []
-        for t in low.temps:
-            tb = free.take(sizes, nbytes(t))
-            sizes[tb] = max(sizes[tb], nbytes(t))
-            scratch.append(tb)
-            live_bytes += nbytes(t)
+        if low.temps:
+            scratch = []
+            for t in low.temps:
+                tn = nbytes(t)
+                tb = free.take(sizes, tn)
+                if sizes[tb] < tn:
+                    sizes[tb] = tn
+                scratch.append(tb)
+                live_bytes += tn
+        else:
+            scratch = []
         temp_buffers[n] = scratch
-        if low.kind == "view":
-            static[n] = all(static.get(r, False) for r in holds_of(n))
-        elif low.kind == "out":
+        if kind == "view":
+            static[n] = all(static.get(r, False) for r in holds.get(n) or (n,))
+        elif kind == "out":
             static[n] = n not in fresh
         if s < n_forward:
-            fwd_peak = max(fwd_peak, live_bytes)
-        else:
-            bwd_peak = max(bwd_peak, live_bytes)
+            if live_bytes > fwd_peak:
+                fwd_peak = live_bytes
+        elif live_bytes > bwd_peak:
+            bwd_peak = live_bytes
         for tb, t in zip(scratch, low.temps):
             free.put(tb, sizes[tb])
             live_bytes -= nbytes(t)
         for r in dying.get(s, ()):
-            if r in live_set:
-                live_set.discard(r)
-                live_bytes -= nbytes(types[r])
+            size = live_size.pop(r, None)
+            if size is not None:
+                live_bytes -= size
             b = buffer_of.get(r)
             if b is not None and b >= 0 and b not in private:
                 free.put(b, sizes[b])
@@ -147,6 +156,12 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
         if b < 0:
             buffer_of[n] = -1 - b
     return Allocation(buffer_of, sizes, fresh, temp_buffers, static, fwd_peak, bwd_peak, naive, n_inplace)
+
+
+def _holds_only_itself(holds: dict[Node, frozenset], x: Node) -> bool:
+    """``x`` keeps only its own storage alive (no view or fallback result shares it)."""
+    h = holds.get(x)
+    return not h or (len(h) == 1 and x in h)
 
 
 class _Pool:

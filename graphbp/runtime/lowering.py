@@ -105,7 +105,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "broadcast_to": np.broadcast_to, "clip": np.clip, "empty": np.empty, "array": np.array, "float32": np.float32,
 }
 
-X0, X1, X2, X3, X4 = (Operand(k) for k in range(5))
+X0, X1, X2, X3, X4 = _OPERANDS = tuple(Operand(k) for k in range(5))
 T0, T1, T2 = (Temp(k) for k in range(3))
 UNSAFE = Lit("unsafe")
 
@@ -129,7 +129,7 @@ def _ufunc(fname: str, float_only: bool = False) -> Lowerer:
     def lower(node, types, out):
         if float_only and out.dtype.kind != "f":
             return None
-        args = tuple(Operand(k) for k in range(len(types)))
+        args = _OPERANDS[:len(types)] if len(types) <= 5 else tuple(Operand(k) for k in range(len(types)))
         c = Call(fname, args, (("out", OUT),)) if keyword_out else Call(fname, args + (OUT,))
         return out_kind(c, inplace=_inplace_ok(types, out, range(len(types))))
 

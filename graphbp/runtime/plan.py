@@ -278,15 +278,22 @@ def _update_only(steps: list[Step], n_forward: int, updates: list[Step], keep: s
     many = object()
     owner: dict[Node, object] = {st.node: st.node for st in updates}
     readers: dict[Node, list[Node]] = {}
-    for st in list(steps) + updates:
+    for st in list(steps[n_forward:]) + updates:  # forward steps read no backward value
         for i in dict.fromkeys(st.node.inputs):
             readers.setdefault(i, []).append(st.node)
     bwd = {st.node for st in steps[n_forward:]}
     out: set[Node] = set()
     for st in reversed(steps[n_forward:]):
         n = st.node
-        owners = {owner.get(r, many) for r in readers.get(n, ())}
-        owner[n] = owners.pop() if len(owners) == 1 and not n.op.effectful and n not in keep else many
+        one = None  # the one update every reader serves, else many
+        for r in readers.get(n, ()):
+            o = owner.get(r, many)
+            if one is None:
+                one = o
+            elif o is not one:
+                one = many
+                break
+        owner[n] = one if one is not None and not n.op.effectful and n not in keep else many
         if owner[n] is not many or (n not in keep and not n.op.effectful and isinstance(n.type, TensorType)
                                     and n.type.size() == 1
                                     and not any(i in bwd for i in n.inputs)):
@@ -356,21 +363,28 @@ def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
     raw = [np.empty(max(n, 1), np.uint8) for n in plan.buffer_sizes]
     arrays: dict[Node, np.ndarray] = {}
     out: dict[str, np.ndarray] = {}
+    typed: dict[tuple[int, TensorType], np.ndarray] = {}  # values sharing a buffer at one type share its view
+
+    def view(buf: int, t: TensorType) -> np.ndarray:
+        v = typed.get((buf, t))
+        if v is None:
+            v = typed[(buf, t)] = raw[buf][: nbytes(t)].view(t.dtype).reshape(t.shape)
+        return v
+
     for st in plan.steps:
         for i in st.node.inputs:
             if i not in arrays and not i.inputs and isinstance(i.op, (Param, Constant)):
                 arrays[i] = i.op.value
         n, low = st.node, st.low
-        t = plan.types[n]
-        for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
-            out[f"{names[n]}_t{j}"] = raw[tb][: nbytes(tt)].view(tt.dtype).reshape(tt.shape)
+        if low.temps:
+            for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
+                out[f"{names[n]}_t{j}"] = view(tb, tt)
         if st.deferred:
             continue
         if low.kind == "const":
             arrays[n] = low.value
         elif low.kind == "out" and n in plan.buffer_of:
-            b = raw[plan.buffer_of[n]]
-            arrays[n] = b[: nbytes(t)].view(t.dtype).reshape(t.shape)
+            arrays[n] = view(plan.buffer_of[n], plan.types[n])
         elif low.kind == "view" and plan.static[n]:
             arrays[n] = low.view(arrays[n.inputs[0]])
         else:
