@@ -309,20 +309,6 @@ def _getitem(b, node, xs):
     return _slice(b, xs[0], node.op.index)
 
 
-@emits(ix.EmbedSlice)
-def _embed_slice(b, node, xs):
-    """Zeros with ``g`` at a basic index: slice a flat position grid of the target shape
-    the same way, then scatter ``g`` to those positions (basic indices never repeat)."""
-    g = xs[0]
-    shape = b.shape(xs[1]) if len(xs) == 2 else b.ints(node.op.shape)
-    total = b.op("ReduceProd", [shape], keepdims=1)
-    grid = b.op("Reshape", [b.op("Range", [b.const(0, np.int64), b.squeeze(total, [0]), b.const(1, np.int64)]), shape])
-    pos = b.op("Reshape", [_slice(b, grid, node.op.index), b.ints([-1])])
-    flat = b.fill(total, 0, node.dtype)
-    out = b.op("ScatterElements", [flat, pos, b.op("Reshape", [g, b.ints([-1])])], axis=0)
-    return b.op("Reshape", [out, shape])
-
-
 @emits(ix.Concatenate)
 def _concatenate(b, node, xs):
     return b.op("Concat", _as(b, node, xs, node.dtype), axis=node.op.axis % node.ndim)
@@ -330,14 +316,12 @@ def _concatenate(b, node, xs):
 
 @emits(ix.ConcatSlice)
 def _concat_slice(b, node, xs):
+    """Piece ``index`` of a ``Split`` of ``g`` at the parts' run-time sizes along the axis."""
     g, *parts = xs
-    ax = node.op.axis
-    sizes = [b.dim(p, ax) for p in parts[: node.op.index + 1]]
-    start = b.ints([0])
-    for size in sizes[:-1]:
-        start = size if start == b.ints([0]) else b.op("Add", [start, size])
-    stop = b.op("Add", [start, sizes[-1]])
-    return b.op("Slice", [g, start, stop, b.ints([ax])])
+    ax = node.op.axis % node.ndim
+    sizes = b.op("Concat", [b.dim(p, ax) for p in parts], axis=0)
+    return b.op("Split", [g, sizes], outputs=len(parts), axis=ax)[node.op.index] if len(parts) > 1 \
+        else b.op("Identity", [g])
 
 
 def _index(b: OnnxBuilder, node: Node, xs: list[str], k: int) -> str:
@@ -567,4 +551,4 @@ def _cond(b, node, xs):
     return [out] if n_out == 1 else out
 
 
-from . import emit_loop  # noqa: E402,F401 - registers gb.scan's emitter (ONNX Loop)
+from . import emit_loop, emit_slice  # noqa: E402,F401 - register gb.scan's (ONNX Loop) and embed_slice's emitters

@@ -19,7 +19,7 @@ from .. import ops
 from ..errors import GraphFormatError
 from ..graph.node import Node
 from ..io.container import Limits
-from ..ops.base import apply
+from .symbolic import Dims
 
 PARAM_DOC = "graphbp param"
 STATE_DOC = "graphbp state"  # a non-trainable parameter (optimiser state, running statistics)
@@ -36,20 +36,6 @@ class Static:
 
     value: np.ndarray
     init: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ShapeOf:
-    """The runtime sizes of ``axes`` of ``node`` (``Shape`` of a tensor with unknown dims),
-    followed by the known sizes ``extra`` that a ``Concat`` joined to them."""
-
-    node: Node
-    axes: tuple[int, ...]
-    extra: tuple[int, ...] = ()
-
-    @property
-    def full(self) -> bool:
-        return self.axes == tuple(range(self.node.ndim)) and not self.extra
 
 
 class Ctx:
@@ -95,9 +81,8 @@ class Ctx:
         ``trainable=False`` (running statistics) or graphbp's own mark makes them state."""
         if isinstance(v, Node):
             return v
-        if isinstance(v, ShapeOf):
-            raise self.fail("a runtime shape is used as data; graphbp graphs have static ranks and "
-                            "shape-only uses of unknown dims (reshape/expand/fill to another tensor's shape)")
+        if isinstance(v, Dims):  # a shape computed from run-time sizes, used as data
+            return v.as_node()
         if v is None:
             raise self.fail("a required input is missing")
         if v.init is not None:
@@ -296,9 +281,6 @@ def _reduce(ctx, n, args):
         axes = ctx.ints(args[1], f"{n.op_type} axes")
     else:
         axes = attr(n, "axes")
-    if n.op_type == "ReduceProd" and isinstance(args[0], ShapeOf):
-        count = _count(ctx, args[0], axes)
-        return ops.reshape(count, (1,)) if keep else count
     x = ctx.node(args[0])
     if not axes:
         if attr(n, "noop_with_empty_axes", 0):
@@ -307,99 +289,10 @@ def _reduce(ctx, n, args):
     return _REDUCE[n.op_type](x, axis=None if axes is None else tuple(axes), keepdims=keep)
 
 
-def _count(ctx: Ctx, shape: ShapeOf, axes) -> Node:
-    """``ReduceProd(Shape(x)[axes])``: the element count of a reduction, graphbp's ``reduced_count``."""
-    if axes not in (None, [0], [-1]):
-        raise ctx.fail("ReduceProd of a runtime shape must reduce it whole")
-    count = apply(ops.ReducedCount(shape.axes), shape.node)
-    known = int(np.prod(shape.extra, dtype=np.int64))
-    return count if known == 1 else count * known
-
-
 # ------------------------------------------------------------------- shape and creation
-@handles("Shape")
-def _shape(ctx, n, args):
-    from .handlers_image import PoolIndices
-
-    x = args[0].y if isinstance(args[0], PoolIndices) else args[0]
-    rank = len(x.value.shape) if isinstance(x, Static) else ctx.node(x).ndim
-    start, end = attr(n, "start", 0), attr(n, "end", rank)
-    axes = tuple(range(rank))[slice(start, end)]
-    shape = x.value.shape if isinstance(x, Static) else ctx.node(x).shape
-    dims = [shape[a] for a in axes]
-    if all(d is not None for d in dims):
-        return Static(np.asarray(dims, dtype=np.int64))
-    return ShapeOf(ctx.node(x), axes)
-
-
 @handles("Concat")
 def _concat(ctx, n, args):
-    ax = attr(n, "axis")
-    shapes = [a for a in args if isinstance(a, ShapeOf)]
-    if shapes:  # pieces of one tensor's runtime shape, and known sizes (an element count)
-        if len({id(a.node) for a in shapes}) > 1:
-            raise ctx.fail("Concat of runtime shapes of different tensors is not supported")
-        axes = tuple(x for a in shapes for x in a.axes)
-        extra = tuple(x for a in shapes for x in a.extra) + tuple(
-            d for a in args if not isinstance(a, ShapeOf) for d in ctx.ints(a, "Concat with a shape"))
-        return ShapeOf(shapes[0].node, axes, extra)
-    return ops.concatenate(_nodes(ctx, args), axis=ax)
-
-
-def _shape_target(ctx: Ctx, v: Any, what: str):
-    """A static shape list, or the node whose runtime shape is meant."""
-    if isinstance(v, ShapeOf):
-        if not v.full:
-            raise ctx.fail(f"{what}: a partial runtime shape is not supported")
-        return v.node
-    return ctx.ints(v, what)
-
-
-@handles("Reshape")
-def _reshape(ctx, n, args):
-    from .handlers_image import PoolIndices
-
-    if isinstance(args[0], PoolIndices):
-        return args[0]  # flat positions, whatever shape they are viewed in
-    x = ctx.node(args[0])
-    target = _shape_target(ctx, args[1], "Reshape shape")
-    if isinstance(target, Node):
-        return ops.reshape_like(x, target)
-    if not attr(n, "allowzero", 0):  # ONNX: 0 copies the input's dim
-        target = [x.shape[i] if d == 0 and i < x.ndim else d for i, d in enumerate(target)]
-        if any(d is None for d in target):
-            raise ctx.fail("Reshape copies an unknown dim (0 in the shape)")
-    return ops.reshape(x, tuple(target))
-
-
-@handles("Expand")
-def _expand(ctx, n, args):
-    x = ctx.node(args[0])
-    target = _shape_target(ctx, args[1], "Expand shape")
-    if isinstance(target, Node):
-        return ops.broadcast_to(x, target.shape, like=target) if not target.type.is_concrete \
-            else ops.broadcast_to(x, target.shape)
-    nd = max(len(target), x.ndim)
-    xs = (1,) * (nd - x.ndim) + tuple(x.shape)
-    ts = (1,) * (nd - len(target)) + tuple(target)
-    out = tuple(a if b == 1 else b for a, b in zip(xs, ts))  # ONNX Expand broadcasts both ways
-    if any(d is None for d in out):
-        raise ctx.fail("Expand to an unknown dim needs the shape of a tensor")
-    return ops.broadcast_to(x, out)
-
-
-@handles("ConstantOfShape")
-def _constant_of_shape(ctx, n, args):
-    value = attr(n, "value")
-    arr = ctx.onnx.numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
-    if arr.size != 1:
-        raise ctx.fail("ConstantOfShape value must hold one element")
-    target = _shape_target(ctx, args[0], "ConstantOfShape shape")
-    if isinstance(target, Node):
-        return ops.full_like(target, float(arr[0]), dtype=arr.dtype)
-    if any(d < 0 for d in target):
-        raise ctx.fail(f"negative dim in ConstantOfShape {target}")
-    return apply(ops.Full(tuple(target), float(arr[0]), arr.dtype.name))
+    return ops.concatenate(_nodes(ctx, args), axis=attr(n, "axis"))
 
 
 @handles("Constant")
@@ -410,15 +303,6 @@ def _constant(ctx, n, args):
     from .importer import _tensor
 
     return Static(_tensor(ctx.onnx, t, "", ctx.path, ctx.limits))
-
-
-@handles("Range")
-def _range(ctx, n, args):
-    start, limit, delta = (ctx.static(a, "Range operand").reshape(()) for a in args)
-    count = int(max(np.ceil((limit - start) / delta), 0)) if delta else -1
-    if not 0 <= count <= (1 << 24):
-        raise ctx.fail(f"Range of {count} elements is refused")
-    return Static(np.arange(start, limit, delta, dtype=np.result_type(start, limit, delta)))
 
 
 @handles("Transpose")
@@ -446,36 +330,23 @@ def _unsqueeze(ctx, n, args):
 
 @handles("Squeeze")
 def _squeeze(ctx, n, args):
-    if isinstance(args[0], ShapeOf) and len(args[0].axes) + len(args[0].extra) == 1:
-        return args[0]  # one runtime dim as a scalar (a Loop's trip count)
     x = ctx.node(args[0])
     axes = _axes_arg(ctx, n, args, "Squeeze")
     return ops.squeeze(x, None if axes is None else tuple(axes))
 
 
-@handles("Flatten")
-def _flatten(ctx, n, args):
-    x = ctx.node(args[0])
-    ax = attr(n, "axis", 1) % max(x.ndim, 1) if x.ndim else 0
-    head, tail = x.shape[:ax], x.shape[ax:]
-    if None in tail:
-        raise ctx.fail("Flatten over an unknown dim")
-    rest = int(np.prod(tail, dtype=np.int64))
-    if None in head:
-        if head.count(None) > 1:
-            raise ctx.fail("Flatten with several unknown leading dims")
-        return ops.reshape(x, (-1, rest))
-    return ops.reshape(x, (int(np.prod(head, dtype=np.int64)), rest))
-
-
 # --------------------------------------------------------------------------- indexing
 @handles("Slice")
 def _slice(ctx, n, args):
-    x = ctx.node(args[0])
+    from .handlers_image import BatchContraction, weight_grad
+
     starts = ctx.ints(args[1], "Slice starts")
     ends = ctx.ints(args[2], "Slice ends")
     axes = ctx.ints(args[3], "Slice axes") if len(args) > 3 and args[3] is not None else list(range(len(starts)))
     steps = ctx.ints(args[4], "Slice steps") if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    if isinstance(args[0], BatchContraction):
+        return weight_grad(ctx, args[0], starts, ends, axes, steps)
+    x = ctx.node(args[0])
     index = [slice(None)] * x.ndim
     big = 1 << 62
     for s, e, a, st in zip(starts, ends, axes, steps):

@@ -53,13 +53,50 @@ def _bias(ctx: Ctx, y: Node, args: list[Any]) -> Node:
     return y
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchContraction:
+    """A ``Conv`` of ``x`` and ``g`` both transposed to channels-first, ``(C, N, H, W)`` and
+    ``(O, N, Ho, Wo)``, so it sums over the batch: a convolution's weight gradient (the form
+    graphbp exports ``conv2d_weight_grad`` in). With an unknown batch it is not a ``conv2d``
+    (channels must be known); the ``Slice`` to the kernel size that follows makes it
+    ``conv2d_weight_grad``, stride and dilation exchanged."""
+
+    x: Node
+    g: Node
+    op: conv.Conv2D
+
+
+def _swapped(v: Any) -> Node | None:
+    """``a`` when ``v`` is ``transpose(a, (1, 0, 2, 3))``."""
+    if isinstance(v, Node) and isinstance(v.op, ops.Transpose) and tuple(v.op.axes) == (1, 0, 2, 3):
+        return v.inputs[0]
+    return None
+
+
 @handles("Conv")
 def _conv(ctx, n, args):
     _no_auto_pad(ctx, n)
     x, w = ctx.node(args[0]), ctx.node(args[1])
     op = conv.Conv2D(_pair(ctx, n, "strides", [1, 1]), _pads(ctx, n), _pair(ctx, n, "dilations", [1, 1]),
                      attr(n, "group", 1))
+    if x.ndim == 4 and x.shape[1] is None:
+        a, g = _swapped(x), _swapped(w)
+        if a is None or g is None or op.groups != 1 or (len(args) > 2 and args[2] is not None):
+            raise ctx.fail("Conv over an unknown number of channels is supported only as a weight gradient "
+                           "(both operands transposed to channels-first, no groups, no bias)")
+        return BatchContraction(a, g, op)
     return _bias(ctx, apply(op, x, w), args)
+
+
+def weight_grad(ctx: Ctx, c: BatchContraction, starts: list[int], ends: list[int], axes: list[int],
+                steps: list[int]) -> Node:
+    """``Slice(Conv(x^T, g^T))[:, :, :kh, :kw]``: ``conv2d_weight_grad`` of kernel ``(kh, kw)``,
+    in the ``(C, O, kh, kw)`` layout the ``Conv`` gave."""
+    if len(ends) != 2 or starts != [0, 0] or [a % 4 for a in axes] != [2, 3] or any(s != 1 for s in steps) or min(ends) < 1:
+        raise ctx.fail("a weight-gradient Conv must be cut to its kernel size by Slice [:, :, :kh, :kw]")
+    op = conv.Conv2DWeightGrad(stride=c.op.dilation, padding=c.op.padding, dilation=c.op.stride, groups=1,
+                               kernel=(ends[0], ends[1]))
+    return ops.transpose(apply(op, c.x, c.g), (1, 0, 2, 3))
 
 
 @handles("ConvTranspose")
@@ -78,7 +115,8 @@ def _conv_transpose(ctx, n, args):
 @handles("Pad")
 def _pad(ctx, n, args):
     """Zero padding: folded into a transposed convolution's crop when it follows one, else
-    the zeros-with-a-slice op (``embed_slice``) at static shapes."""
+    the zeros-with-a-slice op (``embed_slice``; an axis of unknown size must not be padded,
+    its size is then the input's)."""
     x = ctx.node(args[0])
     if attr(n, "mode", "constant") != "constant" or (len(args) > 2 and args[2] is not None
                                                      and float(ctx.static(args[2], "Pad value").reshape(())) != 0):
@@ -94,10 +132,10 @@ def _pad(ctx, n, args):
         (t, b), (left, r) = x.op.padding
         crop = ((t - lo[2], b - hi[2]), (left - lo[3], r - hi[3]))
         return apply(dataclasses.replace(x.op, padding=crop), *x.inputs)
-    if not x.type.is_concrete:
-        raise ctx.fail("Pad of a tensor with unknown dims is not supported")
-    shape = tuple(d + a + b for d, a, b in zip(x.shape, lo, hi))
-    index = tuple((a, a + d, None) for a, d in zip(lo, x.shape))
+    if any(d is None and (a or b) for d, a, b in zip(x.shape, lo, hi)):
+        raise ctx.fail("Pad of an axis of unknown size is not supported")
+    shape = tuple(None if d is None else d + a + b for d, a, b in zip(x.shape, lo, hi))
+    index = tuple((None, None, None) if d is None else (a, a + d, None) for a, d in zip(lo, x.shape))
     return apply(ops.indexing.EmbedSlice(index, shape), x)
 
 

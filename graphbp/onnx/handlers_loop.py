@@ -23,7 +23,8 @@ import numpy as np
 
 from .. import ops
 from ..graph.node import Node
-from .handlers import Ctx, ShapeOf, Static, attr, handles
+from .handlers import Ctx, Static, attr, handles
+from .symbolic import Dims
 
 
 @handles("Loop")
@@ -142,11 +143,12 @@ def _sequences(ctx: Ctx, trips: Any, keys: list[tuple[str, bool]], reverse: bool
     backwards where a forward scan reads one from the end."""
     seqs = [ctx.node(ctx.value(x, None, -1)) for x, _ in keys]
     ends = [from_end for _, from_end in keys]
-    if isinstance(trips, ShapeOf):  # len(X) at run time
-        if trips.axes != (0,) or trips.extra:
+    if isinstance(trips, Dims):  # len(X) at run time
+        ref = trips.single_dim()
+        if ref is None or ref[1] != 0:
             raise ctx.fail("the Loop trip count must be known or the length of a tensor")
-        if not any(s is trips.node for s in seqs):
-            seqs.append(trips.node)  # steps over it without reading it
+        if not any(s is ref[0] for s in seqs):
+            seqs.append(ref[0])  # steps over it without reading it
             ends.append(reverse)
         steps = None
     else:

@@ -8,9 +8,10 @@ folder, every tensor's declared size is checked against its bytes, and every fai
 
 Values are kept in one of three forms while importing: a graphbp node; a *static* NumPy
 array known at import time (initializers used as axes or shapes, ``Constant`` nodes, and
-arithmetic on them, folded here); or the runtime shape of a node (``Shape`` of a tensor with
-unknown dims), which the ops that take a shape (``Reshape``, ``Expand``,
-``ConstantOfShape``) turn into graphbp's ``like=`` operands.
+arithmetic on them, folded here); or a shape computed from run-time sizes (``Shape`` of a
+tensor with unknown dims and the arithmetic on it, :mod:`.symbolic`), which the ops that
+take a shape (``Reshape``, ``Expand``, ``ConstantOfShape``, ``Split``) turn into graphbp's
+``like=`` operands (:mod:`.handlers_shape`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from ..io.bounded import read_file, read_region
 from ..io.container import DEFAULT_LIMITS, Limits
 from ..ops.leaves import Constant
 from ._deps import require_onnx
-from . import handlers_image, handlers_loop  # noqa: F401 - register the image ops' and Loop's handlers
+from . import handlers_image, handlers_loop, handlers_shape  # noqa: F401 - register their handlers
 from .handlers import HANDLERS, Ctx, Static
+from .handlers_shape import SYMBOLIC
+from .symbolic import Dims, SymbolicError
 
 MAX_STATIC_ELEMENTS = 1 << 24
 """Static values folded at import time are capped (a shape computation has a few elements;
@@ -163,7 +166,14 @@ def run_nodes(ctx: Ctx, nodes: Any) -> None:
                                    "(docs/interop.md lists what imports)")
         args = [ctx.value(name, n, k) if name else None for name in n.input]
         ctx.where = f"node {k} ({n.name or n.op_type}, {n.op_type})"
-        outs = handler(ctx, n, args)
+        outs = None
+        if n.op_type in SYMBOLIC and any(isinstance(a, Dims) for a in args):
+            try:
+                outs = SYMBOLIC[n.op_type](ctx, n, args)  # shape arithmetic on run-time sizes
+            except SymbolicError as e:
+                raise ctx.fail(str(e)) from None
+        if outs is None:
+            outs = handler(ctx, n, args)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         produced = [o for o in n.output]
         if len(outs) < len([o for o in produced if o]):
@@ -174,7 +184,10 @@ def run_nodes(ctx: Ctx, nodes: Any) -> None:
 
 
 def _fold(v: Any) -> Any:
-    """A node whose inputs are all constants becomes a static value (shape arithmetic)."""
+    """A node whose inputs are all constants becomes a static value (shape arithmetic), and so
+    does a shape computed from run-time sizes that none is left in."""
+    if isinstance(v, Dims):
+        return Static(v.array()) if v.is_static else v
     if not isinstance(v, Node) or not v.inputs or not all(isinstance(i.op, Constant) for i in v.inputs):
         return v
     if v.type.size() is None or v.type.size() > MAX_STATIC_ELEMENTS or getattr(v.op, "effectful", False):

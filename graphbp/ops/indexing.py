@@ -103,7 +103,9 @@ def _sliced_shape(index: tuple[IndexItem, ...], shape: Shape) -> Shape:
 @dataclasses.dataclass(frozen=True)
 class EmbedSlice(Op):
     """Zeros of the ``like`` input's shape (or the static ``shape``) with ``g`` written at
-    ``index``: the transpose of :class:`GetItem`."""
+    ``index``: the transpose of :class:`GetItem`. Without ``like``, ``shape`` may leave a dim
+    unknown (``None``) where ``index`` takes the axis whole: its size is then ``g``'s (what an
+    imported ONNX ``Pad`` of a tensor with unknown dims needs)."""
 
     name: ClassVar[str] = "embed_slice"
     shape_only_inputs: ClassVar[tuple[int, ...]] = (1,)
@@ -114,22 +116,46 @@ class EmbedSlice(Op):
 
     def infer(self, g: TensorType, like: TensorType | None = None) -> TensorType:
         shape = self.shape if like is None else like.shape
-        if like is None and any(d is None for d in shape):
-            raise shape_error(f"shape {format_shape(shape)} has unknown dims; pass like=")
         expect = _sliced_shape(self.index, shape)
         if len(expect) != g.ndim or any(
             a is not None and b is not None and a != b for a, b in zip(expect, g.shape)
         ):
             raise shape_error(f"value {format_shape(g.shape)} does not fit slice shape {format_shape(expect)}")
+        if like is None and any(d is None for d in shape):
+            whole = _whole_axes(self.index, len(shape))
+            if any(d is None and a not in whole for a, d in enumerate(shape)):
+                raise shape_error(f"shape {format_shape(shape)} has unknown dims on sliced axes; pass like=")
+            shape = tuple(g.shape[whole[a]] if d is None else d for a, d in enumerate(shape))
         return TensorType(shape, g.dtype)
 
     def compute(self, g, like=None):
-        out = np.zeros(self.shape if like is None else like.shape, g.dtype)
+        shape = self.shape if like is None else like.shape
+        if like is None and any(d is None for d in shape):
+            whole = _whole_axes(self.index, len(shape))
+            shape = tuple(g.shape[whole[a]] if d is None else d for a, d in enumerate(shape))
+        out = np.zeros(shape, g.dtype)
         out[_to_numpy(self.index)] = g
         return out
 
     def vjp(self, node, g):
         return (_basic_slice(g, self.index),) + (None,) * (len(node.inputs) - 1)
+
+
+def _whole_axes(index: tuple[IndexItem, ...], ndim: int) -> dict[int, int]:
+    """``{axis of the target: axis of the slice}`` for the axes ``index`` takes whole."""
+    whole: dict[int, int] = {}
+    axis = out_axis = 0
+    for it in index:
+        if it is None:
+            out_axis += 1
+            continue
+        if isinstance(it, tuple):
+            if it in ((None, None, None), (None, None, 1)):
+                whole[axis] = out_axis
+            out_axis += 1
+        axis += 1
+    whole.update({axis + k: out_axis + k for k in range(ndim - axis)})
+    return whole
 
 
 def _basic_slice(x: Node, index: tuple[IndexItem, ...]) -> Node:
