@@ -24,9 +24,11 @@ from ..graph.node import Node
 from ..graph.rewrite import holds_bodies, rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..graph.types import TupleType
-from ..ops.base import OpError
+from ..ops.base import Op, OpError
 from ..ops.control import TupleGet
 from ..ops.leaves import Constant, Input, Leaf, Param
+
+_NO_BODIES = Op.subgraphs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +215,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     and their order."""
     order = toposort(roots) if order is None else order
     seen = set(order)
-    existing = set(seen)  # grows with every node made: what a rule's fresh nodes are not
+    made: set[Node] = set()  # nodes this sweep built: with ``seen``, what a rule's fresh nodes are not
     uses = count_uses(order)
     for r in roots:  # a root is read by the caller
         uses[r] = uses.get(r, 0) + 1
@@ -221,12 +223,13 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     new: dict[Node, Node] = {}
     keys: dict[Any, Node] = {}
     changed = False
-    read = _outputs_read(order)
+    read: dict[Node, list[int]] | None = None  # built when the first multi-output node comes
     renumber: dict[Node, dict[int, int]] = {}  # a pruned multi-output node: old index -> new
     for node in order:
-        if isinstance(node.op, Leaf):
+        op = node.op
+        if isinstance(op, Leaf):
             cur = node
-            if cse and isinstance(node.op, Constant):
+            if cse and isinstance(op, Constant):
                 k = _const_key(node)
                 if k is not None:
                     cur = keys.setdefault(k, node)
@@ -235,37 +238,41 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
             new[node] = cur
             continue
         ins = tuple([new[i] for i in node.inputs])
-        if isinstance(node.op, TupleGet) and ins[0] in renumber:
-            cur = Node(TupleGet(renumber[ins[0]][node.op.index]), ins, node.type, name=node.name,
+        if renumber and isinstance(op, TupleGet) and ins[0] in renumber:
+            cur = Node(TupleGet(renumber[ins[0]][op.index]), ins, node.type, name=node.name,
                        origin=node.origin, scope=node.scope, provenance=node.provenance)
         elif ins != node.inputs:  # Node equality is identity
             cur = rebuild(node, ins)
             ctx.original[cur] = node
-            existing.add(cur)
+            made.add(cur)
         else:
             cur = node
-        if isinstance(cur.type, TupleType) and len(read.get(node, ())) < len(cur.type):
-            cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
-        pruned = renumber.get(cur)  # rules and body rewrites below replace cur: keep its renumbering
-        if cur is not node or node not in tried:
+        if isinstance(cur.type, TupleType):
+            if read is None:
+                read = _outputs_read(order)
+            if len(read.get(node, ())) < len(cur.type):
+                cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
+        pruned = renumber.get(cur) if renumber else None  # rules and body rewrites below replace cur: keep its renumbering
+        fresh_here = cur is not node or node not in tried
+        if fresh_here and _holds_bodies(cur.op):
             stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
             if stepped is not cur:
                 cur = stepped
                 ctx.original[cur] = node
-                existing.add(cur)
-        for _ in range(max_local if cur is not node or node not in tried else 0):
+                made.add(cur)
+        for _ in range(max_local if fresh_here else 0):
             if isinstance(cur.op, Leaf) or cur.op.effectful:
                 break
-            nxt = _try_rules(cur, table, ctx, pass_name, log, existing)
+            nxt = _try_rules(cur, table, ctx, pass_name, log, seen, made)
             if nxt is None:
                 break
             cur = nxt
             ctx.original[cur] = node
-            existing.add(cur)
+            made.add(cur)
             changed = True
         if cse and not isinstance(cur.op, Leaf) and not cur.op.effectful:
             try:
-                k = (cur.op, tuple(id(i) for i in cur.inputs), bool(cur.provenance))
+                k = (cur.op, tuple([id(i) for i in cur.inputs]), bool(cur.provenance))
                 hash(k)
             except TypeError:
                 k = None
@@ -284,12 +291,19 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
     return [new[r] for r in roots], changed, seen, order
 
 
+def _holds_bodies(op) -> bool:
+    """Whether ``op`` may hold bodies, asked of the op only when its class overrides
+    :meth:`Op.subgraphs` (first-order ops, nearly every node, do not)."""
+    return type(op).subgraphs is not _NO_BODIES and bool(op.subgraphs())
+
+
 def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,
-               existing: set[Node]) -> Node | None:
+               seen: set[Node], made: set[Node]) -> Node | None:
     """The first rule's replacement for ``cur``, its fresh nodes stamped with ``cur``'s user
-    line and scope and the union provenance of the nodes it stands for."""
+    line and scope and the union provenance of the nodes it stands for. A node is fresh when
+    it is neither in the sweep's graph (``seen``) nor built by the sweep before (``made``)."""
     def fresh(n: Node) -> bool:
-        return n not in existing
+        return n not in seen and n not in made
 
     rules = table.for_op(type(cur.op))
     if not rules:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import GraphError
 from ..graph.node import Node
+from ..graph.rewrite import holds_bodies
 from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
 from .polynomial import collect_terms
@@ -41,14 +42,18 @@ class PassContext:
     def rules(self, rules: Iterable[Rule]) -> list[Rule]:
         return [r for r in rules if r.group in self.on]
 
-    def order(self, roots: Sequence[Node]) -> list[Node] | None:
-        """The roots' topological order if an earlier step left it (a step that changed
-        nothing returns the same root objects): walking a deep graph is a large share of
+    def order(self, roots: Sequence[Node]) -> list[Node]:
+        """The roots' topological order, walked once per distinct graph: an earlier step
+        left it (a step that changed nothing returns the same root objects), or it is
+        walked now and kept for the steps after. Walking a deep graph is a large share of
         each pass, and most passes change nothing in most graphs."""
-        if self.known is not None and len(self.known[0]) == len(roots) and all(
-                a is b for a, b in zip(self.known[0], roots)):
-            return self.known[1]
-        return None
+        if not self.has_order(roots):
+            self.known = (tuple(roots), toposort(roots))
+        return self.known[1]
+
+    def has_order(self, roots: Sequence[Node]) -> bool:
+        return self.known is not None and len(self.known[0]) == len(roots) and all(
+            a is b for a, b in zip(self.known[0], roots))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +103,8 @@ def _licm(roots: list[Node], ctx: PassContext) -> PassResult | None:
     """Move carry-independent work out of scan bodies, read per-step values a forward scan
     computes from it instead of recomputing them after it (a reverse scan's hoisted
     recomputation), then merge what two loops hoisted alike (CSE)."""
+    if not holds_bodies(ctx.order(roots)):
+        return None  # no loop to hoist from: skip the walk
     res = licm.hoist_loops(roots)
     if not res.log:
         return None
@@ -117,7 +124,7 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="merges and folds nodes, after the passes that match on gradient provenance"),
     PassSpec("licm", ("licm",), _licm, after=("canonicalize",),
              why="moves the loop bodies as canonicalize simplified them; CSE then merges the hoisted copies"),
-    PassSpec("collect_terms", ("collect_terms",), lambda rs, ctx: collect_terms(rs),
+    PassSpec("collect_terms", ("collect_terms",), lambda rs, ctx: collect_terms(rs, order=ctx.order(rs)),
              after=("canonicalize",),
              why="reads sums of products once CSE has merged equal operands, so like terms match"),
     PassSpec("accumulate", ("accumulate",), lambda rs, ctx: specialize.flatten_adds(rs, ctx.order(rs)),
@@ -228,4 +235,5 @@ def optimize(roots: Sequence[Node], passes: Mapping[str, bool] | None = None, *,
             verify(roots, spec.name)
             if effect_order(roots) != effects:
                 raise GraphError(f"pass {spec.name!r} dropped or reordered effectful nodes")
-    return OptimizeResult(roots, ctx.log, timings, ctx.hazards, snapshots, ctx.order(roots))
+    return OptimizeResult(roots, ctx.log, timings, ctx.hazards, snapshots,
+                          ctx.known[1] if ctx.has_order(roots) else None)

@@ -54,6 +54,7 @@ Expr = tuple  # ("a", pos) | ("s", num, scal) | ("*" | "+" | "-", e1, e2) | ("sq
 
 _PRODUCTS = (ew.Multiply, ew.Square, ew.Negative)
 _SUMS = (ew.Add, ew.Subtract, AddN)
+_MEMBERS = _PRODUCTS + _SUMS
 
 
 def _mul(p: Poly, q: Poly) -> Poly | None:
@@ -89,18 +90,21 @@ class _Reader:
         self.order = order
         self.uses = count_uses(order)
         self.memo: dict[Node, tuple[Poly, frozenset[Node]] | None] = {}
+        self.members: dict[Node, bool] = {}
 
     def scalar(self, n: Node, like: Node) -> bool:
         return (n.type.is_concrete and all(d == 1 for d in n.shape) and n.ndim <= like.ndim
                 and n.dtype == like.dtype)
 
     def member(self, n: Node) -> bool:
-        """A full-size float product or sum whose operands are all of its type or scalars."""
-        if not isinstance(n.op, _PRODUCTS + _SUMS) or n.dtype.kind != "f" or n.op.effectful:
-            return False
-        if self.scalar(n, n):
-            return False
-        return all(i.type == n.type or self.scalar(i, n) for i in n.inputs)
+        """A full-size float product or sum whose operands are all of its type or scalars
+        (asked several times per node, by the node and by its users: memoised)."""
+        hit = self.members.get(n)
+        if hit is None:
+            hit = self.members[n] = (isinstance(n.op, _MEMBERS) and n.dtype.kind == "f" and not n.op.effectful
+                                     and not self.scalar(n, n)
+                                     and all(i.type == n.type or self.scalar(i, n) for i in n.inputs))
+        return hit
 
     def atom(self, n: Node, like: Node) -> Poly:
         if isinstance(n.op, sh.BroadcastTo) and self.scalar(n.inputs[0], like):
@@ -285,10 +289,11 @@ def _rank(e: Expr) -> tuple[int, int]:
     return cost(e), _scalars(e, set())
 
 
-def collect_terms(roots: list[Node], pass_name: str = "collect_terms") -> PassResult:
+def collect_terms(roots: list[Node], pass_name: str = "collect_terms", order: list[Node] | None = None) -> PassResult:
     """Rewrite each float sum-of-products node in the factored form, where that takes
-    fewer full-size operations (see the module docstring)."""
-    order = toposort(roots)
+    fewer full-size operations (see the module docstring). ``order`` is the roots'
+    topological order when the caller has it."""
+    order = toposort(roots) if order is None else order
     reader = _Reader(order)
     users: dict[Node, list[Node]] = {}
     for n in order:

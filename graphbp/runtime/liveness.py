@@ -71,10 +71,12 @@ def storage_roots(steps: Sequence[Step]) -> dict[Node, frozenset]:
     return holds
 
 
-def liveness(steps: Sequence[Step], keep: Iterable[Node]) -> Liveness:
+def liveness(steps: Sequence[Step], keep: Iterable[Node], holds: dict[Node, frozenset] | None = None) -> Liveness:
     """Lifetimes of ``steps`` in order; values in ``keep`` (outputs, update values) live
-    past the last step."""
-    holds = storage_roots(steps)
+    past the last step. ``holds`` is :func:`storage_roots` of these steps (in any order)
+    when the caller has it."""
+    if holds is None:
+        holds = storage_roots(steps)
     end = len(steps)
     last: dict[Node, int] = {}
     for s, st in enumerate(steps):

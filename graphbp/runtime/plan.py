@@ -147,13 +147,15 @@ def make_plan(
     keep = set(outputs) | {v for _, v in updates}  # returned or committed: stay computed
     forward, backward = partition.forward, partition.backward
     lows = lower_all(list(forward) + list(backward), types, keep, options.fold_max_size if fold_constants else None)
-    deferred = deferred_updates(lows, outputs, updates, types) if allow_deferred else {}
+    # what each value holds depends on its lowering, not on where its step lands: found once
+    holds = storage_roots([Step(n, low) for n, low in lows.items()])
+    deferred = deferred_updates(lows, outputs, updates, types, holds) if allow_deferred else {}
     steps = [Step(n, lows[n]) for n in forward if n not in deferred]
     n_forward = len(steps)
     steps += [Step(n, lows[n]) for n in backward if n not in deferred]
     steps = place_updates(steps, n_forward, [Step(n, lows[n], deferred=True) for n in list(forward) + list(backward)
-                                             if n in deferred], deferred, keep)
-    live = liveness(steps, keep)
+                                             if n in deferred], deferred, keep, holds)
+    live = liveness(steps, keep, holds)
     alloc = allocate(steps, n_forward, types, live, set(outputs))
     saved_roots = set()
     bwd_nodes = {st.node for st in steps[n_forward:]}
@@ -199,11 +201,13 @@ def lower_all(nodes: Sequence[Node], types: dict[Node, TensorType], keep: set[No
 
 
 def deferred_updates(lows: dict[Node, Lowered], outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
-                     types: dict[Node, TensorType]) -> dict[Node, Node]:
+                     types: dict[Node, TensorType], holds: dict[Node, frozenset] | None = None) -> dict[Node, Node]:
     """Update values that can be computed straight into their parameter, after all else
     (value -> parameter): an ``out`` step read by nothing else, whose in-place-safe operands
-    are the only way it reads the parameter, and that reads no other updated parameter."""
-    holds = storage_roots([Step(n, low) for n, low in lows.items()])
+    are the only way it reads the parameter, and that reads no other updated parameter.
+    ``holds`` is :func:`storage_roots` of the lowered steps when the caller has it."""
+    if holds is None:
+        holds = storage_roots([Step(n, low) for n, low in lows.items()])
     out_set = set(outputs)
     updated = {p for p, _ in updates}
     readers: dict[Node, int] = {}
@@ -228,7 +232,7 @@ def deferred_updates(lows: dict[Node, Lowered], outputs: Sequence[Node], updates
 
 
 def place_updates(steps: list[Step], n_forward: int, updates: list[Step], deferred: dict[Node, Node],
-                  keep: set[Node]) -> list[Step]:
+                  keep: set[Node], holds: dict[Node, frozenset] | None = None) -> list[Step]:
     """``steps`` with each deferred update inserted as early as it is safe.
 
     An update goes after its operands and after the last step reading its parameter
@@ -240,7 +244,8 @@ def place_updates(steps: list[Step], n_forward: int, updates: list[Step], deferr
     if not updates:
         return steps
     steps = _early(steps, n_forward, _update_only(steps, n_forward, updates, keep))
-    holds = storage_roots(steps)
+    if holds is None:
+        holds = storage_roots(steps)
     last_read: dict[Node, int] = {}
     made: dict[Node, int] = {}
     for s, st in enumerate(steps):
