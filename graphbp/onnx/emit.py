@@ -276,8 +276,10 @@ def _full(b, node, xs):
 
 
 # --------------------------------------------------------------------------- indexing
-def _slice(b: OnnxBuilder, x: str, index) -> str:
-    """NumPy basic indexing with ONNX Slice, Squeeze (int indices) and Unsqueeze (None)."""
+def _slice(b: OnnxBuilder, x: str, index, shape=None) -> str:
+    """NumPy basic indexing with ONNX Slice, Squeeze (int indices) and Unsqueeze (None).
+    Where ``shape`` gives an axis's size, its slice is written normalised (ONNX clamps a
+    negative step's start into the axis where NumPy gives an empty slice)."""
     starts, ends, axes, steps, squeeze, new = [], [], [], [], [], []
     axis = out_axis = 0
     for it in index:
@@ -287,6 +289,10 @@ def _slice(b: OnnxBuilder, x: str, index) -> str:
             continue
         if isinstance(it, tuple):
             start, stop, step = it
+            if shape is not None and shape[axis] is not None:
+                picked = range(*slice(*it).indices(shape[axis]))
+                start, stop, step = (picked.start, picked.stop, picked.step) if picked else (0, 0, 1)
+                stop = INT64_MIN if stop < 0 else stop
             step = 1 if step is None else step
             if start is None:
                 start = 0 if step > 0 else INT64_MAX
@@ -306,7 +312,7 @@ def _slice(b: OnnxBuilder, x: str, index) -> str:
 
 @emits(ix.GetItem)
 def _getitem(b, node, xs):
-    return _slice(b, xs[0], node.op.index)
+    return _slice(b, xs[0], node.op.index, node.inputs[0].shape)
 
 
 @emits(ix.Concatenate)

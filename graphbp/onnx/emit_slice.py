@@ -79,7 +79,7 @@ def _embed_slice(b: OnnxBuilder, node: Node, xs: list[str]) -> str:
         if not picked:
             pads[a] = n
         elif picked.step == 1 or len(picked) == 1:
-            pads[a], pads[node.ndim + a] = picked.start, n - picked.stop
+            pads[a], pads[node.ndim + a] = picked[0], n - 1 - picked[-1]
         else:
             gathers.append((a, picked, n))
     if flips:

@@ -19,7 +19,7 @@ from .. import ops
 from ..errors import GraphFormatError
 from ..graph.node import Node
 from ..io.container import Limits
-from .symbolic import Dims
+from .symbolic import Dims, Sym
 
 PARAM_DOC = "graphbp param"
 STATE_DOC = "graphbp state"  # a non-trainable parameter (optimiser state, running statistics)
@@ -47,6 +47,7 @@ class Ctx:
         self.initializers: dict[str, tuple[np.ndarray, str]] = {}
         self.params: dict[str, Node] = {}
         self.where = ""
+        self.sizes: dict[tuple[Node, int], Sym] = {}  # unknown dims known to equal other sizes (reshapes)
         self.depth = 0  # how many bodies (If branches, Loop bodies) enclose this graph
         self._count = [0]  # nodes converted, nested graphs included (shared with children)
 
@@ -62,6 +63,7 @@ class Ctx:
         sub = Ctx(self.onnx, self.path, self.opset, self.limits)
         sub.values = collections.ChainMap({}, self.values)
         sub.initializers, sub.params, sub._count = self.initializers, self.params, self._count
+        sub.sizes = self.sizes
         sub.depth, sub.where = self.depth + 1, self.where
         return sub
 

@@ -181,10 +181,10 @@ def _reshape(ctx, n, args):
         like = d.like()
         if like is not None:
             return ops.reshape_like(x, like)
-        values = d.values()
-        if values.count(None) != 1 or -1 in values:
-            raise ctx.fail("Reshape to a shape with several sizes computed at run time")
-        target = [-1 if v is None else v for v in values]
+        target, sizes = _runtime_target(ctx, n, x, d)
+        y = ops.reshape(x, tuple(target))
+        ctx.sizes.update({(y, a): s.substitute(ctx.sizes) for a, s in enumerate(sizes) if s.value is None})
+        return y
     else:
         target = ctx.ints(args[1], "Reshape shape")
     if not attr(n, "allowzero", 0):  # ONNX: 0 copies the input's dim
@@ -192,6 +192,28 @@ def _reshape(ctx, n, args):
         if any(t is None for t in target):
             raise ctx.fail("Reshape copies an unknown dim (0 in the shape)")
     return ops.reshape(x, tuple(target))
+
+
+def _runtime_target(ctx: Ctx, n: Any, x: Node, d: Dims) -> tuple[list[int], list[Sym]]:
+    """A reshape target holding run-time sizes as a static one with ``-1``: a ``0`` copies
+    ``x``'s size, a ``-1`` is worked out symbolically (``x``'s element count over the other
+    sizes, with the sizes earlier reshapes made known, ``ctx.sizes``), and then one run-time
+    size may be left, which becomes the ``-1``. Also returns the sizes, to remember."""
+    items = [Sym.dim(x, i) if s.value == 0 and not attr(n, "allowzero", 0) and i < x.ndim else s
+             for i, s in enumerate(d.items)]
+    if sum(s.value == -1 for s in items) == 1:
+        total, known = Sym.const(1), Sym.const(1)
+        for a in range(x.ndim):
+            total = total * Sym.dim(x, a)
+        for s in items:
+            known = known if s.value == -1 else known * s
+        rest = total.substitute(ctx.sizes).exact_quotient(known.substitute(ctx.sizes))
+        if rest is not None and rest.value is not None:
+            items = [rest if s.value == -1 else s for s in items]
+    values = [s.value for s in items]
+    if values.count(None) != 1 or -1 in values:
+        raise ctx.fail("Reshape to a shape with several sizes computed at run time")
+    return [-1 if v is None else v for v in values], items
 
 
 @handles("Expand")
@@ -221,6 +243,8 @@ def _constant_of_shape(ctx, n, args):
         return ops.full_like(target, float(arr[0]), dtype=arr.dtype)
     if any(d < 0 for d in target):
         raise ctx.fail(f"negative dim in ConstantOfShape {target}")
+    if arr.dtype.kind in "iu" and len(target) <= 1 and sum(target) <= 256:  # a shape, or shape arithmetic
+        return Static(np.full(target, arr[0], dtype=arr.dtype))
     return apply(ops.Full(tuple(target), float(arr[0]), arr.dtype.name))
 
 

@@ -82,6 +82,31 @@ class Sym:
                 acc[m] = acc.get(m, 0) + c1 * c2
         return Sym._make(acc)
 
+    def substitute(self, sizes: dict[DimRef, "Sym"]) -> "Sym":
+        """Each size that ``sizes`` knows in other terms replaced by them (once: the entries
+        are written in terms of sizes known when the tensor was made)."""
+        total = Sym.const(0)
+        for m, c in self.terms:
+            term = Sym.const(c)
+            for d in m:
+                term = term * sizes.get(d, Sym(((((d,)), 1),)))
+            total = total + term
+        return total
+
+    def exact_quotient(self, other: "Sym") -> "Sym | None":
+        """``self / other`` when both are one product of sizes and ``other`` divides ``self``."""
+        if len(self.terms) != 1 or len(other.terms) != 1:
+            return None
+        (m1, c1), = self.terms
+        (m2, c2), = other.terms
+        rest = list(m1)
+        for d in m2:
+            k = next((i for i, r in enumerate(rest) if r[0] is d[0] and r[1] == d[1]), None)
+            if k is None:
+                return None
+            del rest[k]
+        return Sym(((tuple(rest), c1 // c2),)) if c1 % c2 == 0 else None
+
     @property
     def value(self) -> int | None:
         """The integer, when no run-time size is left in it."""
