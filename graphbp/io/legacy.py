@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 from ..autodiff import vjp
+from ..errors import GraphbpError
 from ..graph.context import stamp
 from ..graph.node import Node
 from ..graph.source import SourceLocation
@@ -66,8 +67,11 @@ def expand(dec: Decoder, spec: LegacyOp, params: object, inputs: tuple[Node, ...
         raise fail(dec.path, f"{where}.inputs", "expected one tensor operand")
     if inputs[0].dtype.kind not in "fiub":
         raise fail(dec.path, where, f"needs a numeric operand, got {inputs[0].dtype.name}")
-    with stamp(origin=origin, scope=scope, provenance=()):
-        out = spec.build(inputs[0], **values)
+    try:
+        with stamp(origin=origin, scope=scope, provenance=()):
+            out = spec.build(inputs[0], **values)
+    except GraphbpError as e:
+        raise fail(dec.path, where, f"cannot build it from primitives: {e}") from None
     if out.type != stored:
         raise fail(dec.path, f"{where}.type", f"stored type {stored} differs from the type its expansion gives, {out.type}")
     # the entry's own node carries its name; the expansion's last node is not read by any other
