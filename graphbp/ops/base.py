@@ -173,6 +173,13 @@ class Op:
         so passes can drop outputs nothing reads; ``None`` when it cannot (the default)."""
         return None
 
+    def operand_places(self, in_types: Sequence[TensorType]) -> tuple[tuple[slice, ...], ...] | None:
+        """For an op whose output is its operands laid side by side (``concatenate``): each
+        operand's place in the output as a basic index, so its VJP slices the cotangent there,
+        its lowering copies into it and generated code may compute the operand straight into
+        it. None when the op is not one (the default) or a size is unknown."""
+        return None
+
     def parts(self) -> tuple[str, ...]:
         """For an op a pass made from several (a fused op): the names of the ops it stands
         for, in order (diagrams draw "fused: matmul, add, tanh"). Empty for the others."""

@@ -126,15 +126,17 @@ class EmbedSlice(Op):
             whole = _whole_axes(self.index, len(shape))
             if any(d is None and a not in whole for a, d in enumerate(shape)):
                 raise shape_error(f"shape {format_shape(shape)} has unknown dims on sliced axes; pass like=")
-            shape = tuple(g.shape[whole[a]] if d is None else d for a, d in enumerate(shape))
+            shape = self._filled(g.shape)
         return TensorType(shape, g.dtype)
 
+    def _filled(self, g_shape: tuple) -> tuple:
+        """The static ``shape`` with each unknown dim (an axis the index takes whole) set to
+        the value's size on that axis."""
+        whole = _whole_axes(self.index, len(self.shape))
+        return tuple(g_shape[whole[a]] if d is None else d for a, d in enumerate(self.shape))
+
     def compute(self, g, like=None):
-        shape = self.shape if like is None else like.shape
-        if like is None and any(d is None for d in shape):
-            whole = _whole_axes(self.index, len(shape))
-            shape = tuple(g.shape[whole[a]] if d is None else d for a, d in enumerate(shape))
-        out = np.zeros(shape, g.dtype)
+        out = np.zeros(self._filled(g.shape) if like is None else like.shape, g.dtype)
         out[_to_numpy(self.index)] = g
         return out
 
@@ -221,17 +223,23 @@ class Concatenate(Op):
     def compute(self, *xs):
         return np.concatenate(xs, axis=self.axis)
 
+    def operand_places(self, in_types):
+        ax = normalize_axis(self.axis, in_types[0].ndim)
+        sizes = [t.shape[ax] for t in in_types]
+        if any(s is None for s in sizes):
+            return None
+        places, start = [], 0
+        for s in sizes:
+            places.append((slice(None),) * ax + (slice(start, start + s),))
+            start += s
+        return tuple(places)
+
     def vjp(self, node, g):
+        places = self.operand_places([x.type for x in node.inputs])
+        if places is not None:
+            return tuple(_basic_slice(g, tuple((p.start, p.stop, None) for p in idx)) for idx in places)
         ax = normalize_axis(self.axis, node.ndim)
-        sizes = [x.shape[ax] for x in node.inputs]
-        if all(s is not None for s in sizes):
-            outs, start = [], 0
-            for s in sizes:
-                idx = ((None, None, None),) * ax + ((start, start + s, None),)
-                outs.append(_basic_slice(g, idx))
-                start += s
-            return tuple(outs)
-        return tuple(apply(ConcatSlice(ax, i), g, *node.inputs) for i in range(len(sizes)))
+        return tuple(apply(ConcatSlice(ax, i), g, *node.inputs) for i in range(len(node.inputs)))
 
 
 @dataclasses.dataclass(frozen=True)

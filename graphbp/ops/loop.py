@@ -106,7 +106,7 @@ class Scan(Op):
         return Poly()  # the work is in the body, which is costed where it runs
 
     def compute(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        return self.compute_with(_stepper, *arrays)
+        return self.compute_with(_Stepper, *arrays)
 
     def compute_with(self, run_body, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         nc, nx = self.n_carry, self.n_xs
@@ -270,9 +270,6 @@ class _Stepper:
 
     def writer(self, *arrays: np.ndarray) -> Callable[..., None] | None:
         return self.program.runner_into(*arrays)
-
-
-_stepper = _Stepper
 
 
 def _scan_flat(fn: Callable[..., tuple[Node, ...]], carry: list[Node], xs: list[Node], invariants: list[Node],

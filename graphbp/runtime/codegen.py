@@ -24,7 +24,6 @@ import numpy as np
 
 from ..errors import GraphError
 from ..graph.node import Node
-from ..ops.indexing import Concatenate
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
@@ -359,11 +358,7 @@ def generate(
     else:
         src += fused_step(merge, fwd, plain)
         src += tail
-    source = "\n".join(src) + "\n"
-    line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)}
-    filename = f"<graphbp program {next(_counter)}>"
-    lines = source.splitlines(keepends=True)
-    linecache.cache[filename] = (len(source), None, lines, filename)
+    source, filename, line_nodes = _register(src)
     if len(plan.steps) <= opts.huge_steps:
         exec(compile(source, filename, "exec"), ns)
         return Generated(source, filename, ns, line_nodes)
@@ -400,12 +395,13 @@ def generate(
 
 def _concat_parts(plan: Planned, slot_of: dict[Node, str], names: dict[Node, str],
                   outputs: Sequence[Node]) -> dict[Node, tuple[Node, str]]:
-    """For ``into`` code: operands of a ``concatenate`` output computed straight into their
-    place in its buffer (``v = out2[:, 128:256]; multiply(a, b, v)``), as a hand-written
-    LSTM step writes the four gate gradients into one array. The caller's buffer exists from
-    the start and overlaps nothing, so writing it early is safe. Only when every operand is
-    an elementwise result (its kernel writes any strided ``out``) read by the concatenate
-    alone. Returns operand -> (concatenate node, the view it is computed into)."""
+    """For ``into`` code: operands of an output whose op lays them side by side
+    (``op.operand_places``: concatenate) computed straight into their place in its buffer
+    (``v = out2[:, 128:256]; multiply(a, b, v)``), as a hand-written LSTM step writes the
+    four gate gradients into one array. The caller's buffer exists from the start and
+    overlaps nothing, so writing it early is safe. Only when every operand is an elementwise
+    result (its kernel writes any strided ``out``) read by that output alone. Returns
+    operand -> (the output node, the view it is computed into)."""
     readers: dict[Node, int] = {}
     for st in plan.steps:
         for i in st.node.inputs:
@@ -413,7 +409,8 @@ def _concat_parts(plan: Planned, slot_of: dict[Node, str], names: dict[Node, str
     made = {st.node: st for st in plan.steps}
     out: dict[Node, tuple[Node, str]] = {}
     for c, buf in slot_of.items():
-        if not isinstance(c.op, Concatenate) or made[c].low.kind != "out" or len(set(c.inputs)) != len(c.inputs):
+        places = c.op.operand_places([plan.types[i] for i in c.inputs])
+        if places is None or made[c].low.kind != "out" or len(set(c.inputs)) != len(c.inputs):
             continue
         ok = all(
             i in made and made[i].low.kind == "out" and not made[i].deferred and i.op.elementwise
@@ -421,13 +418,14 @@ def _concat_parts(plan: Planned, slot_of: dict[Node, str], names: dict[Node, str
             and plan.types[i].dtype == plan.types[c].dtype for i in c.inputs)
         if not ok:
             continue
-        axis = c.op.axis % len(plan.types[c].shape)
-        start = 0
-        for i in c.inputs:
-            stop = start + plan.types[i].shape[axis]
-            out[i] = (c, f"{buf}[{':, ' * axis}{start}:{stop}]")
-            start = stop
+        for i, idx in zip(c.inputs, places):
+            out[i] = (c, f"{buf}[{', '.join(_slice_text(s) for s in idx)}]")
     return out
+
+
+def _slice_text(s: slice) -> str:
+    """``a:b`` as it is written in an index (``:`` for the whole axis)."""
+    return f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
 
 
 def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
@@ -455,9 +453,16 @@ def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tup
         else:
             src.append(f"    copyto({p}, {names[o]})  # output {plan.types[o]}")
     src.append("    return None")
+    source, filename, line_nodes = _register(src)
+    exec(compile(source, filename, "exec"), ns)
+    return Generated(source, filename, ns, line_nodes)
+
+
+def _register(src: list[str]) -> tuple[str, str, dict[int, tuple[Node, tuple[str, ...]]]]:
+    """A module's source under a fresh file name in ``linecache`` (so tracebacks show the
+    generated line), and its line -> (node, argument names) map."""
     source = "\n".join(src) + "\n"
     line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)}
     filename = f"<graphbp program {next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    exec(compile(source, filename, "exec"), ns)
-    return Generated(source, filename, ns, line_nodes)
+    return source, filename, line_nodes

@@ -246,16 +246,11 @@ def _getitem(node, types, out):
 def _concatenate(node, types, out):
     """One copy per operand into its slice of the planned output (``np.concatenate`` takes
     its operands as one sequence, which a call record does not hold)."""
-    axis = node.op.axis % out.ndim
-    sizes = [t.shape[axis] for t in types]
     if not out.is_concrete or any(t.dtype != out.dtype for t in types):
         return None
-    calls, start = [], 0
-    for k, size in enumerate(sizes):
-        index = (Lit(slice(None)),) * axis + (Lit(slice(start, start + size)),)
-        calls.append(call("copyto", Index(OUT, index), Operand(k)))
-        start += size
-    return out_kind(*calls)
+    places = node.op.operand_places(types)
+    return out_kind(*(call("copyto", Index(OUT, tuple(Lit(s) for s in idx)), Operand(k))
+                      for k, idx in enumerate(places)))
 
 
 def _transpose(node, types, out):
