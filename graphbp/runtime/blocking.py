@@ -33,9 +33,8 @@ CACHE_LINE = 64
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A scratch block starting on a cache line. ``np.empty`` gives 16-byte alignment; when
     a ufunc's operands sit at different offsets within their lines, its vector loads straddle
-    two lines: a two-operand multiply on 64K float32 in L2 measured 0.26 ns per element
-    against 0.13 with all three aligned (benchmarks/ufunc_cost.py), and the W4p and W4s
-    programs ran 3-4% faster with aligned scratch (CPU time, interleaved rounds)."""
+    two lines and an in-cache call can take twice as long (docs/performance.md, elementwise
+    chains; ``benchmarks/ufunc_cost.py`` measures it)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + CACHE_LINE, np.uint8)
@@ -258,8 +257,8 @@ def emit_region(
         ns[f"{tag}_s{k}_tail"] = buf[:tail]
 
     def body(tail_block: bool, indent: str) -> list[str]:
-        # each full-size array is sliced once per block (a slice costs ~0.3 us; a lowered
-        # kernel such as softplus's reads its operand twice)
+        # each full-size array is sliced once per block (a slice costs as much as a small
+        # call; a lowered kernel such as softplus's reads its operand twice)
         out = []
         suffix = "_tail" if tail_block else ""
         used: dict[str, None] = {}

@@ -4,7 +4,7 @@ Compiling allocates many long-lived objects (rebuilt nodes, memo dicts, plan rec
 generated source lines) and frees few. Each allocation burst triggers the cyclic
 collector, and its older generations rescan every object alive, including the whole
 graph, so a deep graph compiled with the collector on costs time quadratic-ish in its
-size (16k layers: ~120x the 256-layer time instead of ~64x). Nodes are immutable and
+size (docs/performance.md, W5). Nodes are immutable and
 reference only their inputs, so compiling creates no garbage cycles for the collector
 to find; pausing it for the duration (as many compilers do) loses nothing. Reference
 counting still frees everything else as usual.

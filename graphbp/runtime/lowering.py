@@ -161,11 +161,11 @@ def _is_zero(v) -> bool:
 def _where(node, types, out):
     it = out.dtype.itemsize
     if out.dtype.kind == "f" and it in (4, 8):
-        # where(c, a, 0) on a's bits as unsigned integers: branch-free, ~8x faster than a
-        # masked copy on random masks (relu gradients) and exact (a's bits where c holds,
-        # +0.0 elsewhere). One integer multiply by the 0/1 mask, ~40% faster than making an
-        # all-ones mask and and-ing it, and faster than the float multiply by a boolean mask
-        # (which is not exact: inf * 0 is nan).
+        # where(c, a, 0) on a's bits as unsigned integers: branch-free, unlike a masked copy
+        # on random masks (relu gradients), and exact (a's bits where c holds, +0.0
+        # elsewhere). One integer multiply by the 0/1 mask: one call, where an all-ones mask
+        # and-ed in takes two, and exact where a float multiply by the mask is not (inf * 0
+        # is nan). Costs in docs/performance.md, "Per-call work on small graphs".
         u = f"uint{8 * it}"
         fields = dict(names={u: np.dtype(u).type}, temps=(TensorType(out.shape, np.dtype(u)),))
         c, a, b = node.inputs
@@ -295,7 +295,7 @@ def _sigmoid(node, types, out):
     # temporaries and a where; this is the recurrent gates' hot path, and 1 / (1 + exp(-x))
     # takes a negation more). x is first clipped to where exp(x) and the result stay normal
     # numbers, so nothing overflows or underflows; beyond it the value is 0 or 1 to within
-    # the smallest normal number. One clip costs about one minimum (two took 17% of it).
+    # the smallest normal number. One clip, not a minimum and a maximum: one pass, not two.
     bound = float(-np.log(np.finfo(out.dtype).tiny) - 1.0)
     return out_kind(call("clip", X0, Lit(-bound), Lit(bound), out=OUT), call("exp", OUT, OUT),
                     call("add", OUT, Lit(1.0), T0), call("divide", OUT, T0, OUT),
@@ -330,8 +330,7 @@ def _rows_last_axis(types: list[TensorType], axis: int) -> bool:
 # NumPy reduces a short last axis (a few classes) one row at a time, which costs more than
 # the arithmetic: the row maxima reduce a transposed copy instead (whole rows per inner
 # loop; the maximum is exact in any order) and the row sums are a product with a column
-# of ones (one BLAS call). Measured for 128 x 10 float32 logits here: maxima 10.7 -> 3.9 us,
-# sums 3.7 -> 0.7 us (docs/performance.md, "Per-call work on small graphs").
+# of ones (one BLAS call). Costs in docs/performance.md, "Per-call work on small graphs".
 _SHORT_ROW = 64
 
 
