@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import GraphError
 from ..graph.node import Node
+from ..graph.types import TensorType
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
@@ -159,21 +160,23 @@ def generate(
     def is_local(v: Node) -> bool:
         return isinstance(v.op, Input) or not plan.static.get(v, False)
 
-    type_text: dict = {}  # str() of a type, once per distinct type (dtype.name is slow)
+    type_text: dict = {}  # str() of a type, once per distinct shape and dtype (dtype.name is slow)
+    types = plan.types
 
     def comment(n: Node, what: str) -> str:
         where = f"  {n.origin}" if n.origin else ""
         label = n.name if n.name and n.name != names[n] else ""
-        t = plan.types[n]
-        tt = type_text.get(t)
+        t = types[n]
+        key = (t.shape, t.dtype) if type(t) is TensorType else t  # a tuple hashes in C, a dataclass in Python
+        tt = type_text.get(key)
         if tt is None:
-            tt = type_text[t] = str(t)
+            tt = type_text[key] = str(t)
         return f"  # {what}: {tt}{' ' + label if label else ''}{where}"
 
     def kernel(st: Step) -> str:
         """The global name of the step's own kernel (``op.compute``), bound when a call uses it."""
         n = st.node
-        if not any(c.fn is None for c in st.low.calls):
+        if not st.low.own_kernel:
             return ""
         kname = f"{n.op.name}_{index[n]}"
         ns[kname] = n.op.compute
@@ -215,6 +218,8 @@ def generate(
                 and is_local(v) and v.inputs and v not in plan.fresh_outputs]
         return [f"    del {', '.join(gone)}"] if gone else []
 
+    static, last_read, static_get = plan.static, plan.last.get, plan.static.get
+
     def body(steps, first: int) -> list[str]:
         lines = []
         regions = {} if check is not None or parts else {a: b for a, b in find_regions(steps, plan, first)}
@@ -231,11 +236,12 @@ def generate(
                 lines += region_dels(list(enumerate(steps[k:stop], start=s)))
                 continue
             n, low = st.node, st.low
-            args = operands(n)
+            ins = [names[i] for i in n.inputs]
+            args = operands(n) if type(n.op).shape_only_inputs else ins
             me = names[n]
-            desc = f"v{index[n]} = {n.op.name}({', '.join(names[i] for i in n.inputs)})"
-            slot = slot_names(args, me, [f"{me}_t{j}" for j in range(len(low.temps))])
-            checked = check is not None and low.kind in ("out", "call")
+            desc = f"v{index[n]} = {n.op.name}({', '.join(ins)})"
+            kind = low.kind
+            checked = check is not None and kind in ("out", "call")
             pre = checked and overwrites_operand(st)
             if pre:
                 lines.append(f"    r{index[n]} = check.ranges(({''.join(a + ', ' for a in args)}))")
@@ -244,8 +250,8 @@ def generate(
                 lines.append(_tagged(f"    {me} = {slot_of[n]}" + comment(n, desc + " (its operands wrote into it)"),
                                      n, args))
                 slotted.add(n)
-            elif low.kind == "out":
-                stmt = low.statement(slot, kernel(st))
+            elif kind == "out":
+                stmt = low.template.format(*args, o=me, kernel=kernel(st))
                 if n in parts:
                     stmt = f"{me} = {parts[n][1]}; {stmt}"
                 elif n in slot_of:
@@ -257,23 +263,26 @@ def generate(
                     stmt = f"{me} = empty({t.shape!r}, {t.dtype.name}); {stmt}"
                 text = f"{lead}{stmt}" + comment(n, desc + (f" into {me} in place" if st.deferred else ""))
                 lines.append(_tagged(text, n, args))
-            elif low.kind == "call":
-                lines.append(_tagged(f"{lead}{me} = {low.statement(slot, kernel(st))}" + comment(n, desc), n, args))
-            elif low.kind == "view":
-                if plan.static[n]:
-                    lines.append(f"    # {me} = {low.statement(slot)} (a view bound at plan time)" + comment(n, n.op.name)[3:])
+            elif kind == "call":
+                stmt = low.template.format(*args, o=me, kernel=kernel(st))
+                lines.append(_tagged(f"{lead}{me} = {stmt}" + comment(n, desc), n, args))
+            elif kind == "view":
+                stmt = low.template.format(*args, o=me)
+                if static[n]:
+                    lines.append(f"    # {me} = {stmt} (a view bound at plan time)" + comment(n, n.op.name)[3:])
                 else:
-                    lines.append(_tagged(f"    {me} = {low.statement(slot)}" + comment(n, desc), n, args))
+                    lines.append(_tagged(f"    {me} = {stmt}" + comment(n, desc), n, args))
             else:
                 lines.append(f"    # {me} = {n.op.name}(...) computed at plan time" + comment(n, "const")[3:])
             if checked:
                 lines.append(f"    check({index[n]}, {me}, ({''.join(a + ', ' for a in args)})"
                              + (f", r{index[n]})" if pre else ")"))
-            gone = [names[i] for i in dict.fromkeys(n.inputs) if plan.last.get(i) == s and is_local(i) and i.inputs]
-            if plan.last.get(n) == s and is_local(n):
+            # per-call values read for the last time here (an Input has no operands)
+            gone = [nm for i, nm in zip(n.inputs, ins) if last_read(i) == s and i.inputs and not static_get(i)]
+            if last_read(n) == s and is_local(n):
                 gone.append(me)
             if gone:
-                lines.append(f"    del {', '.join(gone)}")
+                lines.append(f"    del {', '.join(dict.fromkeys(gone))}")
         return lines
 
     def fused_step(m: Merge, fwd: list, plain: list) -> list[str]:

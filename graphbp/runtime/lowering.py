@@ -34,6 +34,7 @@ call is measured in docs/performance.md, "How the executor gets there").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -48,7 +49,7 @@ from ..ops.collective import AllreduceMean, AllreduceStart, AllreduceWait
 from ..ops.fused import AddN, ConvBiasAct, MatMulBiasAct
 from ..ops.leaves import Constant
 from .records import (  # noqa: F401 - re-exported: the record types are part of a lowering's vocabulary
-    OUT, Arg, Attr, Call, Index, Lit, Method, Name, Operand, Out, Slot, Temp, call, render, substitute,
+    OUT, Arg, Attr, Call, Index, Lit, Method, Name, Operand, Out, Slot, Temp, call, render, substitute, template,
 )
 
 
@@ -60,7 +61,10 @@ class Lowered:
     ``expr`` is a view's expression and ``view`` the same view as a function (for static
     operands, at plan time). ``names`` are globals the calls refer to. A view that
     ``may_copy`` (a reshape of a strided operand) runs per call; one that ``keeps_layout``
-    is C-contiguous when its operand is."""
+    is C-contiguous when its operand is.
+
+    A lowering is immutable, so the nodes an entry lowers alike (every ``tanh`` of a deep
+    chain) may share one record, and code generation its :attr:`template`."""
 
     kind: str
     calls: tuple[Call, ...] = ()
@@ -81,6 +85,17 @@ class Lowered:
         if len(calls) == 1:
             return calls[0].render(slot, kernel)
         return "; ".join([c.render(slot, kernel) for c in calls])
+
+    @functools.cached_property
+    def template(self) -> str:
+        """:meth:`statement` as a ``str.format`` template over the step's names
+        (:func:`.records.template`)."""
+        return template(self.statement)
+
+    @functools.cached_property
+    def own_kernel(self) -> bool:
+        """Whether a call runs the node's own kernel (``op.compute``, ``Call.fn`` None)."""
+        return any(c.fn is None for c in self.calls)
 
 
 Lowerer = Callable[[Node, list[TensorType], TensorType], "Lowered | None"]
@@ -105,7 +120,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "broadcast_to": np.broadcast_to, "clip": np.clip, "empty": np.empty, "array": np.array, "float32": np.float32,
 }
 
-X0, X1, X2, X3, X4 = _OPERANDS = tuple(Operand(k) for k in range(5))
+X0, X1, X2, X3, X4 = tuple(Operand(k) for k in range(5))
 T0, T1, T2 = (Temp(k) for k in range(3))
 UNSAFE = Lit("unsafe")
 
@@ -125,13 +140,20 @@ def _inplace_ok(types: list[TensorType], out: TensorType, candidates) -> tuple[i
 def _ufunc(fname: str, float_only: bool = False) -> Lowerer:
     # NumPy 2.4 deprecates a positional out for maximum/minimum only
     keyword_out = fname in ("maximum", "minimum")
+    memo: dict[tuple[int, ...], Lowered] = {}  # one record per operand count and in-place set
 
     def lower(node, types, out):
         if float_only and out.dtype.kind != "f":
             return None
-        args = _OPERANDS[:len(types)] if len(types) <= 5 else tuple(Operand(k) for k in range(len(types)))
-        c = Call(fname, args, (("out", OUT),)) if keyword_out else Call(fname, args + (OUT,))
-        return out_kind(c, inplace=_inplace_ok(types, out, range(len(types))))
+        shape, dtype = out.shape, out.dtype
+        inplace = tuple([k for k, t in enumerate(types) if t.shape == shape and t.dtype == dtype])
+        key = (len(types),) + inplace
+        got = memo.get(key)
+        if got is None:
+            args = tuple(Operand(k) for k in range(len(types)))
+            c = Call(fname, args, (("out", OUT),)) if keyword_out else Call(fname, args + (OUT,))
+            got = memo[key] = out_kind(c, inplace=inplace)
+        return got
 
     return lower
 
@@ -195,18 +217,28 @@ def _matmul(node, types, out):
         k, n = a.shape[-1], b.shape[-1]
         return out_kind(call("dot", Method(X0, "reshape", (Lit(-1), Lit(k))), X1,
                              Method(OUT, "reshape", (Lit(-1), Lit(n)))))
-    fn = "dot" if a.ndim == 2 and b.ndim == 2 and same else "matmul"
-    return out_kind(call(fn, X0, X1, OUT))
+    return _DOT if a.ndim == 2 and b.ndim == 2 and same else _MATMUL
 
 
-def _reduce_args(op, x: TensorType, out: TensorType) -> tuple[Arg, ...]:
+_DOT, _MATMUL = out_kind(call("dot", X0, X1, OUT)), out_kind(call("matmul", X0, X1, OUT))
+
+
+def _reduce_args(op, x: TensorType, dtype: np.dtype) -> tuple[Arg, ...]:
     axis = op.axis if len(op.axis) != x.ndim else None
-    return (Lit(axis), Name(out.dtype.name), OUT) + ((Lit(True),) if op.keepdims else ())
+    return (Lit(axis), Name(dtype.name), OUT) + ((Lit(True),) if op.keepdims else ())
+
+
+_SUMS: dict[tuple, Lowered] = {}  # interned: one record per reduction (lowerings are immutable)
 
 
 def _sum(node, types, out):
-    return out_kind(Call("add_reduce", (X0,) + _reduce_args(node.op, types[0], out)),
-                    names={out.dtype.name: out.dtype.type})
+    op, dt = node.op, out.dtype
+    key = (op.axis, op.keepdims, len(op.axis) == types[0].ndim, dt)
+    got = _SUMS.get(key)
+    if got is None:
+        got = _SUMS[key] = out_kind(Call("add_reduce", (X0,) + _reduce_args(op, types[0], dt)),
+                                    names={dt.name: dt.type})
+    return got
 
 
 def _mean(node, types, out):
@@ -215,7 +247,7 @@ def _mean(node, types, out):
     count = 1
     for a in node.op.axis:
         count *= types[0].shape[a]
-    return out_kind(Call("add_reduce", (X0,) + _reduce_args(node.op, types[0], out)),
+    return out_kind(Call("add_reduce", (X0,) + _reduce_args(node.op, types[0], out.dtype)),
                     call("divide", OUT, Lit(count), OUT), names={out.dtype.name: out.dtype.type})
 
 
@@ -256,8 +288,11 @@ def _concatenate(node, types, out):
 def _transpose(node, types, out):
     axes = node.op.axes
     if axes == tuple(range(len(axes)))[::-1]:
-        return _view(Attr(X0, "T"), lambda x: x.T)
+        return _T
     return _view(Method(X0, "transpose", (Lit(axes),)), lambda x: x.transpose(axes))
+
+
+_T = _view(Attr(X0, "T"), lambda x: x.T)
 
 
 def _broadcast(node, types, out):
@@ -405,15 +440,26 @@ class _Applied(NamedTuple):
     inputs: tuple
 
 
+_FUSED: dict[tuple, Lowered | None] = {}  # interned per activation and type (lowerings are immutable)
+
+
 def _matmul_bias_act(node, types, out):
     a, w, b = types
-    activation = node.op.activation_op
     if not (a.ndim == w.ndim == 2 and a.dtype == w.dtype == b.dtype == out.dtype):
         return None
+    key = (node.op.activation, out.shape, out.dtype)
+    if key not in _FUSED:
+        _FUSED[key] = _dot_bias_act(node.op.activation_op, out)
+    return _FUSED[key]
+
+
+def _dot_bias_act(activation, out: TensorType) -> Lowered | None:
+    """The product into ``OUT``, the bias added and the activation applied there in place
+    (the activation's own lowering, when it has one that works in place)."""
     calls = [call("dot", X0, X1, OUT), call("add", OUT, X2, OUT)]
     if activation is not None:
         fn = LOWERINGS.get(type(activation))
-        stub = _Applied(activation, (node,))  # the activation applied to the product
+        stub = _Applied(activation, (None,))  # applied to the product, which no activation's lowering reads
         got = fn(stub, [out], out) if fn is not None and fn is not generic else None
         if got is None or got.kind != "out" or 0 not in got.inplace or got.temps:
             return None

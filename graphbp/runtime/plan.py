@@ -363,12 +363,13 @@ def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
     raw = [np.empty(max(n, 1), np.uint8) for n in plan.buffer_sizes]
     arrays: dict[Node, np.ndarray] = {}
     out: dict[str, np.ndarray] = {}
-    typed: dict[tuple[int, TensorType], np.ndarray] = {}  # values sharing a buffer at one type share its view
+    typed: dict[tuple, np.ndarray] = {}  # values sharing a buffer at one type share its view
 
     def view(buf: int, t: TensorType) -> np.ndarray:
-        v = typed.get((buf, t))
+        key = (buf, t.shape, t.dtype)
+        v = typed.get(key)
         if v is None:
-            v = typed[(buf, t)] = raw[buf][: nbytes(t)].view(t.dtype).reshape(t.shape)
+            v = typed[key] = raw[buf][: nbytes(t)].view(t.dtype).reshape(t.shape)
         return v
 
     for st in plan.steps:

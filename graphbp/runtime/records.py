@@ -139,6 +139,23 @@ def render(arg: Arg | Call, slot: SlotNamer, kernel: str = "") -> str:
     return arg.render(slot, kernel)
 
 
+def _template_slot(s: Slot) -> str:
+    if isinstance(s, Operand):
+        return f"\0{s.index}\1"
+    if isinstance(s, Temp):
+        return f"\0o\1_t{s.index}"
+    return "\0o\1"
+
+
+def template(render: Callable[[SlotNamer, str], str]) -> str:
+    """The source ``render(slot, kernel)`` writes, as a :meth:`str.format` template: operand
+    ``k`` is ``{k}``, the output ``{o}``, scratch buffer ``j`` ``{o}_t{j}`` (the names code
+    generation gives them) and the node's own kernel ``{kernel}``. Records are shared by the
+    steps lowered alike, so a long schedule renders a few templates and formats one per step."""
+    text = render(_template_slot, "\0kernel\1")  # repr escapes NUL: no literal holds one
+    return text.replace("{", "{{").replace("}", "}}").replace("\0", "{").replace("\1", "}")
+
+
 def substitute(arg: Any, mapping: Mapping[Slot, Arg]) -> Any:
     """``arg`` (or a :class:`Call`) with slots replaced per ``mapping`` (to compose lowerings)."""
     if isinstance(arg, (Operand, Temp, Out)):
