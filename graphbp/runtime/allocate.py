@@ -83,6 +83,9 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
     live_bytes = 0
     live_size: dict[Node, int] = {}  # computed values alive now -> their bytes
     fwd_peak = bwd_peak = n_inplace = naive = 0
+    # one step is a few microseconds of the first call of a deep graph: names bound once
+    buffer_get, death_get, static_get, dying_get, holds_get = (
+        buffer_of.get, death.get, static.get, dying.get, holds.get)
     for s, st in enumerate(steps):
         n, low = st.node, st.low
         kind = low.kind
@@ -91,12 +94,13 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
             naive += size
             if n in outputs:
                 fresh.add(n)
+                static[n] = False
             else:
                 buf = None
                 for k in low.inplace:
                     x = n.inputs[k]
-                    b = buffer_of.get(x)
-                    if b is not None and b >= 0 and death.get(x) == s and _holds_only_itself(holds, x):
+                    b = buffer_get(x)
+                    if b is not None and b >= 0 and death_get(x) == s and _holds_only_itself(holds, x):
                         buf = b
                         buffer_of[x] = -1 - buf  # transferred: not released when x dies
                         n_inplace += 1
@@ -110,8 +114,11 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                 if sizes[buf] < size:
                     sizes[buf] = size
                 buffer_of[n] = buf
+                static[n] = True
             live_size[n] = size
             live_bytes += size
+        elif kind == "out":
+            static[n] = True  # a deferred update: written into its parameter
         elif kind == "call":
             size = nbytes(types[n])
             naive += size
@@ -119,8 +126,11 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
             live_bytes += size
         elif kind == "const":
             static[n] = True
+        elif kind == "view":
+            static[n] = all([static_get(r, False) for r in holds_get(n) or (n,)])
+        scratch = None
         if low.temps:
-            scratch = []
+            scratch = temp_buffers[n] = []
             for t in low.temps:
                 tn = nbytes(t)
                 tb = free.take(sizes, tn)
@@ -128,31 +138,28 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                     sizes[tb] = tn
                 scratch.append(tb)
                 live_bytes += tn
-        else:
-            scratch = []
-        temp_buffers[n] = scratch
-        if kind == "view":
-            static[n] = all(static.get(r, False) for r in holds.get(n) or (n,))
-        elif kind == "out":
-            static[n] = n not in fresh
         if s < n_forward:
             if live_bytes > fwd_peak:
                 fwd_peak = live_bytes
         elif live_bytes > bwd_peak:
             bwd_peak = live_bytes
-        for tb, t in zip(scratch, low.temps):
-            free.put(tb, sizes[tb])
-            live_bytes -= nbytes(t)
-        for r in dying.get(s, ()):
-            size = live_size.pop(r, None)
-            if size is not None:
-                live_bytes -= size
-            b = buffer_of.get(r)
-            if b is not None and b >= 0 and b not in private:
-                free.put(b, sizes[b])
-    for n in live.holds:
-        static.setdefault(n, False)
-    for n, b in list(buffer_of.items()):
+        if scratch:
+            for tb, t in zip(scratch, low.temps):
+                free.put(tb, sizes[tb])
+                live_bytes -= nbytes(t)
+        gone = dying_get(s)
+        if gone:
+            for r in gone:
+                size = live_size.pop(r, None)
+                if size is not None:
+                    live_bytes -= size
+                b = buffer_get(r)
+                if b is not None and b >= 0 and b not in private:
+                    free.put(b, sizes[b])
+    for n in holds:
+        if n not in static:
+            static[n] = False
+    for n, b in buffer_of.items():
         if b < 0:
             buffer_of[n] = -1 - b
     return Allocation(buffer_of, sizes, fresh, temp_buffers, static, fwd_peak, bwd_peak, naive, n_inplace)

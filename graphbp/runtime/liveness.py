@@ -80,16 +80,19 @@ def liveness(steps: Sequence[Step], keep: Iterable[Node], holds: dict[Node, froz
     end = len(steps)
     last: dict[Node, int] = {}
     for s, st in enumerate(steps):
-        last.setdefault(st.node, s)
+        n = st.node
+        if n not in last:
+            last[n] = s
         if st.low.kind == "const":
             continue  # computed at plan time: reads nothing per call
-        for i in data_inputs(st.node):
+        for i in data_inputs(n) if type(n.op).shape_only_inputs else n.inputs:
             last[i] = s
     for v in keep:
         last[v] = end
     death: dict[Node, int] = {}
+    death_get, holds_get = death.get, holds.get
     for v, s in last.items():
-        for r in holds.get(v) or (v,):
-            if death.get(r, -1) < s:
+        for r in holds_get(v) or (v,):
+            if death_get(r, -1) < s:
                 death[r] = s
     return Liveness(holds, last, death)

@@ -147,24 +147,29 @@ def make_plan(
     keep = set(outputs) | {v for _, v in updates}  # returned or committed: stay computed
     forward, backward = partition.forward, partition.backward
     lows = lower_all(list(forward) + list(backward), types, keep, options.fold_max_size if fold_constants else None)
+    every = [Step(n, low) for n, low in lows.items()]  # forward, then backward
     # what each value holds depends on its lowering, not on where its step lands: found once
-    holds = storage_roots([Step(n, low) for n, low in lows.items()])
+    holds = storage_roots(every)
     deferred = deferred_updates(lows, outputs, updates, types, holds) if allow_deferred else {}
-    steps = [Step(n, lows[n]) for n in forward if n not in deferred]
-    n_forward = len(steps)
-    steps += [Step(n, lows[n]) for n in backward if n not in deferred]
-    steps = place_updates(steps, n_forward, [Step(n, lows[n], deferred=True) for n in list(forward) + list(backward)
-                                             if n in deferred], deferred, keep, holds)
+    if deferred:
+        steps = [st for st in every if st.node not in deferred]
+        n_forward = sum(1 for n in forward if n not in deferred)
+        steps = place_updates(steps, n_forward, [Step(n, low, deferred=True) for n, low in lows.items()
+                                                 if n in deferred], deferred, keep, holds)
+    else:
+        steps, n_forward = every, len(forward)
     live = liveness(steps, keep, holds)
     alloc = allocate(steps, n_forward, types, live, set(outputs))
-    saved_roots = set()
     bwd_nodes = {st.node for st in steps[n_forward:]}
+    saved = set()  # forward values the backward reads
     for st in steps[n_forward:]:
         if st.low.kind == "const":
             continue
-        for i in data_inputs(st.node):
-            if i not in bwd_nodes and i.inputs:
-                saved_roots |= {r for r in live.holds_of(i) if r.inputs}
+        n = st.node
+        for i in data_inputs(n) if type(n.op).shape_only_inputs else n.inputs:
+            if i.inputs and i not in bwd_nodes:
+                saved.add(i)
+    saved_roots = {r for i in saved for r in live.holds_of(i) if r.inputs}
     report = MemoryPlan(
         signature=signature,
         forward_peak=alloc.forward_peak,
@@ -210,17 +215,18 @@ def deferred_updates(lows: dict[Node, Lowered], outputs: Sequence[Node], updates
         holds = storage_roots([Step(n, low) for n, low in lows.items()])
     out_set = set(outputs)
     updated = {p for p, _ in updates}
-    readers: dict[Node, int] = {}
-    for n in lows:
-        for i in n.inputs:
-            readers[i] = readers.get(i, 0) + 1
     value_count: dict[Node, int] = {}
     for _, v in updates:
         value_count[v] = value_count.get(v, 0) + 1
+    read = set()  # update values some step reads
+    for n in lows:
+        for i in n.inputs:
+            if i in value_count:
+                read.add(i)
     deferred: dict[Node, Node] = {}
     for p, v in updates:
         low = lows.get(v)
-        if (low is None or low.kind != "out" or v in out_set or readers.get(v) or value_count[v] > 1
+        if (low is None or low.kind != "out" or v in out_set or v in read or value_count[v] > 1
                 or types[v].shape != p.shape or types[v].dtype != p.dtype):
             continue
         if any(i is p for i in v.inputs) and not any(v.inputs[k] is p for k in low.inplace):
@@ -246,18 +252,24 @@ def place_updates(steps: list[Step], n_forward: int, updates: list[Step], deferr
     steps = _early(steps, n_forward, _update_only(steps, n_forward, updates, keep))
     if holds is None:
         holds = storage_roots(steps)
+    params = set(deferred.values())
+    # the values that hold an updated parameter (itself, views of it): the reads that matter
+    reading = {v: [r for r in h if r in params] for v, h in holds.items() if not params.isdisjoint(h)}
+    reading.update((p, [p]) for p in params)
     last_read: dict[Node, int] = {}
     made: dict[Node, int] = {}
     for s, st in enumerate(steps):
-        made[st.node] = s
+        n = st.node
+        made[n] = s
         if st.low.kind == "const":
             continue
-        for i in data_inputs(st.node):
-            for r in holds.get(i, (i,)):
-                last_read[r] = s
+        for i in data_inputs(n) if type(n.op).shape_only_inputs else n.inputs:
+            if i in reading:
+                for r in reading[i]:
+                    last_read[r] = s
     end = len(steps)
     for v in keep:
-        for r in holds.get(v, (v,)):
+        for r in reading.get(v, ()):
             last_read[r] = end
     after: dict[int, list[Step]] = {}
     for st in updates:
@@ -274,30 +286,36 @@ def place_updates(steps: list[Step], n_forward: int, updates: list[Step], deferr
 def _update_only(steps: list[Step], n_forward: int, updates: list[Step], keep: set[Node]) -> set[Node]:
     """The backward steps that serve one update alone (``lr * dW``, ``dW = h.T @ g`` and its
     ``h.T``), plus scalars computed from forward values and leaves only (the cast of the
-    learning rate). Not the cotangent chain: every update depends on it."""
+    learning rate). Not the cotangent chain: every update depends on it.
+
+    One walk from the end: a step's readers all come after it, so when the walk reaches it,
+    ``served`` holds the update its readers serve (or ``many``)."""
     many = object()
-    owner: dict[Node, object] = {st.node: st.node for st in updates}
-    readers: dict[Node, list[Node]] = {}
-    for st in list(steps[n_forward:]) + updates:  # forward steps read no backward value
-        for i in dict.fromkeys(st.node.inputs):
-            readers.setdefault(i, []).append(st.node)
-    bwd = {st.node for st in steps[n_forward:]}
+    served: dict[Node, object] = {}
+
+    def serve(n: Node, owner: object) -> None:
+        for i in n.inputs:
+            o = served.get(i)
+            if o is not owner:
+                served[i] = owner if o is None else many
+
+    for st in updates:
+        serve(st.node, st.node)
+    bwd: set[Node] | None = None
     out: set[Node] = set()
     for st in reversed(steps[n_forward:]):
         n = st.node
-        one = None  # the one update every reader serves, else many
-        for r in readers.get(n, ()):
-            o = owner.get(r, many)
-            if one is None:
-                one = o
-            elif o is not one:
-                one = many
-                break
-        owner[n] = one if one is not None and not n.op.effectful and n not in keep else many
-        if owner[n] is not many or (n not in keep and not n.op.effectful and isinstance(n.type, TensorType)
-                                    and n.type.size() == 1
-                                    and not any(i in bwd for i in n.inputs)):
+        one = served.get(n)
+        free = n not in keep and not n.op.effectful
+        owner = one if one is not None and free else many
+        serve(n, owner)
+        if owner is not many:
             out.add(n)
+        elif free and isinstance(n.type, TensorType) and n.type.size() == 1:
+            if bwd is None:
+                bwd = {st.node for st in steps[n_forward:]}
+            if not any(i in bwd for i in n.inputs):
+                out.add(n)
     return out
 
 
