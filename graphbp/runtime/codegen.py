@@ -161,10 +161,14 @@ def generate(
         return isinstance(v.op, Input) or not plan.static.get(v, False)
 
     type_text: dict = {}  # str() of a type, once per distinct shape and dtype (dtype.name is slow)
+    origin_text: dict[int, str] = {}  # id of a node's origin -> its text (nodes keep origins alive)
     types = plan.types
 
     def comment(n: Node, what: str) -> str:
-        where = f"  {n.origin}" if n.origin else ""
+        o = n.origin
+        where = origin_text.get(id(o))
+        if where is None:
+            where = origin_text[id(o)] = f"  {o}" if o else ""
         label = n.name if n.name and n.name != names[n] else ""
         t = types[n]
         key = (t.shape, t.dtype) if type(t) is TensorType else t  # a tuple hashes in C, a dataclass in Python
@@ -218,7 +222,11 @@ def generate(
                 and is_local(v) and v.inputs and v not in plan.fresh_outputs]
         return [f"    del {', '.join(gone)}"] if gone else []
 
-    static, last_read, static_get = plan.static, plan.last.get, plan.static.get
+    static = plan.static
+    dying: dict[int, set[Node]] = {}  # step -> the per-call values read for the last time there
+    for v, s in plan.last.items():
+        if not static.get(v, False):
+            dying.setdefault(s, set()).add(v)
 
     def body(steps, first: int) -> list[str]:
         lines = []
@@ -277,12 +285,13 @@ def generate(
             if checked:
                 lines.append(f"    check({index[n]}, {me}, ({''.join(a + ', ' for a in args)})"
                              + (f", r{index[n]})" if pre else ")"))
-            # per-call values read for the last time here (an Input has no operands)
-            gone = [nm for i, nm in zip(n.inputs, ins) if last_read(i) == s and i.inputs and not static_get(i)]
-            if last_read(n) == s and is_local(n):
-                gone.append(me)
-            if gone:
-                lines.append(f"    del {', '.join(dict.fromkeys(gone))}")
+            dies = dying.get(s)
+            if dies:
+                gone = [nm for i, nm in zip(n.inputs, ins) if i in dies and i.inputs]
+                if n in dies:
+                    gone.append(me)
+                if gone:
+                    lines.append(f"    del {', '.join(dict.fromkeys(gone))}")
         return lines
 
     def fused_step(m: Merge, fwd: list, plain: list) -> list[str]:
@@ -367,8 +376,9 @@ def generate(
     else:
         src += fused_step(merge, fwd, plain)
         src += tail
-    source, filename, line_nodes = _register(src)
-    if len(plan.steps) <= opts.huge_steps:
+    huge = len(plan.steps) > opts.huge_steps
+    source, filename, line_nodes = _register(src, line_map=not huge)
+    if not huge:
         exec(compile(source, filename, "exec"), ns)
         return Generated(source, filename, ns, line_nodes)
     # CPython compiles one huge function slowly and with a lot of memory: run the same
@@ -467,11 +477,11 @@ def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tup
     return Generated(source, filename, ns, line_nodes)
 
 
-def _register(src: list[str]) -> tuple[str, str, dict[int, tuple[Node, tuple[str, ...]]]]:
+def _register(src: list[str], line_map: bool = True) -> tuple[str, str, dict[int, tuple[Node, tuple[str, ...]]]]:
     """A module's source under a fresh file name in ``linecache`` (so tracebacks show the
-    generated line), and its line -> (node, argument names) map."""
+    generated line), and (with ``line_map``) its line -> (node, argument names) map."""
     source = "\n".join(src) + "\n"
-    line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)}
+    line_nodes = {k: (ln.node, ln.args) for k, ln in enumerate(src, start=1) if isinstance(ln, _Line)} if line_map else {}
     filename = f"<graphbp program {next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     return source, filename, line_nodes

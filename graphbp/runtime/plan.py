@@ -390,25 +390,29 @@ def materialize(plan: Planned, names: dict[Node, str]) -> dict[str, np.ndarray]:
             v = typed[key] = raw[buf][: nbytes(t)].view(t.dtype).reshape(t.shape)
         return v
 
+    buffer_of, types, static = plan.buffer_of, plan.types, plan.static
     for st in plan.steps:
-        for i in st.node.inputs:
-            if i not in arrays and not i.inputs and isinstance(i.op, (Param, Constant)):
-                arrays[i] = i.op.value
         n, low = st.node, st.low
         if low.temps:
             for j, (tb, tt) in enumerate(zip(plan.temp_buffers.get(n, ()), low.temps)):
                 out[f"{names[n]}_t{j}"] = view(tb, tt)
         if st.deferred:
             continue
-        if low.kind == "const":
-            arrays[n] = low.value
-        elif low.kind == "out" and n in plan.buffer_of:
-            arrays[n] = view(plan.buffer_of[n], plan.types[n])
-        elif low.kind == "view" and plan.static[n]:
-            arrays[n] = low.view(arrays[n.inputs[0]])
+        kind = low.kind
+        if kind == "out":
+            b = buffer_of.get(n)
+            if b is None:
+                continue
+            a = view(b, types[n])
+        elif kind == "const":
+            a = low.value
+        elif kind == "view" and static[n]:
+            x = n.inputs[0]
+            base = arrays.get(x)
+            a = low.view(x.op.value if base is None else base)  # not computed: a parameter or constant
         else:
             continue
-        out[names[n]] = arrays[n]
+        arrays[n] = out[names[n]] = a
     return out
 
 
