@@ -24,7 +24,6 @@ import numpy as np
 
 from ..errors import GraphError
 from ..graph.node import Node
-from ..graph.types import TensorType
 from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
@@ -160,8 +159,10 @@ def generate(
     def is_local(v: Node) -> bool:
         return isinstance(v.op, Input) or not plan.static.get(v, False)
 
-    type_text: dict = {}  # str() of a type, once per distinct shape and dtype (dtype.name is slow)
-    origin_text: dict[int, str] = {}  # id of a node's origin -> its text (nodes keep origins alive)
+    # str() of each type and origin object, once (dtype.name is slow); keyed by id: the plan
+    # and the nodes keep them alive, and nodes of one shape share one type object
+    type_text: dict[int, str] = {}
+    origin_text: dict[int, str] = {}
     types = plan.types
 
     def comment(n: Node, what: str) -> str:
@@ -171,10 +172,9 @@ def generate(
             where = origin_text[id(o)] = f"  {o}" if o else ""
         label = n.name if n.name and n.name != names[n] else ""
         t = types[n]
-        key = (t.shape, t.dtype) if type(t) is TensorType else t  # a tuple hashes in C, a dataclass in Python
-        tt = type_text.get(key)
+        tt = type_text.get(id(t))
         if tt is None:
-            tt = type_text[key] = str(t)
+            tt = type_text[id(t)] = str(t)
         return f"  # {what}: {tt}{' ' + label if label else ''}{where}"
 
     def kernel(st: Step) -> str:
@@ -259,7 +259,7 @@ def generate(
                                      n, args))
                 slotted.add(n)
             elif kind == "out":
-                stmt = low.template.format(*args, o=me, kernel=kernel(st))
+                stmt = low.template.format(*args, o=me, kernel=kernel(st) if low.own_kernel else "")
                 if n in parts:
                     stmt = f"{me} = {parts[n][1]}; {stmt}"
                 elif n in slot_of:

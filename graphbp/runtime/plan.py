@@ -292,23 +292,19 @@ def _update_only(steps: list[Step], n_forward: int, updates: list[Step], keep: s
     ``served`` holds the update its readers serve (or ``many``)."""
     many = object()
     served: dict[Node, object] = {}
-
-    def serve(n: Node, owner: object) -> None:
-        for i in n.inputs:
-            o = served.get(i)
-            if o is not owner:
-                served[i] = owner if o is None else many
-
+    get = served.get
     for st in updates:
-        serve(st.node, st.node)
+        for i in st.node.inputs:
+            served[i] = st.node if get(i, st.node) is st.node else many
     bwd: set[Node] | None = None
     out: set[Node] = set()
     for st in reversed(steps[n_forward:]):
         n = st.node
-        one = served.get(n)
+        one = get(n)
         free = n not in keep and not n.op.effectful
         owner = one if one is not None and free else many
-        serve(n, owner)
+        for i in n.inputs:  # n's operands serve what n serves (or several updates)
+            served[i] = owner if get(i, owner) is owner else many
         if owner is not many:
             out.add(n)
         elif free and isinstance(n.type, TensorType) and n.type.size() == 1:
@@ -324,14 +320,25 @@ def _early(steps: list[Step], n_forward: int, movable: set[Node]) -> list[Step]:
     one of its operands (in their old relative order, so still topological)."""
     if not movable:
         return steps
-    fixed = [st for st in steps if st.node not in movable]
-    anchor: dict[Node, int] = {st.node: k for k, st in enumerate(fixed)}
+    fixed: list[Step] = []
+    anchor: dict[Node, int] = {}  # a step -> the fixed step it runs after (its own index if fixed)
     after: dict[int, list[Step]] = {}
-    for st in steps:
-        if st.node in movable:
-            k = max([n_forward - 1] + [anchor.get(i, -1) for i in st.node.inputs])
-            anchor[st.node] = k
-            after.setdefault(k, []).append(st)
+    for st in steps:  # operands come first, so their anchors are known
+        n = st.node
+        if n in movable:
+            k = n_forward - 1
+            for i in n.inputs:
+                a = anchor.get(i, -1)
+                if a > k:
+                    k = a
+            anchor[n] = k
+            if k in after:
+                after[k].append(st)
+            else:
+                after[k] = [st]
+        else:
+            anchor[n] = len(fixed)
+            fixed.append(st)
     out = list(after.get(-1, ()))
     for k, st in enumerate(fixed):
         out.append(st)
