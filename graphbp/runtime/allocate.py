@@ -83,14 +83,19 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
     live_bytes = 0
     live_size: dict[Node, int] = {}  # computed values alive now -> their bytes
     fwd_peak = bwd_peak = n_inplace = naive = 0
-    # one step is a few microseconds of the first call of a deep graph: names bound once
+    # one step is a few microseconds of the first call of a deep graph: names bound once,
+    # byte counts once per type object (nodes of one shape share one)
     buffer_get, death_get, static_get, dying_get, holds_get = (
         buffer_of.get, death.get, static.get, dying.get, holds.get)
+    type_bytes: dict[int, int] = {}
     for s, st in enumerate(steps):
         n, low = st.node, st.low
         kind = low.kind
         if kind == "out" and not st.deferred:
-            size = nbytes(types[n])
+            t = types[n]
+            size = type_bytes.get(id(t))
+            if size is None:
+                size = type_bytes[id(t)] = nbytes(t)
             naive += size
             if n in outputs:
                 fresh.add(n)
@@ -100,7 +105,8 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
                 for k in low.inplace:
                     x = n.inputs[k]
                     b = buffer_get(x)
-                    if b is not None and b >= 0 and death_get(x) == s and _holds_only_itself(holds, x):
+                    h = holds_get(x)  # x must hold only its own storage (no view or fallback result shares it)
+                    if b is not None and b >= 0 and death_get(x) == s and (not h or (len(h) == 1 and x in h)):
                         buf = b
                         buffer_of[x] = -1 - buf  # transferred: not released when x dies
                         n_inplace += 1
@@ -120,7 +126,10 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
         elif kind == "out":
             static[n] = True  # a deferred update: written into its parameter
         elif kind == "call":
-            size = nbytes(types[n])
+            t = types[n]
+            size = type_bytes.get(id(t))
+            if size is None:
+                size = type_bytes[id(t)] = nbytes(t)
             naive += size
             live_size[n] = size
             live_bytes += size
@@ -163,12 +172,6 @@ def allocate(steps: Sequence[Step], n_forward: int, types: dict[Node, TensorType
         if b < 0:
             buffer_of[n] = -1 - b
     return Allocation(buffer_of, sizes, fresh, temp_buffers, static, fwd_peak, bwd_peak, naive, n_inplace)
-
-
-def _holds_only_itself(holds: dict[Node, frozenset], x: Node) -> bool:
-    """``x`` keeps only its own storage alive (no view or fallback result shares it)."""
-    h = holds.get(x)
-    return not h or (len(h) == 1 and x in h)
 
 
 class _Pool:
