@@ -173,25 +173,31 @@ class SoftmaxCrossEntropyProbs(Op):
         return TupleType((loss, TensorType(x.shape, loss.dtype)))
 
     def compute(self, x, labels):
-        x = x.astype(_float(TensorType(x.shape, x.dtype)), copy=False)
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
         if self.axis != x.ndim - 1 or x.size == 0:
             lsm = _log_softmax_kernel(x, self.axis)
             picked = np.take_along_axis(lsm, np.expand_dims(labels, self.axis), axis=self.axis)
             with np.errstate(under="ignore"):
                 return -np.squeeze(picked, self.axis), np.exp(lsm)
+        # the row-matrix form of the lowered softmax and cross-entropy (runtime/lowering.py):
+        # a short last axis reduces faster over a transposed copy (the maximum is exact in
+        # any order), and its row sums are a product with a column of ones
         k = x.shape[-1]
-        z = x.reshape(-1, k)
-        # the row maxima of a short last axis reduce faster over a transposed copy (whole
-        # rows per inner loop); the maximum is exact in any order
-        m = (np.max(np.ascontiguousarray(z.T), axis=0) if k <= 64 and len(z) >= 2 * k else np.max(z, axis=1))[:, None]
-        m = np.where(np.isfinite(m), m, 0)
-        p = z - m
-        picked = p[np.arange(len(z)), labels.reshape(-1)]
+        z = x.reshape(-1, k) if x.ndim != 2 else x
+        n = len(z)
+        short = k <= 64
+        m = np.maximum.reduce(np.ascontiguousarray(z.T), 0) if short and n >= 2 * k else np.maximum.reduce(z, 1)
+        p = np.subtract(z, m[:, None])
+        picked = p[np.arange(n), labels.reshape(-1)]
         with np.errstate(under="ignore"):  # exp of very negative logits is 0, as it should be
             np.exp(p, out=p)
-        s = p.sum(axis=1) if k > 64 else p @ np.ones(k, p.dtype)
-        loss = np.log(s) - picked
+        s = np.dot(p, np.ones(k, p.dtype)) if short else np.add.reduce(p, 1)
+        loss = np.log(s)
+        loss -= picked
         p /= s[:, None]
+        if x.ndim == 2:
+            return loss, p
         return loss.reshape(x.shape[:-1]), p.reshape(x.shape)
 
     def vjp(self, node, cts):

@@ -50,6 +50,20 @@ def _stacked_carry(scan: Node, index: int) -> int | None:
     return full - first if full >= first else None
 
 
+SHARE_SOFTMAX_MIN = 1 << 12
+"""Logits of fewer elements keep the two lowered kernels: the joint node runs as one Python
+kernel returning fresh arrays, a fixed cost per call about that of a softmax over this many
+elements (a 128 x 10 batch is 15% slower shared, a 1024 x 10 one 40% faster)."""
+
+
+def _likely_size(x: Node) -> int:
+    """The element count of ``x``, an unknown dim counted as 32 (a batch or a sequence)."""
+    size = 1
+    for d in x.shape:
+        size *= 32 if d is None else d
+    return size
+
+
 def share_softmax(roots: list[Node], order: list[Node] | None = None) -> PassResult:
     """Replace ``softmax_cross_entropy(x, labels)`` (integer labels) and ``softmax(x)`` along
     the same axis by the two outputs of one ``softmax_cross_entropy_probs(x, labels)``,
@@ -57,7 +71,8 @@ def share_softmax(roots: list[Node], order: list[Node] | None = None) -> PassRes
     order = toposort(roots) if order is None else order
     losses: dict[tuple[Node, int], Node] = {}
     for n in order:
-        if type(n.op) is SoftmaxCrossEntropy and n.inputs[1].dtype.kind in "iu":
+        if (type(n.op) is SoftmaxCrossEntropy and n.inputs[1].dtype.kind in "iu"
+                and _likely_size(n.inputs[0]) >= SHARE_SOFTMAX_MIN):
             losses.setdefault((n.inputs[0], n.op.axis), n)
     if not losses:
         return PassResult(roots, [], order)
@@ -83,7 +98,7 @@ def share_softmax(roots: list[Node], order: list[Node] | None = None) -> PassRes
         if n in partner:
             c = partner[n]
             f = joint(c, new)
-            log.append(LogEntry("share_softmax", "share_softmax", (n, c), f))
+            log.append(LogEntry("share_softmax", "share_softmax", (c, n), f))
             with stamp(origin=c.origin, scope=c.scope, provenance=c.provenance):
                 return apply(TupleGet(1), f, name=n.name)
         if n in shared:
