@@ -358,3 +358,27 @@ def test_small_logits_keep_the_two_lowered_kernels():
     prog = gb.compile([x, t], [loss, *gb.grad(loss, [x])])
     names = {n.op.name for n in prog.order}
     assert {"softmax", "softmax_cross_entropy"} <= names and "softmax_cross_entropy_probs" not in names
+
+
+def test_an_operand_of_equal_elements_becomes_a_scalar():
+    """A folded broadcast (a mean's seed spread over the batch) or a view chain over one
+    value is multiplied as a scalar: one pass, not a pass per row."""
+    x = x64("x", (32, 16, 8))
+    col = gb.constant(np.full((32, 16, 1), 0.25))
+    s = gb.input("s", (), dtype="float64")
+    chain = gb.expand_dims(gb.broadcast_to(gb.reshape(s, (1,)), (16,)), -1)  # (16, 1)
+    res, fired = rules_fired([x * col, x + chain], canonicalize.RULES)
+    assert fired.count("uniform_operand") == 2
+    for r in res.roots:
+        assert r.type == x.type and all(i is x or i.shape == () for i in r.inputs)
+    xv, sv = np.random.default_rng(0).normal(size=(32, 16, 8)), np.array(1.5)
+    got = gb.compile([x, s], res.roots, optimize=False)(xv, sv)
+    np.testing.assert_allclose(got[0], xv * 0.25)
+    np.testing.assert_allclose(got[1], xv + 1.5)
+
+
+def test_an_operand_of_unequal_or_nan_elements_stays():
+    x = x64("x", (4, 3))
+    for c in (np.array([[1.0], [1.0], [1.0], [2.0]]), np.full((4, 1), np.nan)):
+        res, fired = rules_fired([x * gb.constant(c)], canonicalize.RULES)
+        assert "uniform_operand" not in fired and res.roots[0].inputs[1].shape == (4, 1)
