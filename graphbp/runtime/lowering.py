@@ -92,6 +92,12 @@ def _undispatched(fn: Callable) -> Callable:
     return getattr(fn, "_implementation", fn)
 
 
+try:  # np.clip's ufunc: np.clip reaches it through four Python-level calls per use (a
+    from numpy._core.umath import clip as _clip_ufunc  # sigmoid per gate slice per step)
+except ImportError:  # NumPy 1.x
+    from numpy.core.umath import clip as _clip_ufunc
+
+
 # NumPy callables the generated code refers to by these global names.
 KERNEL_GLOBALS: dict[str, Any] = {
     "add": np.add, "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide,
@@ -102,7 +108,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "less": np.less, "less_equal": np.less_equal, "equal": np.equal, "not_equal": np.not_equal,
     "bitwise_and": np.bitwise_and, "dot": _undispatched(np.dot), "vdot": _undispatched(np.vdot), "maximum_reduce": np.maximum.reduce,
     "matmul": np.matmul, "add_reduce": np.add.reduce, "copyto": _undispatched(np.copyto),
-    "broadcast_to": np.broadcast_to, "clip": np.clip, "empty": np.empty, "array": np.array, "float32": np.float32,
+    "broadcast_to": np.broadcast_to, "clip": _clip_ufunc, "empty": np.empty, "array": np.array, "float32": np.float32,
 }
 
 X0, X1, X2, X3, X4 = _OPERANDS = tuple(Operand(k) for k in range(5))
