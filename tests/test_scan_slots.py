@@ -18,7 +18,7 @@ import pytest
 
 import graphbp as gb
 from graphbp.ops.loop import Scan
-from graphbp.runtime.loopgen import LoopLayout
+from graphbp.runtime.loopgen import ArrayPool, LoopLayout
 
 RNG = np.random.default_rng(3)
 
@@ -210,3 +210,44 @@ def test_zero_d_rows_and_scalar_carries(reverse):
     for g, want in zip(got, gb.evaluate(outs, {x: feed})):
         np.testing.assert_allclose(g, want, rtol=1e-5)
     assert int(got[0]) == 5
+
+
+def test_the_pool_hands_an_array_out_again_only_when_nothing_holds_it():
+    pool = ArrayPool(keep=2)
+    a = pool.empty((4, 3), np.dtype(np.float32))
+    assert pool.empty((4, 3), np.dtype(np.float32)) is not a  # ``a`` is held here
+    view = a[1:]
+    del a
+    b = pool.empty((4, 3), np.dtype(np.float32))  # the second one, free again
+    assert b.base is None and not np.shares_memory(b, view)
+    del view, b
+    c, d = pool.empty((4, 3), np.dtype(np.float32)), pool.empty((4, 3), np.dtype(np.float32))
+    e = pool.empty((4, 3), np.dtype(np.float32))  # a third, not kept: two are
+    assert c is not d and e is not c and e is not d and len(pool._arrays[((4, 3), np.dtype(np.float32))]) == 2
+
+
+def test_a_training_step_reuses_its_scan_buffers_and_the_results_it_returns_are_its_own():
+    x, p, loss = _lstm(5, False)
+    prog = gb.compile([x], [loss, *gb.grad(loss, list(p.values()))])
+    feed = RNG.standard_normal(x.shape).astype(np.float32)
+    first = [g.copy() for g in prog(feed)]
+    for _ in range(3):  # the same pages every call: the arrays of the last call were dropped
+        got = prog(feed)
+        for g, want in zip(got, first):
+            np.testing.assert_array_equal(g, want)
+    pools = [n.op.body.program()._executor.pool for n in prog.order if isinstance(n.op, Scan)]
+    pooled = [id(a) for pool in pools for arrays in pool._arrays.values() for a in arrays]
+    # as many arrays as one call uses: each call took the last call's again
+    assert len(pools) == 2 and pooled and all(len(arrays) < pool.keep for pool in pools
+                                              for arrays in pool._arrays.values())
+    prog(feed)
+    assert [id(a) for pool in pools for arrays in pool._arrays.values() for a in arrays] == pooled
+    # a scan output the program returns is the user's: the next call does not write into it
+    h_T, ys = gb.scan(lambda h, x_t: (gb.tanh(h + x_t),) * 2, gb.constant(np.zeros(3)), gb.input("u", (4, 3), "float64"))
+    u = next(n for n in gb.toposort([ys]) if n.op.leaf_kind == "input")
+    f = gb.compile([u], [ys, h_T])
+    a = f(np.ones((4, 3)))
+    kept = [v.copy() for v in a]
+    f(np.full((4, 3), 2.0))
+    for v, k in zip(a, kept):
+        np.testing.assert_array_equal(v, k)

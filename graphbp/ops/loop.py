@@ -119,10 +119,9 @@ class Scan(Op):
                       *(TensorType(np.shape(a), a.dtype) for a in invariants)]
         y_types = self.body.infer(step_types)[nc:]
         program = run_body(self.body)  # may reuse its output buffers next step: copied below
-        looper = getattr(program, "looper", None)  # a compiled body runs the whole loop itself
-        if looper is not None and steps and all(t.is_concrete for t in y_types):
-            try:
-                done = self._run_loop(looper, arrays, steps, y_types)
+        if getattr(program, "looper", None) is not None and steps and all(t.is_concrete for t in y_types):
+            try:  # a compiled body runs the whole loop itself
+                done = self._run_loop(program, arrays, steps, y_types)
             except Exception:  # noqa: BLE001 - the steps below run again on the checked path, which explains it
                 done = None
             if done is not None:
@@ -193,25 +192,28 @@ class Scan(Op):
                 n += 1
         return LoopLayout(tuple(feeds), tuple(outs), tuple(swaps)), stacked, shared
 
-    def _run_loop(self, looper: Callable[..., Callable[..., tuple] | None], arrays: Sequence[np.ndarray],
-                  steps: int, y_types: Sequence[TensorType]) -> tuple[np.ndarray, ...] | None:
+    def _run_loop(self, body: "_Stepper", arrays: Sequence[np.ndarray], steps: int,
+                  y_types: Sequence[TensorType]) -> tuple[np.ndarray, ...] | None:
         """All steps in one generated loop (``Program.runner_loop``) writing the results where
         they are kept (:attr:`_loop_plan`): the ys into row ``t`` of their ``(T, ...)``
         buffers, each new carry into the next row of a ``(T + 1)``-row buffer whose other rows
         are the stacked carries (the carry of the next step), or, when those are not kept,
-        into the other one of two buffers exchanged each step. None when the body cannot run
-        so (the caller steps it)."""
+        into the other one of two buffers exchanged each step. The buffers are the body
+        program's loop arrays (``Program.loop_array``: the same ones every call once the last
+        call's results are dropped). None when the body cannot run so (the caller steps it)."""
         layout, stacked, shared = self._loop_plan
         nc, emitted, fwd = self.n_carry, self.emitted(), not self.reverse
+        empty = body.program.loop_array
         args: list[np.ndarray] = []
-        if stacked:
-            for c in arrays[:nc]:
-                b = np.empty((steps + 1, *np.shape(c)), c.dtype)
+        for c in arrays[:nc]:
+            if stacked:
+                b = empty((steps + 1, *np.shape(c)), c.dtype)
                 b[0 if fwd else steps] = c
                 args.append(b)
-        else:
-            for c in arrays[:nc]:
-                args += (np.array(c, copy=True), np.empty_like(c))
+            else:
+                b = empty(np.shape(c), c.dtype)
+                b[...] = c
+                args += (b, empty(np.shape(c), c.dtype))
         both = args if stacked else []
         args = [*args, *arrays[nc:]]
         ys: list[np.ndarray | None] = []
@@ -219,13 +221,13 @@ class Scan(Op):
             if j in shared:  # ys[j][t] is the row the carry of the next step is read from
                 ys.append(both[shared[j]][1:] if fwd else both[shared[j]][:steps])
             elif nc + j in emitted:
-                ys.append(np.empty((steps, *t.shape), t.dtype))
+                ys.append(empty((steps, *t.shape), t.dtype))
                 args.append(ys[-1])
             else:
                 ys.append(None)
-                args.append(np.empty(t.shape, t.dtype))
+                args.append(empty(t.shape, t.dtype))
         first = steps - 1 if self.reverse else 0
-        run = looper(layout, *[args[a] if d is None else args[a][first + d, ...] for a, d in layout.feeds])
+        run = body.looper(layout, *[args[a] if d is None else args[a][first + d, ...] for a, d in layout.feeds])
         if run is None:
             return None
         finals = run(range(steps) if fwd else range(steps - 1, -1, -1), *args)

@@ -22,7 +22,7 @@ from ..errors import FeedError, GraphbpError
 from ..ops.leaves import Param
 from . import numerics
 from .codegen import Generated, generate
-from .loopgen import LoopLayout
+from .loopgen import ArrayPool, LoopLayout
 from .plan import Planned, make_plan
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Executor:
         self.lock = threading.Lock()
         self.params = [n for n in program.order if isinstance(n.op, Param)]
         self.dtypes = [i.dtype for i in program.inputs]
+        self.pool = ArrayPool()  # arrays a loop around the program keeps its results in
 
     def plan_for(self, feeds: list[np.ndarray]) -> CachedPlan:
         """The plan of the feeds' shape signature (built if new; it checks the feeds)."""

@@ -7,12 +7,22 @@ stacked buffers built in the caller. Here the body's lines are the loop's body i
 only takes the rows of the sequences and stacked results, runs the body's NumPy calls and
 exchanges the two buffers of each carry not kept per step (no copies). Views of loop
 invariants (``w.T`` of a captured weight) are taken once, before the loop.
+
+The loop's results (stacked ys and carries) are arrays of the loop's caller, which hands
+them on; :class:`ArrayPool` gives it the same arrays again at the next call once nothing
+holds them, as a hand-written training step keeps its buffers: a fresh multi-megabyte
+array each call comes back from the allocator as new pages, a page fault per 4 KiB
+written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import threading
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from ..graph.node import Node
 
@@ -50,6 +60,32 @@ class LoopLayout:
     @property
     def n_args(self) -> int:
         return 1 + max((a for a, _ in self.feeds + self.outs), default=-1)
+
+
+class ArrayPool:
+    """Arrays handed out again once nothing but the pool holds them (no view, no user).
+
+    ``empty(shape, dtype)`` returns a free array of that shape and dtype made by an earlier
+    call, else a new one (kept for later while fewer than ``keep`` of its kind are). Whether
+    an array is free is its reference count (CPython's): a view, a result the user kept or
+    a caller still using it holds a reference, so such an array is never handed out twice."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        key = (shape, dtype)
+        with self._lock:
+            arrays = self._arrays.setdefault(key, [])
+            for a in arrays:
+                if sys.getrefcount(a) == 3:  # the list's, ``a``'s and getrefcount's argument
+                    return a
+            a = np.empty(shape, dtype)
+            if len(arrays) < self.keep:
+                arrays.append(a)
+            return a
 
 
 def loop_source(layout: LoopLayout, feeds: Sequence[str], outs: Sequence[str], scalar_rows: Callable[[int], bool],
@@ -111,4 +147,4 @@ def loop_source(layout: LoopLayout, feeds: Sequence[str], outs: Sequence[str], s
     return src
 
 
-__all__ = ["LoopLayout", "loop_source"]
+__all__ = ["ArrayPool", "LoopLayout", "loop_source"]

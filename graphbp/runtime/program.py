@@ -181,6 +181,13 @@ class Program:
                 return hit.step
         return self._executor.loop_for(bind_feeds(self.inputs, args, {}), layout).step
 
+    def loop_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array for a loop around this program to keep its results in
+        (:meth:`runner_loop`'s stacked buffers): one an earlier call used when nothing holds
+        it any more, so a training step writes the same pages every call
+        (:class:`~graphbp.runtime.loopgen.ArrayPool`)."""
+        return self._executor.pool.empty(shape, dtype)
+
     def source(self, *shapes: tuple[int, ...]) -> str:
         """The generated Python of the last call's shape signature (or of the feed shapes
         given, one per input): one NumPy call per line, the node and user line in a comment."""
