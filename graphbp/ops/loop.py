@@ -157,15 +157,13 @@ class Scan(Op):
         return tuple(full[i] for i in emitted)
 
     @functools.cached_property
-    def _loop_plan(self) -> tuple[Any, bool, dict[int, int]]:
+    def _loop_plan(self) -> tuple[tuple, bool, dict[int, int]]:
         """How :meth:`_run_loop` lays out the generated loop's arguments, the same every call:
         the carries (each a ``(T + 1)``-row buffer when the stacked carries are kept, else two
         buffers exchanged each step), the xs, the invariants, then the ys (their ``(T, ...)``
         buffers, or one scratch buffer each when not kept). Returns the ``LoopLayout``, whether
         the stacked carries are kept and the ys that share a carry's buffer (ys j -> carry k:
         the same value, an RNN's h, written once)."""
-        from ..runtime.loopgen import LoopLayout  # the runtime sits above ops
-
         nc, nx, emitted, fwd = self.n_carry, self.n_xs, set(self.emitted()), not self.reverse
         stacked = any(i >= nc + self.n_ys for i in emitted)
         if stacked:  # step t reads row t of carry k's buffer and writes row t + 1 (reverse: t + 1, t)
@@ -190,7 +188,7 @@ class Scan(Op):
             else:
                 outs.append((n, 0 if nc + j in emitted else None))
                 n += 1
-        return LoopLayout(tuple(feeds), tuple(outs), tuple(swaps)), stacked, shared
+        return (tuple(feeds), tuple(outs), tuple(swaps)), stacked, shared
 
     def _run_loop(self, body: "_Stepper", arrays: Sequence[np.ndarray], steps: int,
                   y_types: Sequence[TensorType]) -> tuple[np.ndarray, ...] | None:
@@ -227,7 +225,7 @@ class Scan(Op):
                 ys.append(None)
                 args.append(empty(t.shape, t.dtype))
         first = steps - 1 if self.reverse else 0
-        run = body.looper(layout, *[args[a] if d is None else args[a][first + d, ...] for a, d in layout.feeds])
+        run = body.looper(layout, *[args[a] if d is None else args[a][first + d, ...] for a, d in layout[0]])
         if run is None:
             return None
         finals = run(range(steps) if fwd else range(steps - 1, -1, -1), *args)

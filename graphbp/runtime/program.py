@@ -164,16 +164,19 @@ class Program:
                 return self._executor.run(list(arrays))  # re-raises, explained
         return run
 
-    def runner_loop(self, layout: LoopLayout, *args: Any) -> Callable[..., tuple] | None:
+    def runner_loop(self, layout: LoopLayout | tuple, *args: Any) -> Callable[..., tuple] | None:
         """The generated ``loop(steps, *arrays)`` for the feeds' types and shapes (one step's
         feeds, checked and planned once): it runs the program once per ``t`` in ``steps``,
         taking its feeds and the buffers it writes its outputs into from ``arrays`` as
-        ``layout`` says (:class:`~graphbp.runtime.loopgen.LoopLayout`), so a scan's steps run
+        ``layout`` says (:class:`~graphbp.runtime.loopgen.LoopLayout`, or the tuple of its
+        fields from an op below the runtime), so a scan's steps run
         in one generated function writing straight into its stacked buffers. An error is
         NumPy's own: the caller runs the steps again on the checked path to explain it. None
         for a program that cannot (one checking numerics or updating parameters)."""
         if self.check_numerics or self.updates:
             return None
+        if not isinstance(layout, LoopLayout):
+            layout = LoopLayout(*layout)
         known = self._executor.planned(args)  # a loop runs once per call of the program around it
         if known is not None:
             hit = known.loops.get(layout)
