@@ -52,7 +52,8 @@ def test_unreached_wrt_gets_zeros_and_integer_wrt_is_an_error():
     x = gb.input("x", (None, 2), dtype="float64")
     a = gb.param("a", np.ones(2))
     unused = gb.param("unused", np.ones((3, 3)))
-    g = gb.grad(gb.sum(x * a), unused)
+    with pytest.warns(gb.UnusedParameterWarning, match="'unused'"):
+        g = gb.grad(gb.sum(x * a), unused)
     out = gb.compile([x], [g])(np.ones((4, 2)))[0]
     np.testing.assert_array_equal(out, np.zeros((3, 3)))
     t = gb.input("t", (None,), dtype="int64")

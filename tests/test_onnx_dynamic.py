@@ -266,6 +266,8 @@ def test_image_op_gradients_at_an_unknown_batch_round_trip(name, wshape, fn, tmp
     _round_trip_nodes([y, gx, gw, ggx], [x, w], tmp_path, [{0: 2}, {0: 5}], np.random.default_rng(0))
 
 
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning")  # dynamo=False: no onnxscript
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_a_pytorch_export_reshaping_at_its_run_time_batch_imports(tmp_path):
     """``x.view(x.size(0), -1)`` and ``x.reshape(b, 2, -1)`` with ``b`` taken from an earlier
     tensor: torch writes ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, folded here."""

@@ -119,6 +119,8 @@ def test_an_op_without_onnx_form_is_named_with_the_users_line():
         gb.export_onnx(y)
 
 
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning")  # dynamo=False: no onnxscript
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_a_pytorch_export_imports_and_its_input_gradient_matches_autograd(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
@@ -147,6 +149,8 @@ def test_a_pytorch_export_imports_and_its_input_gradient_matches_autograd(tmp_pa
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript:DeprecationWarning")  # dynamo=False: no onnxscript
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_a_pytorch_cnn_with_batch_norm_imports_and_differentiates(tmp_path):
     """Conv, BatchNormalization (inference), MaxPool, AveragePool, GlobalAveragePool and Gemm
     from torch.onnx.export: values and the input gradient against torch autograd."""

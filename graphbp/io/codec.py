@@ -25,6 +25,9 @@ from .container import Limits, fail
 
 _MAX_DEPTH = 32
 _ALLOWED_KINDS = "biufc"
+# The numeric dtypes by the name the writers use (`dtype.name`). A file's dtype string is looked up
+# here and never handed to NumPy's parser, which accepts deprecated aliases and structured types.
+_DTYPES = {dt.name: dt for dt in map(np.dtype, np.typecodes["All"]) if dt.kind in _ALLOWED_KINDS}
 
 
 class ArrayStore:
@@ -173,12 +176,9 @@ class Decoder:
     def dtype(self, doc: Any, where: str) -> np.dtype:
         if not isinstance(doc, str) or len(doc) > 16:
             raise fail(self.path, where, f"expected a dtype name, got {_brief(doc)}")
-        try:
-            dt = np.dtype(doc)
-        except Exception:
-            raise fail(self.path, where, f"unknown dtype {doc!r}") from None
-        if dt.kind not in _ALLOWED_KINDS or dt.fields is not None or dt.subdtype is not None:
-            raise fail(self.path, where, f"dtype {doc!r} is not a numeric dtype")
+        dt = _DTYPES.get(doc)
+        if dt is None:
+            raise fail(self.path, where, f"dtype {doc!r} is not a numeric dtype (one of {', '.join(sorted(_DTYPES))})")
         return dt
 
     def array(self, doc: Any, where: str) -> np.ndarray:
