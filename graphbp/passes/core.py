@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import GraphError
 from ..graph.context import Provenance, reset_labels, set_labels
 from ..graph.node import Node
-from ..graph.rewrite import holds_bodies, rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
+from ..graph.rewrite import rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..graph.types import TupleType
 from ..ops.base import Op, OpError
@@ -29,6 +29,17 @@ from ..ops.control import TupleGet
 from ..ops.leaves import Constant, Input, Leaf, Param
 
 _NO_BODIES = Op.subgraphs  # a class that does not override it holds no bodies: no call per node
+
+
+def holds_bodies(order: Sequence[Node]) -> bool:
+    """True when a node of ``order`` holds a body: a pass that found nothing to do in the
+    graph itself must still step into it. Only ops whose class overrides ``subgraphs`` are
+    asked (several passes ask this of a whole deep graph that holds none)."""
+    for n in order:
+        op = n.op
+        if type(op).subgraphs is not _NO_BODIES and op.subgraphs():
+            return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
