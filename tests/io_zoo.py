@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 import graphbp as gb
-from graphbp.ops import OP_CLASSES, AddN, ConvBiasAct, MatMulBiasAct
+from graphbp.ops import OP_CLASSES, AddN, ConvBiasAct, MatMulBiasAct, SoftmaxCrossEntropyProbs, TupleGet
 from graphbp.ops.base import apply
 
 
@@ -62,6 +62,8 @@ def build(seed: int = 0):
         h_end, hs = gb.scan(lambda h, r: (gb.tanh(h * v + r), h * r), sq[0], sq)  # a loop over sq's rows
         # the ops passes make, as a rewritten program holds them
         fused = apply(MatMulBiasAct("tanh", ("matmul", "add", "tanh")), x, W, b)
+        ce_p = apply(SoftmaxCrossEntropyProbs(1), logits, t)
+        ce = ce + 0.1 * gb.mean(apply(TupleGet(0), ce_p)) + gb.mean(gb.square(apply(TupleGet(1), ce_p)))
     with gb.scope("image"):
         img = gb.reshape(u, (-1, 1, 1, 3))
         c = gb.conv2d(img, kc, padding=(0, 1))

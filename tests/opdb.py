@@ -170,6 +170,19 @@ def _sce_ref(x, t, axis=-1):
     return -np.sum(t * lsm, axis=axis)
 
 
+def _sce_probs_build(x, t, axis=-1):
+    """Both outputs in one value, so the gradient check reaches both cotangents."""
+    node = O.base.apply(O.SoftmaxCrossEntropyProbs(axis % x.ndim), x, t)
+    loss, p = O.base.apply(O.TupleGet(0), node), O.base.apply(O.TupleGet(1), node)
+    return loss + gb.sum(p * p * np.linspace(0.5, 2, x.shape[axis] or 3).reshape((-1,) + (1,) * (x.ndim - 1 - axis % x.ndim)), axis=axis)
+
+
+def _sce_probs_ref(x, t, axis=-1):
+    p = np.exp(_log_softmax_ref(x, axis))
+    w = np.linspace(0.5, 2, x.shape[axis]).reshape((-1,) + (1,) * (x.ndim - 1 - axis % x.ndim))
+    return _sce_ref(x, t, axis) + np.sum(p * p * w, axis=axis)
+
+
 def _bce_ref(z, t):
     p = 1 / (1 + np.exp(-z))
     return -(t * np.log(p) + (1 - t) * np.log1p(-p))
@@ -571,6 +584,12 @@ OPDB: list[OpInfo] = [
     OpInfo("add_n", (O.AddN,), lambda *xs: O.base.apply(O.AddN(len(xs)), *xs), lambda *xs: sum(xs),
            lambda rng: [Sample((_n(rng, 3, 4), _n(rng, 3, 4), _n(rng, 4))),
                         Sample((_n(rng, 2, 3), _n(rng, 2, 3)), declared=((None, 3), (None, 3)))],
+           second_order=True),
+    OpInfo("softmax_cross_entropy_probs", (O.SoftmaxCrossEntropyProbs,), _sce_probs_build, _sce_probs_ref,
+           lambda rng: [Sample((_n(rng, 4, 5), rng.integers(0, 5, size=4))),
+                        Sample((_n(rng, 2, 3, 5) * 20, rng.integers(0, 3, size=(2, 5))), {"axis": 1}),
+                        Sample((_n(rng, 3, 80, 70), rng.integers(0, 70, size=(3, 80)))),
+                        Sample((_n(rng, 6, 3), rng.integers(0, 3, size=6)), declared=((None, 3), (None,)))],
            second_order=True),
     OpInfo("matmul_bias_act", (O.MatMulBiasAct,),
            lambda a, w, b, act=None: O.base.apply(O.MatMulBiasAct(act, ("matmul", "add") + ((act,) if act else ())), a, w, b),

@@ -143,6 +143,33 @@ def test_the_reverse_loop_reads_the_forward_loops_gates():
     assert fwd.op.n_ys > 1  # the gate activations are stacked ys now
 
 
+def test_products_with_per_step_factors_are_regrouped_and_hoisted():
+    """``((c * a_t) * b_t) * (1 - a_t)``: the factors that do not depend on the carry are
+    multiplied once over all steps before the loop; one multiply per step is left."""
+    xs = gb.input("xs", (None, 3, 4), "float64")
+    ys_in = gb.input("ys", (None, 3, 4), "float64")
+
+    def step(c, x):
+        a, b = x
+        return ((c * gb.sigmoid(a)) * b) * (1.0 - gb.sigmoid(a)), c
+
+    cT, _ = gb.scan(step, gb.constant(np.ones((3, 4))), (xs, ys_in))
+    feeds = (RNG.normal(size=(5, 3, 4)), RNG.normal(size=(5, 3, 4)))
+    prog = _check([xs, ys_in], [cT, *gb.grad(gb.sum(cT * cT), [xs, ys_in])], feeds)
+    fwd = [s for s in _scans(prog) if not s.op.reverse]
+    assert len(fwd) == 1 and _body_ops(fwd[0]).count("multiply") == 1
+    assert "sigmoid" not in _body_ops(fwd[0])
+
+
+def test_lstm_reverse_step_multiplies_each_gate_cotangent_once():
+    inputs, loss, params = _charlm("lstm")
+    prog = gb.compile(inputs, _outs(loss, params, second=False))
+    (rev,) = [s for s in _scans(prog) if s.op.reverse]
+    # dc, di, df, dg, do and the carried dc * f: one multiply each, their gate factors
+    # (sigmoid derivatives, tanh(c), c_prev) multiplied before the loop
+    assert _body_ops(rev).count("multiply") == 6
+
+
 def test_nothing_moves_when_everything_depends_on_the_carry():
     h0 = gb.input("h0", (3,), "float64")
     hT, ys = gb.scan(lambda h, _: (gb.tanh(h) * 2.0, h), h0, length=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,23 @@ def test_a_like_operand_is_kept_as_a_shape_not_a_tensor():
     assert handed == "def backward(x, v4):"  # the loss only, not big's buffer
     xv = np.linspace(-1, 1, 32).reshape(4, 8)
     np.testing.assert_allclose(prog(xv)[1], gb.evaluate(gx, {x: xv}))
+
+
+@pytest.mark.parametrize("shape", [(6, 64), (3, 5, 40), (2, 3, 4, 7)])
+def test_softmax_family_on_nd_logits_lowers_to_row_calls(shape):
+    """Logits of any rank reduced along the last axis (a sequence model's (T, B, V)) take
+    the same row-matrix calls as 2-D ones, not the op's generic kernel, with equal values."""
+    rng = np.random.default_rng(0)
+    x = gb.input("x", shape, dtype="float32")
+    t = gb.input("t", shape[:-1], dtype="int64")
+    outs = [gb.softmax(x), gb.softmax_cross_entropy(x, t), gb.one_hot(t, shape[-1])]
+    prog = gb.compile([x, t], outs, optimize=False)
+    xv = (rng.normal(size=shape) * 30).astype(np.float32)
+    xv.flat[3] = 1e4  # a row whose maximum dominates
+    tv = rng.integers(0, shape[-1], shape[:-1])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # exp may underflow to 0
+        got = prog(xv, tv)
+    ref = gb.evaluate(outs, {x: xv, t: tv})
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=2e-6, atol=1e-30)
+    assert not re.search(r"\b(softmax|softmax_cross_entropy|one_hot)_\d+\(", prog.source())  # no op kernel

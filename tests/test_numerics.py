@@ -130,3 +130,24 @@ def test_a_guarded_value_that_is_taken_still_trips_the_check_at_its_op():
     with pytest.raises(gb.NumericsError) as info:
         gb.compile([z], [y], check_numerics=True)(np.array([4.0, -1.0]))
     assert "produced by log" in str(info.value) and "where" in str(info.value)
+
+
+def test_multi_output_nodes_are_checked_output_by_output():
+    """A scan, a cond and the loss-and-probabilities node of a softmax cross-entropy give
+    several outputs of different shapes: each is checked, and a non-finite one is named."""
+    x = gb.input("x", (4, 3), "float64")
+    t = gb.input("t", (4,), "int64")
+    w = gb.param("w", np.ones((3, 1024)))  # logits large enough to share their softmax
+    hT, ys = gb.scan(lambda h, x_t: (gb.tanh(h + x_t), h * 2.0), gb.constant(np.zeros(3)), x)
+    y2, z = gb.cond(gb.greater(gb.sum(x), 0.0), lambda a: (a * 2.0, gb.sum(a)), lambda a: (a, gb.sum(a)), x)
+    loss = gb.mean(gb.softmax_cross_entropy(x @ w, t))
+    (gw,) = gb.grad(loss, [w])
+    prog = gb.compile([x, t], [hT, ys, y2, z, loss, gw], check_numerics=True)
+    assert "softmax_cross_entropy_probs" in {n.op.name for n in prog.order}
+    got = prog(np.ones((4, 3)), np.array([0, 1, 2, 0]))
+    assert np.isfinite(got[4]) and got[5].shape == (3, 1024)
+    assert [np.shape(v) for v in got[:4]] == [(3,), (4, 3), (4, 3), ()]
+    bad = np.ones((4, 3))
+    bad[1, 1] = np.inf
+    with pytest.raises(gb.NumericsError):
+        prog(bad, np.array([0, 1, 2, 0]))

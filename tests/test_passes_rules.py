@@ -36,6 +36,65 @@ def test_identity_fires_and_returns_operand(build, rule):
     assert rule in fired and res.roots[0] is x
 
 
+@pytest.mark.parametrize("zero", [
+    lambda x: gb.constant(np.zeros((128, 512))),  # larger than any fold or CSE limit
+    lambda x: gb.zeros_like(x),
+    lambda x: gb.broadcast_to(gb.constant(np.zeros((1, 512))), (128, 512)),
+    lambda x: gb.transpose(gb.constant(np.zeros((512, 128)))),
+])
+def test_add_of_a_zero_array_of_any_size_or_form_is_the_operand(zero):
+    x = x64("x", (128, 512))
+    for y in (x + zero(x), zero(x) + x, x - zero(x)):
+        res, fired = rules_fired([y], canonicalize.RULES)
+        assert res.roots[0] is x and {"add_zero", "sub_zero"} & set(fired)
+
+
+def test_add_of_an_almost_zero_array_stays():
+    x = x64("x", (128, 512))
+    z = np.zeros((128, 512))
+    z[77, 300] = 1e-300
+    nan = np.zeros((128, 512))
+    nan[5, 5] = np.nan
+    for c in (z, nan, -z + np.float64(0.5)):
+        res, _ = rules_fired([x + gb.constant(c)], canonicalize.RULES)
+        assert res.roots[0].op.name == "add"
+
+
+def test_scan_weight_gradients_start_from_no_zero_add():
+    """A reverse scan accumulates the gradients of loop-invariant weights from zeros; once
+    ``licm`` sums them after the loop, nothing adds those zeros at run time."""
+    rng = np.random.default_rng(0)
+    w = gb.param("w", rng.normal(size=(64, 96)))  # 6,144 elements: past the small-constant checks
+    xs = gb.input("xs", (5, 3, 64), dtype="float64")
+
+    def step(h, x):
+        h = gb.tanh(x @ w + h)
+        return h, h
+
+    _, hs = gb.scan(step, gb.constant(np.zeros((3, 96))), xs)
+    (gw,) = gb.grad(gb.sum(hs * hs), [w])
+    prog = gb.compile([xs], [gw])
+
+    def zero(n):
+        while n.op.name in ("broadcast_to", "reshape", "transpose") and n.inputs:
+            n = n.inputs[0]
+        return (n.op.name == "full" and n.op.value == 0) or (n.op.name == "constant" and not n.op.value.any())
+
+    def zero_adds(order):
+        found = []
+        for n in order:
+            if n.op.name in ("add", "add_n") and any(zero(i) for i in n.inputs):
+                found.append(n)
+            for body in n.op.subgraphs():
+                found += zero_adds(body.nodes())
+        return found
+
+    assert not zero_adds(prog.order)
+    x = rng.normal(size=(5, 3, 64))
+    ref = gb.compile([xs], [gw], optimize=False)(x)[0]
+    np.testing.assert_allclose(prog(x)[0], ref, rtol=1e-12, atol=1e-12)
+
+
 def test_x_times_zero_is_not_folded():
     x = x64()
     y = x * 0.0
@@ -265,3 +324,61 @@ def test_pruned_scan_keeps_its_output_renumbering_when_its_body_is_rewritten():
     got = gb.compile([x, h0, c0], outs, debug=True, passes=only_cse)(*feeds)
     for r, o in zip(ref, got):
         np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(512, 10), (4, 128, 10), (None, None, 10)])
+def test_softmax_cross_entropy_gradient_reads_the_forward_softmax(shape):
+    """The loss computes the softmax its gradient needs: after share_softmax the program runs
+    one node giving both, in the forward, and no softmax of its own in the backward."""
+    rng = np.random.default_rng(1)
+    x = gb.input("x", shape, dtype="float64")
+    t = gb.input("t", shape[:-1], dtype="int64")
+    w = gb.param("w", rng.normal(size=(10, 10)))
+    loss = gb.mean(gb.softmax_cross_entropy(x @ w, t))
+    shape = tuple(8 if d is None else d for d in shape)
+    (gw,) = gb.grad(loss, [w])
+    prog = gb.compile([x, t], [loss, gw])
+    names = [n.op.name for n in prog.order]
+    assert names.count("softmax_cross_entropy_probs") == 1
+    assert "softmax" not in names and "softmax_cross_entropy" not in names
+    xv, tv = rng.normal(size=shape) * 4, rng.integers(0, 10, shape[:-1])
+    ref = gb.compile([x, t], [loss, gw], optimize=False)(xv, tv)
+    for a, b in zip(prog(xv, tv), ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    off = gb.compile([x, t], [loss, gw], passes={"share_softmax": False})
+    assert "softmax" in {n.op.name for n in off.order}
+
+
+def test_small_logits_keep_the_two_lowered_kernels():
+    """Below SHARE_SOFTMAX_MIN elements (an unknown batch counted as 32) the joint node's
+    fixed cost outweighs the softmax it saves: the loss and the gradient's softmax stay."""
+    x = gb.input("x", (None, 10), dtype="float32")
+    t = gb.input("t", (None,), dtype="int64")
+    loss = gb.mean(gb.softmax_cross_entropy(x, t))
+    prog = gb.compile([x, t], [loss, *gb.grad(loss, [x])])
+    names = {n.op.name for n in prog.order}
+    assert {"softmax", "softmax_cross_entropy"} <= names and "softmax_cross_entropy_probs" not in names
+
+
+def test_an_operand_of_equal_elements_becomes_a_scalar():
+    """A folded broadcast (a mean's seed spread over the batch) or a view chain over one
+    value is multiplied as a scalar: one pass, not a pass per row."""
+    x = x64("x", (32, 16, 8))
+    col = gb.constant(np.full((32, 16, 1), 0.25))
+    s = gb.input("s", (), dtype="float64")
+    chain = gb.expand_dims(gb.broadcast_to(gb.reshape(s, (1,)), (16,)), -1)  # (16, 1)
+    res, fired = rules_fired([x * col, x + chain], canonicalize.RULES)
+    assert fired.count("uniform_operand") == 2
+    for r in res.roots:
+        assert r.type == x.type and all(i is x or i.shape == () for i in r.inputs)
+    xv, sv = np.random.default_rng(0).normal(size=(32, 16, 8)), np.array(1.5)
+    got = gb.compile([x, s], res.roots, optimize=False)(xv, sv)
+    np.testing.assert_allclose(got[0], xv * 0.25)
+    np.testing.assert_allclose(got[1], xv + 1.5)
+
+
+def test_an_operand_of_unequal_or_nan_elements_stays():
+    x = x64("x", (4, 3))
+    for c in (np.array([[1.0], [1.0], [1.0], [2.0]]), np.full((4, 1), np.nan)):
+        res, fired = rules_fired([x * gb.constant(c)], canonicalize.RULES)
+        assert "uniform_operand" not in fired and res.roots[0].inputs[1].shape == (4, 1)

@@ -386,6 +386,17 @@ def _softmax_ce(b, node, xs):
     return b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [p, lsm]), b.ints([ax])], keepdims=0)])
 
 
+@emits(nn.SoftmaxCrossEntropyProbs)
+def _softmax_ce_probs(b, node, xs):
+    """The loss as ``softmax_cross_entropy`` writes it, and ``exp`` of the same log-softmax."""
+    dt = node.type.items[0].dtype
+    x = b.cast(xs[0], node.inputs[0].dtype, dt)
+    ax = node.op.axis
+    lsm = b.op("LogSoftmax", [x], axis=ax)
+    picked = b.op("GatherElements", [lsm, b.unsqueeze(_index(b, node, xs, 1), [ax])], axis=ax)
+    return [b.op("Neg", [b.squeeze(picked, [ax])]), b.op("Exp", [lsm])]
+
+
 @emits(nn.SigmoidBinaryCrossEntropy)
 def _sigmoid_bce(b, node, xs):
     """``max(z, 0) - z t + log1p(exp(-|z|))``, the stable form graphbp computes."""

@@ -36,7 +36,7 @@ from .indexing import (
 from .collective import AllreduceMean, AllreduceStart, AllreduceWait
 from .fused import AddN, ConvBiasAct, MatMulBiasAct
 from .nn import (
-    DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy,
+    DropoutMask, LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyProbs,
     dropout, dropout_mask, log_softmax, mse, sigmoid_binary_cross_entropy, softmax,
     softmax_cross_entropy,
 )
@@ -59,7 +59,7 @@ OP_CLASSES: tuple[type[Op], ...] = (
     Relu, LeakyRelu, Elu, Erf, Sigmoid, Softplus,
     GetItem, EmbedSlice, Concatenate, ConcatSlice, Take, ScatterAdd, OneHot,
     Softmax, LogSoftmax, SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy, DropoutMask,
-    AddN, MatMulBiasAct, ConvBiasAct,
+    SoftmaxCrossEntropyProbs, AddN, MatMulBiasAct, ConvBiasAct,
     AllreduceMean, AllreduceStart, AllreduceWait,
     Conv2D, ConvTranspose2D, Conv2DWeightGrad,
     MaxPool2D, MaxPool2DGrad, MaxPool2DGather, AvgPool2D, AvgPool2DGrad,

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import GraphError, ShapeError
 from ..graph.node import Node
-from ..graph.types import TensorType, format_shape, normalize_axis
+from ..graph.types import TensorType, TupleType, format_shape, normalize_axis
 from .activations import sigmoid
+from .control import TupleGet
 from .base import Op, OpError, apply, as_node, describe_error, dtype_error, shape_error
 from .elementwise import Elementwise, exp, square
 from .indexing import one_hot
@@ -147,6 +148,69 @@ class SoftmaxCrossEntropy(Op):
             return (p - one_hot(labels, x.shape[self.axis], p.dtype, self.axis)) * ge, None
         gx = (p * reduce_sum(labels, axis=self.axis, keepdims=True) - labels) * ge
         return gx, -(log_softmax(x, self.axis) * ge)
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxCrossEntropyProbs(Op):
+    """``(softmax_cross_entropy(x, labels), softmax(x))`` along ``axis``, integer labels,
+    from one pass over the logits.
+
+    The ``share_softmax`` pass makes it where a graph computes both on the same logits:
+    every classifier's training step does (the loss forward, the softmax in its gradient),
+    and the backward then reads the probabilities the forward computed instead of running a
+    second softmax. Read through ``tuple_get`` 0 (the loss) and 1 (the probabilities).
+    """
+
+    name: ClassVar[str] = "softmax_cross_entropy_probs"
+    nondiff_inputs: ClassVar[tuple[int, ...]] = (1,)
+    vjp_formula: ClassVar[str] = "g_loss * (p - one_hot(labels)) + p * (g_p - sum(g_p * p, axis)), none to labels"
+    axis: int
+
+    def infer(self, x: TensorType, labels: TensorType) -> TupleType:
+        if labels.dtype.kind not in "iu":
+            raise dtype_error(f"labels must be integer class indices, got {labels.dtype.name}")
+        loss = SoftmaxCrossEntropy(self.axis).infer(x, labels)
+        return TupleType((loss, TensorType(x.shape, loss.dtype)))
+
+    def compute(self, x, labels):
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        if self.axis != x.ndim - 1 or x.size == 0:
+            lsm = _log_softmax_kernel(x, self.axis)
+            picked = np.take_along_axis(lsm, np.expand_dims(labels, self.axis), axis=self.axis)
+            with np.errstate(under="ignore"):
+                return -np.squeeze(picked, self.axis), np.exp(lsm)
+        # the row-matrix form of the lowered softmax and cross-entropy (runtime/lowering.py):
+        # a short last axis reduces faster over a transposed copy (the maximum is exact in
+        # any order), and its row sums are a product with a column of ones
+        k = x.shape[-1]
+        z = x.reshape(-1, k) if x.ndim != 2 else x
+        n = len(z)
+        short = k <= 64
+        m = np.maximum.reduce(np.ascontiguousarray(z.T), 0) if short and n >= 2 * k else np.maximum.reduce(z, 1)
+        p = np.subtract(z, m[:, None])
+        picked = p[np.arange(n), labels.reshape(-1)]
+        with np.errstate(under="ignore"):  # exp of very negative logits is 0, as it should be
+            np.exp(p, out=p)
+        s = np.dot(p, np.ones(k, p.dtype)) if short else np.add.reduce(p, 1)
+        loss = np.log(s)
+        loss -= picked
+        p /= s[:, None]
+        if x.ndim == 2:
+            return loss, p
+        return loss.reshape(x.shape[:-1]), p.reshape(x.shape)
+
+    def vjp(self, node, cts):
+        g_loss, g_p = cts
+        x, labels = node.inputs
+        p = apply(TupleGet(1), node)
+        gx = None
+        if g_loss is not None:
+            gx = (p - one_hot(labels, x.shape[self.axis], p.dtype, self.axis)) * expand_dims(g_loss, self.axis)
+        if g_p is not None:
+            t = p * (g_p - reduce_sum(g_p * p, axis=self.axis, keepdims=True))
+            gx = t if gx is None else gx + t
+        return gx, None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -163,6 +163,50 @@ def broadcast_operand(node: Node, ctx: Context):
     return out, tuple(i for i in node.inputs if isinstance(i.op, sh.BroadcastTo))
 
 
+_VIEWS = (sh.Reshape, sh.ExpandDims, sh.Squeeze, sh.BroadcastTo)
+
+
+def _one_value(n: Node) -> Node | None:
+    """A 0-d node holding the one value every element of ``n`` has, when that is known
+    before running: a constant of equal elements (a folded broadcast: a mean's seed
+    spread over a batch), or reshapes and broadcasts of a one-element value. Else None."""
+    m = n
+    while isinstance(m.op, _VIEWS) and m.inputs:
+        m = m.inputs[0]
+    if m is not n and m.type.is_concrete and m.type.size() == 1:
+        return sh.reshape(m, ()) if m.shape != () else m
+    if type(n.op) is not Constant or n.op.value.size < 2:
+        return None
+    v = n.op.value
+    first = v.flat[0]
+    if first != v.flat[-1] or v.dtype.kind not in "biuf" or not (v.min() == first == v.max()):
+        return None
+    return constant(np.asarray(first, v.dtype))
+
+
+@rule("algebraic", ew.Elementwise)
+def uniform_operand(node: Node, ctx: Context):
+    """An operand whose elements all equal one value is that value, broadcast by the op
+    itself: ``x * c`` with a ``(B, 1)`` column of ``1 / B`` costs a pass per row, with the
+    scalar one pass (the engine keeps the rewrite only when the output type stays)."""
+    if isinstance(node.op, Full) or len(node.inputs) < 2:
+        return None
+    ins, absorbed = list(node.inputs), []
+    for k, i in enumerate(node.inputs):
+        if i.shape == ():
+            continue
+        one = _one_value(i)
+        if one is not None:
+            ins[k] = one
+            absorbed.append(i)
+    if not absorbed:
+        return None
+    try:
+        return apply(node.op, *ins), tuple(absorbed)
+    except Exception:
+        return None
+
+
 def _scalar(n: Node, dtype) -> bool:
     """One element (shape ``()`` or all ones, static) of float ``dtype``."""
     t = n.type
@@ -329,6 +373,6 @@ def sum_batched_matmul(node: Node, ctx: Context):
 
 
 RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
-         reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand,
+         reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand, uniform_operand,
          sum_broadcast, sum_scalar_factor, scalar_factors, add_slices_concatenate, sum_batched_matmul,
          fold_constants)

@@ -26,8 +26,11 @@ from ..graph.traverse import toposort
 from ..graph.types import TupleType
 from ..ops.base import Op, OpError
 from ..ops.control import TupleGet
+from ..ops.creation import Full
 from ..ops.leaves import Constant, Input, Leaf, Param
+from ..ops.shape import BroadcastTo, ExpandDims, Reshape, Squeeze, Transpose
 
+_SAME_ELEMENTS = (BroadcastTo, Reshape, ExpandDims, Squeeze, Transpose)  # ops that only rearrange elements
 _NO_BODIES = Op.subgraphs  # a class that does not override it holds no bodies: no call per node
 
 
@@ -124,15 +127,24 @@ def constant_value(node: Node) -> np.ndarray | None:
 
 
 def is_const_scalar(node: Node, value: float) -> bool:
-    """True when ``node`` is a constant whose every element equals ``value``."""
-    if type(node.op) is not Constant:
+    """True when every element of ``node`` is known to equal ``value`` before running: a
+    constant of any size, a ``full`` node (``zeros_like``), or a broadcast, reshape or
+    transpose of one (a zero gradient accumulator, however large)."""
+    while isinstance(node.op, _SAME_ELEMENTS) and node.inputs:
+        node = node.inputs[0]
+    op = node.op
+    if isinstance(op, Full):
+        return op.value == value
+    if type(op) is not Constant:
         return False
-    v = node.op.value
-    if v.size == 1:  # most constants are scalars: one NumPy scalar compare, no array made
-        return bool(v.flat[0] == value)
-    if v.size == 0 or v.size > 4096:
+    v = op.value
+    if v.size == 0 or v.dtype.kind not in "biuf":
         return False
-    return bool((v == value).all())
+    if v.flat[0] != value:  # most constants answer here: one NumPy scalar compare, no array made
+        return False
+    if v.size == 1:
+        return True
+    return bool(v.min() == value and v.max() == value)  # two reductions, no temporary array
 
 
 def union_provenance(nodes: Iterable[Node]) -> tuple[Provenance, ...]:

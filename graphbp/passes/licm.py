@@ -33,7 +33,7 @@ from ..graph.rewrite import rewrite
 from ..graph.subgraph import Subgraph, fresh_name, placeholder
 from ..ops.base import Op, apply
 from ..ops.control import TupleGet
-from ..ops.elementwise import Add
+from ..ops.elementwise import Add, Multiply
 from ..ops.linalg import MatMul
 from ..ops.loop import Scan
 from ..ops.reduce import Sum
@@ -154,13 +154,16 @@ def _size(n: Node) -> float:
 
 
 def regroup(body: Subgraph, n_carry: int) -> Subgraph:
-    """``body`` with each sum that mixes carry-dependent and carry-independent terms
-    regrouped as ``(independent terms) + (dependent terms)``, so the independent part can be
-    hoisted: ``(x W_ih + b_ih) + (h W_hh + b_hh)`` becomes ``((x W_ih + b_ih) + b_hh) + h W_hh``.
-    Only single-use adds of one dtype are regrouped (floating-point sums are reassociated,
-    as any reordering compiler does under fast-math; the terms stay the same). The
-    independent terms are added smallest first, so the broadcast biases meet each other
-    before the (hoisted, all-steps) product: ``x W_ih + (b_ih + b_hh)``."""
+    """``body`` with each sum or product that mixes carry-dependent and carry-independent
+    operands regrouped as ``(independent ones) op (dependent ones)``, so the independent
+    part can be hoisted: ``(x W_ih + b_ih) + (h W_hh + b_hh)`` becomes
+    ``((x W_ih + b_ih) + b_hh) + h W_hh``, and a reverse step's ``((dc * g) * i) * (1 - i)``
+    becomes ``(g * i * (1 - i)) * dc``: one multiply per step, the rest once over all steps.
+    Only single-use adds (multiplies) of one dtype are regrouped (floating-point sums and
+    products are reassociated, as any reordering compiler does under fast-math; the
+    operands stay the same). The independent operands are combined smallest first, so the
+    broadcast biases meet each other before the (hoisted, all-steps) product:
+    ``x W_ih + (b_ih + b_hh)``."""
     varying: set[Node] = set(body.inputs[:n_carry])
     for n in body.nodes():
         if any(i in varying for i in n.inputs):
@@ -171,7 +174,7 @@ def regroup(body: Subgraph, n_carry: int) -> Subgraph:
         out, stack = [], [n]
         while stack:
             m = stack.pop()
-            inner = m is root or (isinstance(m.op, Add) and uses.get(m) == 1)
+            inner = m is root or (type(m.op) is type(root.op) and uses.get(m) == 1)
             if inner and m.dtype == root.dtype:
                 stack.extend(reversed(m.inputs))
             else:
@@ -179,7 +182,7 @@ def regroup(body: Subgraph, n_carry: int) -> Subgraph:
         return out
 
     def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
-        if not isinstance(n.op, Add) or n not in varying:
+        if type(n.op) not in (Add, Multiply) or n not in varying:
             return None
         parts = terms(n, n)
         still = [t for t in parts if t not in varying]
@@ -187,13 +190,14 @@ def regroup(body: Subgraph, n_carry: int) -> Subgraph:
         if len(still) < 2 or not moving or any(t.dtype != n.dtype for t in parts):
             return None
         still.sort(key=_size)  # the biases first: b_ih + b_hh is one small add, not a pass over all steps
+        op = type(n.op)
         with stamp(origin=n.origin, scope=n.scope, provenance=n.provenance):
             acc = [new[t] for t in still]
             total = acc[0]
             for t in acc[1:]:
-                total = apply(Add(), total, t)
+                total = apply(op(), total, t)
             for t in moving:
-                total = apply(Add(), total, new[t])
+                total = apply(op(), total, new[t])
         return total
 
     outs = rewrite(list(body.outputs), visit)

@@ -23,7 +23,7 @@ from ..graph.node import Node
 from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
 from .polynomial import collect_terms
-from .residuals import reuse_residuals
+from .residuals import reuse_residuals, share_softmax
 from .slices import merge_slices, stack_view_ys
 from .core import LogEntry, PassResult, Rule, holds_bodies, run_rules, verify
 from .nan_guard import Hazard, nan_guard
@@ -132,6 +132,9 @@ PIPELINE: tuple[PassSpec, ...] = (
              why="guards the gradients stabilize re-derived; reads provenance before any rebuild"),
     PassSpec("canonicalize", _CANON, _canonicalize("canonicalize"), after=("stabilize", "nan_guard"),
              why="merges and folds nodes, after the passes that match on gradient provenance"),
+    PassSpec("share_softmax", ("share_softmax",), lambda rs, ctx: share_softmax(rs, ctx.order(rs)),
+             after=("canonicalize",),
+             why="finds the loss and the gradient's softmax on one logits node once CSE has merged them"),
     PassSpec("licm", ("licm",), _licm, after=("canonicalize",),
              why="moves the loop bodies as canonicalize simplified them; CSE then merges the hoisted copies"),
     PassSpec("merge_slices", ("merge_slices",), lambda rs, ctx: _merge_slices(rs, ctx),

@@ -85,6 +85,12 @@ class Lowered:
 
 Lowerer = Callable[[Node, list[TensorType], TensorType], "Lowered | None"]
 
+try:  # the ufunc under np.clip: np.clip checks its arguments in Python first, a third of a small call
+    from numpy._core.umath import clip as _clip_ufunc
+except ImportError:  # pragma: no cover - NumPy 1.x
+    from numpy.core.umath import clip as _clip_ufunc
+
+
 def _undispatched(fn: Callable) -> Callable:
     """``fn`` without NumPy's ``__array_function__`` dispatch, a Python-level call on every
     use that costs about as much as a small ``dot`` itself (W3 makes 96 per step). The
@@ -102,7 +108,7 @@ KERNEL_GLOBALS: dict[str, Any] = {
     "less": np.less, "less_equal": np.less_equal, "equal": np.equal, "not_equal": np.not_equal,
     "bitwise_and": np.bitwise_and, "dot": _undispatched(np.dot), "vdot": _undispatched(np.vdot), "maximum_reduce": np.maximum.reduce,
     "matmul": np.matmul, "add_reduce": np.add.reduce, "copyto": _undispatched(np.copyto),
-    "broadcast_to": np.broadcast_to, "clip": np.clip, "empty": np.empty, "array": np.array, "float32": np.float32,
+    "broadcast_to": np.broadcast_to, "clip": np.clip, "clip_ufunc": _clip_ufunc, "empty": np.empty, "array": np.array, "float32": np.float32,
 }
 
 X0, X1, X2, X3, X4 = _OPERANDS = tuple(Operand(k) for k in range(5))
@@ -295,9 +301,11 @@ def _sigmoid(node, types, out):
     # temporaries and a where; this is the recurrent gates' hot path, and 1 / (1 + exp(-x))
     # takes a negation more). x is first clipped to where exp(x) and the result stay normal
     # numbers, so nothing overflows or underflows; beyond it the value is 0 or 1 to within
-    # the smallest normal number. One clip, not a minimum and a maximum: one pass, not two.
+    # the smallest normal number. One clip, not a minimum and a maximum: one pass, not two;
+    # the clip ufunc itself, not np.clip, whose Python-level argument handling costs more
+    # than clipping a gate block.
     bound = float(-np.log(np.finfo(out.dtype).tiny) - 1.0)
-    return out_kind(call("clip", X0, Lit(-bound), Lit(bound), out=OUT), call("exp", OUT, OUT),
+    return out_kind(call("clip_ufunc", X0, Lit(-bound), Lit(bound), OUT), call("exp", OUT, OUT),
                     call("add", OUT, Lit(1.0), T0), call("divide", OUT, T0, OUT),
                     inplace=_inplace_ok(types, out, (0,)), temps=(out,))
 
@@ -321,28 +329,51 @@ def _relu(node, types, out):
 
 
 def _rows_last_axis(types: list[TensorType], axis: int) -> bool:
+    """Float logits of 2 or more dims, reduced along the last axis, at concrete shapes: the
+    lowerings below treat them as a ``(rows, classes)`` matrix (a reshape, a view of the
+    planned buffers)."""
     x = types[0]
-    return x.ndim == 2 and axis in (1, -1) and x.dtype.kind == "f" and x.dtype.itemsize >= 4
+    return (x.ndim >= 2 and axis in (x.ndim - 1, -1) and x.dtype.kind == "f" and x.dtype.itemsize >= 4
+            and x.is_concrete)
 
 
-# Softmax, its cross-entropy and one-hot over the last axis of 2-D float logits: the
-# max-subtracted formulas with out= into row-sized scratch, no temporaries per call.
-# NumPy reduces a short last axis (a few classes) one row at a time, which costs more than
-# the arithmetic: the row maxima reduce a transposed copy instead (whole rows per inner
-# loop; the maximum is exact in any order) and the row sums are a product with a column
-# of ones (one BLAS call). Costs in docs/performance.md, "Per-call work on small graphs".
+def _as_rows(arg: Arg, t: TensorType) -> Arg:
+    """``arg`` (of type ``t``) as a ``(rows, t.shape[-1])`` matrix; a 1-D ``t`` as one vector."""
+    if t.ndim <= 2:
+        return arg
+    return Method(arg, "reshape", (Lit(-1), Lit(t.shape[-1])))
+
+
+def _as_flat(arg: Arg, t: TensorType) -> Arg:
+    return arg if t.ndim == 1 else Method(arg, "reshape", (Lit(-1),))
+
+
+def _matrix(x: TensorType) -> TensorType:
+    n = 1
+    for d in x.shape[:-1]:
+        n *= d
+    return TensorType((n, x.shape[-1]), x.dtype)
+
+
+# Softmax, its cross-entropy and one-hot over the last axis of float logits, as a (rows,
+# classes) matrix: the max-subtracted formulas with out= into row-sized scratch, no
+# temporaries per call. NumPy reduces a short last axis (a few classes) one row at a time,
+# which costs more than the arithmetic: the row maxima reduce a transposed copy instead
+# (whole rows per inner loop; the maximum is exact in any order) and the row sums are a
+# product with a column of ones (one BLAS call). Costs in docs/performance.md, "Per-call
+# work on small graphs".
 _SHORT_ROW = 64
 
 
-def _row_max(x: TensorType, m: Temp, scratch: int) -> tuple[tuple[Call, ...], tuple[TensorType, ...]]:
-    """Calls writing the row maxima of operand 0 into ``m`` (``(n, 1)``), and the scratch
-    they need (as temp ``scratch`` on)."""
+def _row_max(x: TensorType, xs: Arg, m: Temp, scratch: int) -> tuple[tuple[Call, ...], tuple[TensorType, ...]]:
+    """Calls writing the row maxima of the ``(n, k)`` matrix ``xs`` (of type ``x``) into
+    ``m`` (``(n, 1)``), and the scratch they need (as temp ``scratch`` on)."""
     n, k = x.shape
     one, none, true = Lit(1), Lit(None), Lit(True)
     if n is None or k is None or k > _SHORT_ROW or n < max(32, 2 * k):
-        return (call("maximum_reduce", X0, one, none, m, true),), ()
+        return (call("maximum_reduce", xs, one, none, m, true),), ()
     t = Temp(scratch)
-    return ((call("copyto", t, Attr(X0, "T")), call("maximum_reduce", t, Lit(0), none, Attr(m, "T"), true)),
+    return ((call("copyto", t, Attr(xs, "T")), call("maximum_reduce", t, Lit(0), none, Attr(m, "T"), true)),
             (TensorType((k, n), x.dtype),))
 
 
@@ -358,33 +389,36 @@ def _row_sum(x: TensorType, e: Arg, s: Arg, keepdims: bool) -> tuple[Call, dict[
 def _softmax(node, types, out):
     if not _rows_last_axis(types, node.op.axis) or out.dtype != types[0].dtype:
         return None
-    rows = TensorType((types[0].shape[0], 1), out.dtype)
-    row_max, scratch = _row_max(types[0], T0, 2)
-    row_sum, names = _row_sum(types[0], OUT, T1, keepdims=True)
-    return out_kind(*row_max, call("subtract", X0, T0, OUT), call("exp", OUT, OUT), row_sum,
-                    call("divide", OUT, T1, OUT), temps=(rows, rows) + scratch, names=names,
+    x = _matrix(types[0])
+    xs, os = _as_rows(X0, types[0]), _as_rows(OUT, out)
+    rows = TensorType((x.shape[0], 1), out.dtype)
+    row_max, scratch = _row_max(x, xs, T0, 2)
+    row_sum, names = _row_sum(x, os, T1, keepdims=True)
+    return out_kind(*row_max, call("subtract", xs, T0, os), call("exp", os, os), row_sum,
+                    call("divide", os, T1, os), temps=(rows, rows) + scratch, names=names,
                     inplace=_inplace_ok(types, out, (0,)))
 
 
 def _cross_entropy(node, types, out):
-    x, labels = types
-    if not _rows_last_axis(types, node.op.axis) or labels.dtype.kind not in "iu" or out.dtype != x.dtype:
+    if not _rows_last_axis(types, node.op.axis) or types[1].dtype.kind not in "iu" or out.dtype != types[0].dtype:
         return None
+    x = _matrix(types[0])
+    xs, labels, flat = _as_rows(X0, types[0]), _as_flat(X1, types[1]), _as_flat(OUT, out)
     n = x.shape[0]
     rows = f"rows_{n}"
-    row_max, scratch = _row_max(x, T0, 3)
-    row_sum, names = _row_sum(x, T2, OUT, keepdims=False)
-    return out_kind(*row_max, call("subtract", X0, T0, T1), call("exp", T1, T2), row_sum, call("log", OUT, OUT),
-                    call("subtract", OUT, Index(T1, (Name(rows), X1)), OUT),
+    row_max, scratch = _row_max(x, xs, T0, 3)
+    row_sum, names = _row_sum(x, T2, flat, keepdims=False)
+    return out_kind(*row_max, call("subtract", xs, T0, T1), call("exp", T1, T2), row_sum, call("log", flat, flat),
+                    call("subtract", flat, Index(T1, (Name(rows), labels)), flat),
                     names={rows: np.arange(n), **names}, temps=(TensorType((n, 1), x.dtype), x, x) + scratch)
 
 
 def _one_hot(node, types, out):
-    if types[0].ndim != 1 or node.op.axis not in (-1, 1):
+    if types[0].ndim == 0 or node.op.axis not in (-1, types[0].ndim):
         return None
     depth = node.op.depth
     name = f"arange_{depth}"
-    return out_kind(call("equal", Index(X0, (Lit(slice(None)), Lit(None))), Name(name), OUT),
+    return out_kind(call("equal", Index(X0, (Lit(Ellipsis), Lit(None))), Name(name), OUT),
                     names={name: np.arange(depth)})
 
 
@@ -519,6 +553,7 @@ LOWERINGS: dict[type, Lowerer] = {
     indexing.ConcatSlice: generic, indexing.Take: generic, indexing.ScatterAdd: generic,
     nn.Softmax: _softmax, nn.SoftmaxCrossEntropy: _cross_entropy,
     nn.LogSoftmax: generic, nn.SigmoidBinaryCrossEntropy: generic, nn.DropoutMask: generic,
+    nn.SoftmaxCrossEntropyProbs: generic,  # two outputs: op.compute's row kernel returns both
     AddN: _add_n, MatMulBiasAct: _matmul_bias_act,
     AllreduceMean: generic, AllreduceStart: generic, AllreduceWait: _allreduce_wait,
     control.TupleGet: lambda node, types, out: _view(Index(X0, (Lit(node.op.index),)), lambda x: x[node.op.index]),

@@ -107,6 +107,10 @@ class Checker:
 
     def __call__(self, k: int, value: Any, operands: tuple = (), ranges: tuple | None = None) -> None:
         node = self.order[k]
+        if isinstance(value, tuple):  # a multi-output node (scan, cond): each of its outputs
+            for v in value:
+                self(k, v, operands, ranges)
+            return
         value = np.asarray(value)
         held = self._held.__dict__
         if node in self.guarded:
