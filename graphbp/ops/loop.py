@@ -19,6 +19,7 @@ reverse scan is an ordinary ``Scan``, grad of grad needs nothing more.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -113,23 +114,25 @@ class Scan(Op):
         emitted = self.emitted()
         xs, invariants = arrays[nc:nc + nx], arrays[nc + nx:]
         steps = xs[0].shape[0] if xs else self.length
+        step_types = [*(TensorType(np.shape(a), a.dtype) for a in arrays[:nc]),
+                      *(TensorType(x.shape[1:], x.dtype) for x in xs),
+                      *(TensorType(np.shape(a), a.dtype) for a in invariants)]
+        y_types = self.body.infer(step_types)[nc:]
+        program = run_body(self.body)  # may reuse its output buffers next step: copied below
+        if getattr(program, "looper", None) is not None and steps and all(t.is_concrete for t in y_types):
+            try:  # a compiled body runs the whole loop itself
+                done = self._run_loop(program, arrays, steps, y_types)
+            except Exception:  # noqa: BLE001 - the steps below run again on the checked path, which explains it
+                done = None
+            if done is not None:
+                return done
         carry = [np.array(c, copy=True) for c in arrays[:nc]]  # written in place each step
         want_stacked = any(i >= nc + self.n_ys for i in emitted)
         stacked = [np.empty((steps, *c.shape), c.dtype) for c in carry] if want_stacked else []
-        step_types = [*(TensorType(a.shape, a.dtype) for a in carry),
-                      *(TensorType(x.shape[1:], x.dtype) for x in xs),
-                      *(TensorType(a.shape, a.dtype) for a in invariants)]
-        y_types = self.body.infer(step_types)[nc:]
         ys = [np.empty((steps, *t.shape), t.dtype) if t.is_concrete else None for t in y_types]
         if not steps and any(y is None for y in ys):
             raise GraphError(f"scan: a body output's shape is unknown for zero steps: {y_types}")
-        program = run_body(self.body)  # may reuse its output buffers next step: copied below
         order = range(steps - 1, -1, -1) if self.reverse else range(steps)
-        writer = getattr(program, "writer", None)  # a compiled body can write into our buffers
-        if writer is not None and steps and all(y is not None for y in ys):
-            run = writer(*carry, *(x[order[0]] for x in xs), *invariants)
-            if run is not None:
-                return self._loop_into(run, carry, xs, invariants, ys, stacked, order)
         if want_stacked and steps:  # each step's carry lives where it is kept: stacked[t]
             for s, c in zip(stacked, carry):
                 s[order[0]] = c
@@ -153,48 +156,86 @@ class Scan(Op):
         full = [*carry, *ys, *stacked] if want_stacked else [*carry, *ys]
         return tuple(full[i] for i in emitted)
 
-    def _loop_into(self, run: Callable[..., None], carry: list[np.ndarray], xs: Sequence[np.ndarray],
-                   invariants: Sequence[np.ndarray], ys: list[np.ndarray], stacked: list[np.ndarray],
-                   order: range) -> tuple[np.ndarray, ...]:
-        """The steps with the body writing its results where they are kept: the ys into
-        ``ys[j][t]``, the new carries into the stacked carries' next row (the carry of the
-        next step), or, when those are not kept, into the other one of two carry buffers.
-        A carry that is also a ys shares one buffer with it, passed once for both."""
-        nc, emitted, steps = self.n_carry, self.emitted(), len(order)
-        slots = [y if nc + j in emitted else np.empty(y.shape[1:], y.dtype) for j, y in enumerate(ys)]
-        per_step = [j for j, y in enumerate(slots) if y.ndim == ys[j].ndim]  # written at [t]
-        shared: dict[int, int] = {}  # carry k -> a ys j of the same value (an RNN's h)
-        outputs = self.body.outputs
-        for k in range(nc if stacked else 0):
-            j = next((j for j in per_step if outputs[nc + j] is outputs[k] and j not in shared.values()
-                      and ys[j].shape == stacked[k].shape and ys[j].dtype == stacked[k].dtype), None)
-            if j is not None:  # one (T + 1)-row buffer: ys[j][t] is the carry the next step starts from
-                shared[k] = j
-                both = np.empty((steps + 1, *ys[j].shape[1:]), ys[j].dtype)
-                stacked[k], ys[j] = (both[1:], both[:steps]) if self.reverse else (both[:steps], both[1:])
-                slots[j] = ys[j]
-        spare = [np.empty_like(c) for c in carry]
-        for s, c in zip(stacked, carry):
-            s[order[0]] = c
-        last = steps - 1
-        for k, t in enumerate(order):
-            outs = list(slots)
-            for j in per_step:
-                outs[j] = slots[j][t, ...]
-            if stacked:
-                cur = [s[t, ...] for s in stacked]  # views, 0-d ones included (s[t] is a scalar)
-                new = [s[order[k + 1], ...] for s in stacked] if k < last else list(spare)
-                for c, j in shared.items():
-                    new[c] = outs[j]  # the same object: the body writes it once
+    @functools.cached_property
+    def _loop_plan(self) -> tuple[tuple, bool, dict[int, int]]:
+        """How :meth:`_run_loop` lays out the generated loop's arguments, the same every call:
+        the carries (each a ``(T + 1)``-row buffer when the stacked carries are kept, else two
+        buffers exchanged each step), the xs, the invariants, then the ys (their ``(T, ...)``
+        buffers, or one scratch buffer each when not kept). Returns the ``LoopLayout``, whether
+        the stacked carries are kept and the ys that share a carry's buffer (ys j -> carry k:
+        the same value, an RNN's h, written once)."""
+        nc, nx, emitted, fwd = self.n_carry, self.n_xs, set(self.emitted()), not self.reverse
+        stacked = any(i >= nc + self.n_ys for i in emitted)
+        if stacked:  # step t reads row t of carry k's buffer and writes row t + 1 (reverse: t + 1, t)
+            feeds = [(k, 0 if fwd else 1) for k in range(nc)]
+            outs = [(k, 1 if fwd else 0) for k in range(nc)]
+            swaps: list[tuple[int, int]] = []
+        else:
+            feeds, outs = [(2 * k, None) for k in range(nc)], [(2 * k + 1, None) for k in range(nc)]
+            swaps = [(2 * k, 2 * k + 1) for k in range(nc)]
+        n = len(feeds) + len(swaps)
+        feeds += [(n + k, 0) for k in range(nx)]
+        feeds += [(n + k, None) for k in range(nx, len(self.body.inputs) - nc)]
+        n += len(self.body.inputs) - nc
+        shared: dict[int, int] = {}
+        body_outs = self.body.outputs
+        for j in range(self.n_ys):
+            k = next((k for k in range(nc) if stacked and nc + j in emitted and body_outs[k] is body_outs[nc + j]
+                      and k not in shared.values()), None)
+            if k is not None:
+                shared[j] = k
+                outs.append(outs[k])
             else:
-                cur, new = carry, spare
-            run(*cur, *(x[t] for x in xs), *invariants, *new, *outs)
-            if not stacked:
-                carry, spare = spare, carry
-        final = spare if stacked else carry
-        for c, j in shared.items():
-            final[c] = np.array(ys[j][order[last], ...])
-        full = [*final, *ys, *stacked] if stacked else [*final, *ys]
+                outs.append((n, 0 if nc + j in emitted else None))
+                n += 1
+        return (tuple(feeds), tuple(outs), tuple(swaps)), stacked, shared
+
+    def _run_loop(self, body: "_Stepper", arrays: Sequence[np.ndarray], steps: int,
+                  y_types: Sequence[TensorType]) -> tuple[np.ndarray, ...] | None:
+        """All steps in one generated loop (``Program.runner_loop``) writing the results where
+        they are kept (:attr:`_loop_plan`): the ys into row ``t`` of their ``(T, ...)``
+        buffers, each new carry into the next row of a ``(T + 1)``-row buffer whose other rows
+        are the stacked carries (the carry of the next step), or, when those are not kept,
+        into the other one of two buffers exchanged each step. The buffers are the body
+        program's loop arrays (``Program.loop_array``: the same ones every call once the last
+        call's results are dropped). None when the body cannot run so (the caller steps it)."""
+        layout, stacked, shared = self._loop_plan
+        nc, emitted, fwd = self.n_carry, self.emitted(), not self.reverse
+        empty = body.program.loop_array
+        args: list[np.ndarray] = []
+        for c in arrays[:nc]:
+            if stacked:
+                b = empty((steps + 1, *np.shape(c)), c.dtype)
+                b[0 if fwd else steps] = c
+                args.append(b)
+            else:
+                b = empty(np.shape(c), c.dtype)
+                b[...] = c
+                args += (b, empty(np.shape(c), c.dtype))
+        both = args if stacked else []
+        args = [*args, *arrays[nc:]]
+        ys: list[np.ndarray | None] = []
+        for j, t in enumerate(y_types):
+            if j in shared:  # ys[j][t] is the row the carry of the next step is read from
+                ys.append(both[shared[j]][1:] if fwd else both[shared[j]][:steps])
+            elif nc + j in emitted:
+                ys.append(empty((steps, *t.shape), t.dtype))
+                args.append(ys[-1])
+            else:
+                ys.append(None)
+                args.append(empty(t.shape, t.dtype))
+        first = steps - 1 if self.reverse else 0
+        run = body.looper(layout, *[args[a] if d is None else args[a][first + d, ...] for a, d in layout[0]])
+        if run is None:
+            return None
+        finals = run(range(steps) if fwd else range(steps - 1, -1, -1), *args)
+        if stacked:  # the row after the last: its own copy when it is also a ys's row
+            last = steps if fwd else 0
+            kept = set(shared.values())
+            finals = [np.array(b[last, ...]) if k in kept else b[last, ...] for k, b in enumerate(both)]
+            full = [*finals, *ys, *(b[:steps] if fwd else b[1:] for b in both)]
+        else:
+            full = [*finals, *ys]
         return tuple(full[i] for i in emitted)
 
     def vjp(self, node: Node, cts: tuple[Node | None, ...]) -> list[Node | None]:
@@ -256,8 +297,8 @@ class Scan(Op):
 class _Stepper:
     """The body's program called step after step: its feeds are checked and planned at the
     first step, then its generated code runs directly (``Program.runner``), since every step
-    has the same types and shapes. ``writer`` gives the form that writes each step's results
-    into buffers the loop passes (``Program.runner_into``)."""
+    has the same types and shapes. ``looper`` gives the form that runs every step in one
+    generated loop (``Program.runner_loop``)."""
 
     def __init__(self, body: Subgraph) -> None:
         self.program = body.program()
@@ -268,8 +309,8 @@ class _Stepper:
             self.run = self.program.runner(*arrays)
         return self.run(*arrays)
 
-    def writer(self, *arrays: np.ndarray) -> Callable[..., None] | None:
-        return self.program.runner_into(*arrays)
+    def looper(self, layout, *arrays: np.ndarray) -> Callable[..., tuple] | None:
+        return self.program.runner_loop(layout, *arrays)
 
 
 def _scan_flat(fn: Callable[..., tuple[Node, ...]], carry: list[Node], xs: list[Node], invariants: list[Node],

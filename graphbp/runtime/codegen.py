@@ -28,6 +28,7 @@ from ..ops.leaves import Constant, Input, Param
 from .lowering import KERNEL_GLOBALS, Operand, Slot, Temp, stand_in
 from .numerics import guarded_nodes
 from .blocking import Merge, emit_region, find_regions, plan_merge
+from .loopgen import LoopLayout, loop_source
 from .plan import Planned, Step, materialize
 
 _counter = itertools.count(1)
@@ -74,14 +75,15 @@ def _ident(text: str, taken: set[str]) -> str:
 
 
 class Generated:
-    """The compiled module of one shape signature: ``step(*feeds) -> list of arrays``."""
+    """The compiled module of one shape signature: ``step(*feeds) -> list of arrays``, or
+    with ``into`` a layout, ``loop(steps, *args)`` (kept as ``step`` too)."""
 
     def __init__(self, source: str, filename: str, namespace: dict[str, Any],
-                 line_nodes: dict[int, tuple[Node, tuple[str, ...]]]) -> None:
+                 line_nodes: dict[int, tuple[Node, tuple[str, ...]]], entry: str = "step") -> None:
         self.source = source
         self.filename = filename
         self.namespace = namespace
-        self.step: Callable[..., list] = namespace["step"]
+        self.step: Callable[..., Any] = namespace[entry]
         #: line number -> (node the line computes, names of its operands)
         self.line_nodes = line_nodes
 
@@ -95,16 +97,18 @@ def generate(
     *,
     check: Callable[[int, Any], None] | None = None,
     title: str = "",
-    into: bool = False,
+    into: LoopLayout | None = None,
 ) -> Generated:
     """Write, compile and bind the code of ``plan``.
 
-    With ``into`` the module's ``step(*feeds, *outs)`` takes one preallocated buffer per
-    output and writes the outputs there instead of returning fresh arrays (a loop body
-    writes its per-step results straight into the stacked ``(T, ...)`` buffers): a fresh
-    output is computed into its buffer, any other output (a view, a feed, a fallback
-    result, a duplicate) is copied into it. The buffers must not overlap the feeds; two
-    outputs of one value may share one buffer object (a scan's carry that is also a ys)."""
+    With ``into`` the module's ``loop(steps, *args)`` runs the program once per step with
+    its feeds and one preallocated buffer per output taken from ``args`` as the layout says
+    (:mod:`.loopgen`), and writes the outputs there instead of returning fresh arrays (a
+    scan's body writes its per-step results straight into the stacked ``(T, ...)``
+    buffers): a fresh output is computed into its buffer, any other output (a view, a feed,
+    a fallback result, a duplicate) is copied into it. The buffers must not overlap the
+    feeds; two outputs of one value may share one buffer object (a scan's carry that is
+    also a ys)."""
     index = {n: k for k, n in enumerate(order)}
     taken = set(KERNEL_GLOBALS) | {"step", "forward", "backward", "check", "NODES", "errstate"}
     names: dict[Node, str] = {}
@@ -137,12 +141,12 @@ def generate(
     masked = guarded_nodes(order, list(outputs) + [v for _, v in updates])
     ns["errstate"] = np.errstate
     slot_of: dict[Node, str] = {}  # into: a fresh output -> the parameter of its buffer
-    out_params = [_ident(f"out{k}", taken) for k in range(len(outputs))] if into else []
+    out_params = [_ident(f"out{k}", taken) for k in range(len(outputs))] if into is not None else []
     for o, p in zip(outputs, out_params):
         if o in plan.fresh_outputs:
             slot_of.setdefault(o, p)
     slotted: set[Node] = set()
-    parts = _concat_parts(plan, slot_of, names, outputs) if into else {}
+    parts = _concat_parts(plan, slot_of, names, outputs) if into is not None else {}
     filled = {c for c, _ in parts.values()}
     quiet = '    with errstate(divide="ignore", invalid="ignore", over="ignore"): '
 
@@ -296,9 +300,21 @@ def generate(
     feeds = [names[i] for i in inputs]
     fwd = plan.steps[: plan.n_forward]
     bwd = plan.steps[plan.n_forward:]
-    if into:
-        return _generate_into(plan, outputs, updates, names, ns, feeds, out_params, slot_of, slotted,
-                              body(fwd, 0) + body(bwd, plan.n_forward), title)
+    if into is not None:
+        fixed = {i for i, (a, d) in zip(inputs, into.feeds) if d is None and not any(a in s for s in into.swaps)}
+        hoisted = _invariant_views(plan, fixed)
+        lines = _output_copies(plan, outputs, updates, names, out_params, slot_of, slotted,
+                               body(fwd, 0) + body(bwd, plan.n_forward), into)
+        params = [*inputs, *outputs]
+        src = [f"# graphbp program{': ' + title if title else ''}, looped: its outputs written into the buffers "
+               + ", ".join(out_params),
+               "# v<k> is node k of the program's topological order; a NumPy call's last positional",
+               "# argument is its preallocated output buffer.", "",
+               *loop_source(into, feeds, out_params, lambda k: plan.types[params[k]].shape == (), lines, hoisted,
+                            lambda text: _ident(text, taken))]
+        source, filename, line_nodes = _register(src)
+        exec(compile(source, filename, "exec"), ns)
+        return Generated(source, filename, ns, line_nodes, entry="loop")
     fwd_nodes = [st.node for st in fwd]
     handoff = [n for n in fwd_nodes if is_local(n) and plan.last.get(n, -1) >= plan.n_forward]
     hand = [names[n] for n in handoff]
@@ -428,34 +444,38 @@ def _slice_text(s: slice) -> str:
     return f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
 
 
-def _generate_into(plan: Planned, outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
-                   names: dict[Node, str], ns: dict[str, Any], feeds: list[str], out_params: list[str],
-                   slot_of: dict[Node, str], slotted: set[Node], lines: list[str], title: str) -> Generated:
-    """The module of ``generate(..., into=True)``: one function, no forward/backward split
-    (a loop body is run whole each step), outputs not computed into their buffer copied
-    there at the end."""
+def _output_copies(plan: Planned, outputs: Sequence[Node], updates: Sequence[tuple[Node, Node]],
+                   names: dict[Node, str], out_params: list[str], slot_of: dict[Node, str], slotted: set[Node],
+                   lines: list[str], layout: LoopLayout) -> list[str]:
+    """The lines of an ``into`` step: the body, then the outputs not computed into their
+    buffer copied there (no forward/backward split: a loop body is run whole each step)."""
     if updates:
         raise GraphError("codegen: a program updating parameters has no output-buffer form")
-    src = [
-        f"# graphbp program{': ' + title if title else ''}, writing its outputs into the buffers "
-        + ", ".join(out_params),
-        "# v<k> is node k of the program's topological order; a NumPy call's last positional",
-        "# argument is its preallocated output buffer.",
-        "",
-        f"def step({', '.join(feeds + out_params)}):",
-        *lines,
-    ]
+    lines = list(lines)
+    bind = dict(zip(out_params, layout.outs))
     for o, p in zip(outputs, out_params):
-        if o in slotted and slot_of[o] == p:
+        if o in slotted and (slot_of[o] == p or bind[p] == bind[slot_of[o]]):  # written there, or the same buffer
             continue
         if o in slotted:  # a second output of a value: the caller may pass one buffer for both
-            src.append(f"    if {p} is not {slot_of[o]}: copyto({p}, {names[o]})  # output {plan.types[o]}")
+            lines.append(f"    if {p} is not {slot_of[o]}: copyto({p}, {names[o]})  # output {plan.types[o]}")
         else:
-            src.append(f"    copyto({p}, {names[o]})  # output {plan.types[o]}")
-    src.append("    return None")
-    source, filename, line_nodes = _register(src)
-    exec(compile(source, filename, "exec"), ns)
-    return Generated(source, filename, ns, line_nodes)
+            lines.append(f"    copyto({p}, {names[o]})  # output {plan.types[o]}")
+    return lines
+
+
+def _invariant_views(plan: Planned, fixed: set[Node]) -> set[Node]:
+    """Views computed per call from ``fixed`` feeds (the same array every step of a loop) and
+    static values only: a loop takes them once."""
+    same = set(fixed)
+    out = set()
+    for st in plan.steps:
+        n = st.node
+        if st.low.kind == "view" and not plan.static.get(n, False) and all(
+                i in same or plan.static.get(i, False) or isinstance(i.op, (Param, Constant))
+                for i in n.inputs):
+            same.add(n)
+            out.add(n)
+    return out
 
 
 def _register(src: list[str]) -> tuple[str, str, dict[int, tuple[Node, tuple[str, ...]]]]:

@@ -22,6 +22,7 @@ from ..errors import FeedError, GraphbpError
 from ..ops.leaves import Param
 from . import numerics
 from .codegen import Generated, generate
+from .loopgen import ArrayPool, LoopLayout
 from .plan import Planned, make_plan
 
 if TYPE_CHECKING:
@@ -35,11 +36,9 @@ class CachedPlan:
     """Seconds spent building it: ``shapes`` (feed shapes through every ``infer``),
     ``plan`` (lowering, liveness, allocation) and ``codegen`` (writing and compiling the
     module), as ``Program.pass_timings`` has them per pass (benchmarks/compile_phases.py)."""
-    into: Generated | None = None
-    """The same plan's code writing the outputs into buffers the caller passes (built on
-    first request: :meth:`Executor.into_for`)."""
-    into_run: object = None
-    """``Program.runner_into``'s wrapper of ``into.step``, kept for the next loop's run."""
+    loops: dict[LoopLayout, Generated] = dataclasses.field(default_factory=dict)
+    """The same plan's code run as a loop writing the outputs into buffers the caller passes,
+    one module per layout (built on first request: :meth:`Executor.loop_for`)."""
 
 
 class Executor:
@@ -52,22 +51,25 @@ class Executor:
         self.lock = threading.Lock()
         self.params = [n for n in program.order if isinstance(n.op, Param)]
         self.dtypes = [i.dtype for i in program.inputs]
+        self.pool = ArrayPool()  # arrays a loop around the program keeps its results in
 
     def plan_for(self, feeds: list[np.ndarray]) -> CachedPlan:
         """The plan of the feeds' shape signature (built if new; it checks the feeds)."""
         with self.lock:
             return self._cached_plan(feeds)
 
-    def into_for(self, feeds: list[np.ndarray]) -> Generated:
-        """The generated ``step(*feeds, *outs)`` of the feeds' shape signature, writing each
-        output into the buffer passed for it (``codegen.generate(..., into=True)``)."""
+    def loop_for(self, feeds: list[np.ndarray], layout: LoopLayout) -> Generated:
+        """The generated ``loop(steps, *args)`` of the feeds' shape signature, running the
+        program once per step with its feeds and output buffers bound as ``layout`` says
+        (``codegen.generate(..., into=layout)``)."""
         with self.lock:
             plan = self._cached_plan(feeds)
-            if plan.into is None:
+            gen = plan.loops.get(layout)
+            if gen is None:
                 prog = self.program
-                plan.into = generate(plan.planned, prog.order, prog.inputs, prog.outputs, prog.updates, into=True,
-                                     title=_title(prog, plan.planned.report.signature))
-            return plan.into
+                gen = plan.loops[layout] = generate(plan.planned, prog.order, prog.inputs, prog.outputs, prog.updates,
+                                                    into=layout, title=_title(prog, plan.planned.report.signature))
+            return gen
 
     def planned(self, args: tuple) -> CachedPlan | None:
         """The plan of ``args`` when they are ndarrays of the inputs' exact dtypes whose shape

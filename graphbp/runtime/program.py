@@ -16,6 +16,7 @@ from ..ops.leaves import Input, Param
 from .feeds import bind_feeds
 from .executor import Executor
 from ..graph.gcpause import without_gc
+from .loopgen import LoopLayout
 from .options import DEFAULT, RuntimeOptions
 from .overlap import overlap_partition
 from .plan import MemoryPlan
@@ -163,29 +164,32 @@ class Program:
                 return self._executor.run(list(arrays))  # re-raises, explained
         return run
 
-    def runner_into(self, *args: Any) -> Callable[..., None] | None:
-        """Like :meth:`runner`, for a caller that owns the output buffers: the returned
-        ``run(*feeds, *outs)`` writes output ``k`` into ``outs[k]`` (exact shape and dtype,
-        overlapping no feed and no other output), so a loop writes each step's results
-        straight into its stacked buffers. None for a program that cannot (one checking
-        numerics or updating parameters)."""
+    def runner_loop(self, layout: LoopLayout | tuple, *args: Any) -> Callable[..., tuple] | None:
+        """The generated ``loop(steps, *arrays)`` for the feeds' types and shapes (one step's
+        feeds, checked and planned once): it runs the program once per ``t`` in ``steps``,
+        taking its feeds and the buffers it writes its outputs into from ``arrays`` as
+        ``layout`` says (:class:`~graphbp.runtime.loopgen.LoopLayout`, or the tuple of its
+        fields from an op below the runtime), so a scan's steps run
+        in one generated function writing straight into its stacked buffers. An error is
+        NumPy's own: the caller runs the steps again on the checked path to explain it. None
+        for a program that cannot (one checking numerics or updating parameters)."""
         if self.check_numerics or self.updates:
             return None
+        if not isinstance(layout, LoopLayout):
+            layout = LoopLayout(*layout)
         known = self._executor.planned(args)  # a loop runs once per call of the program around it
-        if known is not None and known.into_run is not None:
-            return known.into_run
-        feeds = bind_feeds(self.inputs, args, {})
-        step = self._executor.into_for(feeds).step
-        n_in = len(self.inputs)
+        if known is not None:
+            hit = known.loops.get(layout)
+            if hit is not None:
+                return hit.step
+        return self._executor.loop_for(bind_feeds(self.inputs, args, {}), layout).step
 
-        def run(*arrays: np.ndarray) -> None:
-            try:
-                step(*arrays)
-            except Exception:  # re-raised, explained, by the checked path; else its results are copied
-                for buf, value in zip(arrays[n_in:], self._executor.run(list(arrays[:n_in]))):
-                    np.copyto(buf, value)
-        self._executor.plan_for(feeds).into_run = run
-        return run
+    def loop_array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array for a loop around this program to keep its results in
+        (:meth:`runner_loop`'s stacked buffers): one an earlier call used when nothing holds
+        it any more, so a training step writes the same pages every call
+        (:class:`~graphbp.runtime.loopgen.ArrayPool`)."""
+        return self._executor.pool.empty(shape, dtype)
 
     def source(self, *shapes: tuple[int, ...]) -> str:
         """The generated Python of the last call's shape signature (or of the feed shapes
