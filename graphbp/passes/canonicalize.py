@@ -193,8 +193,8 @@ def uniform_operand(node: Node, ctx: Context):
         return None
     ins, absorbed = list(node.inputs), []
     for k, i in enumerate(node.inputs):
-        if i.shape == ():
-            continue
+        if (type(i.op) is not Constant and not isinstance(i.op, _VIEWS)) or i.type.shape == ():
+            continue  # computed: its elements are not known before running
         one = _one_value(i)
         if one is not None:
             ins[k] = one

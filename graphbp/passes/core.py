@@ -321,10 +321,11 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None, decl
                     made.add(cur)
             for _ in range(max_local):
                 cop = cur.op
-                if isinstance(cop, Leaf) or cop.effectful or not for_op(type(cop)):
+                rules = for_op(type(cop))
+                if not rules or isinstance(cop, Leaf) or cop.effectful:
                     break
                 asked = ctx.asked
-                nxt = _try_rules(cur, table, ctx, pass_name, log, seen, made)
+                nxt = _try_rules(cur, rules, ctx, pass_name, log, seen, made)
                 if nxt is None:
                     if ctx.asked == asked and cur is not node:
                         final.add(cur)
@@ -354,12 +355,12 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None, decl
     return [new[r] for r in roots], changed, seen, order, final
 
 
-def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,
+def _try_rules(cur: Node, rules: list[Rule], ctx: Context, pass_name: str, log: list,
                seen: set[Node], made: set[Node]) -> Node | None:
-    """The first rule's replacement for ``cur``, its fresh nodes stamped with ``cur``'s user
-    line and scope and the union provenance of the nodes it stands for. A node is fresh when
-    it is neither in the sweep's graph (``seen``) nor built by the sweep before (``made``)."""
-    rules = table.for_op(type(cur.op))
+    """The replacement the first of ``rules`` (those tracking ``cur``'s class) gives, its fresh
+    nodes stamped with ``cur``'s user line and scope and the union provenance of the nodes it
+    stands for. A node is fresh when it is neither in the sweep's graph (``seen``) nor built
+    by the sweep before (``made``)."""
     token = set_labels((cur.origin, cur.scope, cur.provenance))  # a stamp, per node tried
     try:
         for r in rules:
