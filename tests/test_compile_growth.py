@@ -13,7 +13,8 @@ from collections import Counter
 import numpy as np
 
 import graphbp as gb
-from graphbp.graph import traverse
+from graphbp.graph import rewrite, traverse
+from graphbp.passes import core
 from graphbp.runtime import liveness
 
 
@@ -70,6 +71,20 @@ def test_compile_walks_the_whole_graph_a_fixed_number_of_times():
         _, compile_per, _, call_per = _compile_and_first_call(layers)
         assert compile_per[walks] == 3, f"{layers} layers: gb.compile walked the graph {compile_per[walks]} times"
         assert call_per[roots] == 1
+
+
+def test_passes_that_change_nothing_do_not_rebuild_and_rules_are_tried_about_once_per_node():
+    """A deep MLP: collect_terms and accumulate find nothing to rewrite and return without a
+    rewrite walk (fuse_matmul's is the one); stabilize tracks no op of the graph and runs no
+    sweep; canonicalize's second sweep retries only the nodes whose rules asked for use
+    counts, not every node the first sweep rebuilt."""
+    for layers in (8, 32):
+        inputs, loss, updates = _deep_mlp(layers)
+        computed = sum(1 for n in traverse.toposort([loss, *updates.values()]) if n.inputs)
+        _, compile_per, _, _ = _compile_and_first_call(layers)
+        assert compile_per[rewrite.rewrite.__code__] == 1
+        tries = compile_per[core._try_rules.__code__]
+        assert tries < 1.15 * computed, f"{layers} layers: rules tried {tries} times on {computed} nodes"
 
 
 def test_compile_and_first_call_work_is_linear_in_depth():

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError, UnusedParameterWarning
 from ..graph.context import Provenance, provenance, scope_path
+from ..graph.gcpause import without_gc
 from ..graph.node import Node
 from ..graph.rewrite import restamp
 from ..graph.source import user_stacklevel
@@ -127,6 +128,7 @@ def grad(y: Node, wrt: Node | Sequence[Node], *, unused: str = "warn") -> Node |
     return result[0] if single else result
 
 
+@without_gc  # a deep graph's gradient: the cyclic GC would rescan every node per allocation burst
 def _backprop(seeded: list[tuple[Node, Node]], wrt: list[Node], unused: str = "ignore") -> list[Node]:
     if unused not in ("warn", "raise", "ignore"):
         raise GraphError(f"unused must be 'warn', 'raise' or 'ignore', got {unused!r}")

@@ -133,6 +133,14 @@ class stamp:  # noqa: N801 - used like the function-style context managers besid
         _LABELS.reset(self._token)
 
 
+set_labels = _LABELS.set
+"""``set_labels((origin, scope, provenance))``: label the nodes built from now on with exactly
+these, until ``reset_labels(token)``. :class:`stamp` for a caller that sets all three for
+each node it visits (the rewrite engine), without a context-manager object per node."""
+
+reset_labels = _LABELS.reset
+
+
 def current_origin() -> "SourceLocation | None":
     """The origin :func:`stamp` set, or ``None`` (then the caller's user line is used)."""
     return _LABELS.get()[0]

@@ -64,12 +64,6 @@ def step_into(node: Node, inside: Callable[[list[Node]], list[Node]]) -> Node:
                 provenance=node.provenance)
 
 
-def holds_bodies(order: Sequence[Node]) -> bool:
-    """True when a node of ``order`` holds a body: a pass that found nothing to do in the
-    graph itself must still step into it."""
-    return any(n.op.subgraphs() for n in order)
-
-
 def restamp(out: Node, fresh: Callable[[Node], bool], provenance: tuple[Provenance, ...],
             memo: dict[Node, Node]) -> Node:
     """``out`` with the ``fresh`` nodes feeding it rebuilt under ``provenance``.

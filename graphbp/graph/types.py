@@ -19,8 +19,16 @@ class TensorType:
     dtype: np.dtype
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", normalize_shape(self.shape))
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        shape = self.shape
+        if type(shape) is tuple:  # the common case, a shape an op rule built: checked in place
+            for d in shape:
+                if d is not None and (type(d) is not int or d < 0):
+                    shape = None
+                    break
+        if type(shape) is not tuple:
+            object.__setattr__(self, "shape", normalize_shape(self.shape))
+        if not isinstance(self.dtype, np.dtype):
+            object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
     @property
     def ndim(self) -> int:
@@ -105,6 +113,9 @@ def format_shape(shape: Sequence[Dim]) -> str:
 def broadcast_shapes(*shapes: Shape) -> Shape:
     """NumPy broadcasting over static shapes; unknown dims broadcast with anything but a
     known dim > 1, which wins. Raises ``ValueError`` on incompatible dims."""
+    first = shapes[0] if shapes else ()
+    if all(s == first for s in shapes):  # same shapes (most operands): nothing to broadcast
+        return tuple(first)
     ndim = max((len(s) for s in shapes), default=0)
     out: list[Dim] = []
     for axis in range(ndim):

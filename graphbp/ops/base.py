@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import DTypePromotionWarning, DTypeError, GraphError, ShapeError
+from ..graph.context import current_labels
 from ..graph.cost import Poly, size_poly
 from ..graph.node import Node
 from ..graph.subgraph import Subgraph
@@ -227,19 +228,20 @@ def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
             raise GraphError(f"{op.name}: input {i} is the multi-output {x.describe()}; "
                              "read one of its outputs (graphbp.ops.control.unpack)")
     try:
-        out_type = op.infer(*(x.type for x in inputs))
+        out_type = op.infer(*[x.type for x in inputs])
     except OpError as e:
         raise e.kind(describe_error(op, inputs, e.reason)) from None
-    return Node(op, tuple(inputs), out_type, name=name, origin=_origin())
+    origin, scope, prov = current_labels()
+    if origin is None:  # gradient nodes point at the user's line of the forward op they came from
+        origin = prov[0].forward.origin if prov else user_location(2)
+    return Node(op, inputs, out_type, name=name, origin=origin, scope=scope, provenance=prov)
 
 
 def _origin():
-    from ..graph.context import current_origin, current_provenance
-
-    stamped = current_origin()
-    if stamped is not None:
-        return stamped
-    prov = current_provenance()
+    """The user line a node built now gets (what :func:`apply` gives its nodes)."""
+    origin, _, prov = current_labels()
+    if origin is not None:
+        return origin
     if prov:  # gradient nodes point at the user's line of the forward op they came from
         return prov[0].forward.origin
     return user_location(3)

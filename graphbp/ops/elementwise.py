@@ -24,17 +24,39 @@ class Elementwise(Op):
 
     def infer(self, *types: TensorType) -> TensorType:
         try:
-            shape = broadcast_shapes(*(t.shape for t in types))
+            shape = broadcast_shapes(*[t.shape for t in types])
         except ValueError as e:
             raise shape_error(f"operands do not broadcast: {e}") from None
-        return TensorType(shape, self.result_dtype(*(t.dtype for t in types)))
+        dtype = self.result_dtype(*[t.dtype for t in types])
+        for t in types:  # an operand's type when it is the result's (types are immutable values)
+            if t.shape == shape and t.dtype == dtype:
+                return t
+        return TensorType(shape, dtype)
 
     def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
         try:
+            key = (self, dtypes)
+            hit = _RESULT_DTYPES.get(key)
+        except TypeError:  # an op holding an unhashable value
+            key = hit = None
+        if hit is not None:
+            return hit
+        try:
             with np.errstate(all="ignore"):
-                return np.asarray(self.compute(*(np.zeros(1, d) for d in dtypes))).dtype
+                hit = np.asarray(self.compute(*(np.zeros(1, d) for d in dtypes))).dtype
         except TypeError as e:
             raise dtype_error(f"not defined for dtypes {', '.join(d.name for d in dtypes)} ({e})") from None
+        if key is not None:
+            if len(_RESULT_DTYPES) >= 4096:
+                _RESULT_DTYPES.clear()
+            _RESULT_DTYPES[key] = hit
+        return hit
+
+
+_RESULT_DTYPES: dict[tuple, np.dtype] = {}
+"""What each op's kernel gives for the operand dtypes, memoised (every node built asks, and
+running the kernel on zeros costs more than the rest of the node): ops are frozen values
+and a ufunc's result dtype depends on nothing else. Bounded; dropped when full."""
 
 
 class Comparison(Elementwise):

@@ -148,7 +148,12 @@ def broadcast_noop(node: Node, ctx: Context):
 def broadcast_operand(node: Node, ctx: Context):
     """An elementwise op broadcasts its operands itself: feed it a broadcast's source
     (a scalar, a bias) instead of the materialised broadcast, when the output type stays."""
-    if not any(isinstance(i.op, sh.BroadcastTo) for i in node.inputs) or isinstance(node.op, Full):
+    for i in node.inputs:
+        if isinstance(i.op, sh.BroadcastTo):
+            break
+    else:
+        return None
+    if isinstance(node.op, Full):
         return None
     ins = tuple(i.inputs[0] if isinstance(i.op, sh.BroadcastTo) else i for i in node.inputs)
     try:
@@ -188,8 +193,8 @@ def uniform_operand(node: Node, ctx: Context):
         return None
     ins, absorbed = list(node.inputs), []
     for k, i in enumerate(node.inputs):
-        if i.shape == ():
-            continue
+        if (type(i.op) is not Constant and not isinstance(i.op, _VIEWS)) or i.type.shape == ():
+            continue  # computed: its elements are not known before running
         one = _one_value(i)
         if one is not None:
             ins[k] = one
@@ -204,7 +209,8 @@ def uniform_operand(node: Node, ctx: Context):
 
 def _scalar(n: Node, dtype) -> bool:
     """One element (shape ``()`` or all ones, static) of float ``dtype``."""
-    return all(d == 1 for d in n.shape) and n.dtype == dtype and n.dtype.kind == "f"
+    t = n.type
+    return t.shape.count(1) == len(t.shape) and t.dtype == dtype and t.dtype.kind == "f"
 
 
 @rule("algebraic", ew.Multiply)

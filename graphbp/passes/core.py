@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import GraphError
-from ..graph.context import Provenance, stamp
+from ..graph.context import Provenance, reset_labels, set_labels
 from ..graph.node import Node
-from ..graph.rewrite import holds_bodies, rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
+from ..graph.rewrite import rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..graph.types import TupleType
 from ..ops.base import Op, OpError
@@ -32,6 +32,17 @@ from ..ops.shape import BroadcastTo, ExpandDims, Reshape, Squeeze, Transpose
 
 _SAME_ELEMENTS = (BroadcastTo, Reshape, ExpandDims, Squeeze, Transpose)  # ops that only rearrange elements
 _NO_BODIES = Op.subgraphs  # a class that does not override it holds no bodies: no call per node
+
+
+def holds_bodies(order: Sequence[Node]) -> bool:
+    """True when a node of ``order`` holds a body: a pass that found nothing to do in the
+    graph itself must still step into it. Only ops whose class overrides ``subgraphs`` are
+    asked (several passes ask this of a whole deep graph that holds none)."""
+    for n in order:
+        op = n.op
+        if type(op).subgraphs is not _NO_BODIES and op.subgraphs():
+            return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +97,18 @@ def rule(group: str, *tracks: type) -> Callable[[RuleFn], Rule]:
 @dataclasses.dataclass
 class Context:
     """Per-sweep facts rules may consult: use counts of the sweep's input graph (``order``,
-    read by the caller at ``roots``), counted when a rule first asks."""
+    read by the caller at ``roots``), counted when a rule first asks. ``asked`` counts the
+    questions: an answer the rules gave without asking holds in every later sweep."""
 
     order: list[Node]
     roots: list[Node]
     original: dict[Node, Node]
     _uses: dict[Node, int] | None = None
+    asked: int = 0
 
     @property
     def uses(self) -> dict[Node, int]:
+        self.asked += 1
         if self._uses is None:
             uses = count_uses(self.order)
             for r in self.roots:  # a root is read by the caller
@@ -176,17 +190,35 @@ def run_rules(roots: list[Node], rules: Sequence[Rule], pass_name: str, *, cse: 
     """Apply ``rules`` (and hash-consing when ``cse``) in sweeps until nothing changes.
     ``order`` is the roots' topological order when the caller has it."""
     table = RuleTable(rules)
+    if not cse and order is not None and _idle(order, table):
+        return PassResult(roots, [], order)
     log: list[LogEntry] = []
     tried: set[Node] = set()
+    declined: set[Node] = set()
     for _ in range(max_sweeps):
         before = roots
-        roots, changed, tried, order = _sweep(roots, table, pass_name, log, cse, max_local, tried, order)
+        roots, changed, tried, order, declined = _sweep(roots, table, pass_name, log, cse, max_local, tried,
+                                                        order, declined)
         same = all(a is b for a, b in zip(roots, before))
         if not same:
             order = None
         if not changed:
             break
     return PassResult(roots, log, order)
+
+
+def _idle(order: list[Node], table: RuleTable) -> bool:
+    """True when a sweep without CSE cannot change the graph: no node of a class a rule
+    tracks, none that may hold a body, none with several outputs (which are pruned)."""
+    cache: dict[type, bool] = {}
+    for n in order:
+        cls = type(n.op)
+        hit = cache.get(cls)
+        if hit is None:
+            hit = cache[cls] = bool(table.for_op(cls)) or cls.subgraphs is not _NO_BODIES
+        if hit or type(n.type) is TupleType:
+            return False
+    return True
 
 
 def in_bodies(run: Callable[[list[Node]], PassResult], log: list[LogEntry]) -> Callable[[list[Node]], list[Node]]:
@@ -233,21 +265,25 @@ def _prune_outputs(cur: Node, keep: list[int], renumber: dict[Node, dict[int, in
     return out
 
 
-def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
+def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None, declined=frozenset()):
     """One pass over the topological order. Rules run on nodes the previous sweep did not
-    see (``tried`` holds its graph): an unchanged node has the same inputs all the way down,
-    so the rules already said no to it. Returns the new roots, whether a rule fired (CSE
-    merges converge within the sweep: users come later in the order), this sweep's nodes
-    and their order."""
+    see (``tried`` holds its graph) and did not build and decline without asking for use
+    counts (``declined``): an unchanged node has the same inputs all the way down, so the
+    rules already said no to it (only use counts change between sweeps, as CSE merges
+    users). Returns the new roots, whether a rule fired (CSE merges converge within the
+    sweep: users come later in the order), this sweep's nodes, their order and the nodes
+    it declined so."""
     order = toposort(roots) if order is None else order
     seen = set(order)
     made: set[Node] = set()  # nodes this sweep built: with ``seen``, what a rule's fresh nodes are not
+    final: set[Node] = set()  # built nodes the rules declined without asking for use counts
     ctx = Context(order, roots, {})
     new: dict[Node, Node] = {}
     keys: dict[Any, Node] = {}
     changed = False
     read: dict[Node, list[int]] | None = None  # built when the first multi-output node comes
     renumber: dict[Node, dict[int, int]] = {}  # a pruned multi-output node: old index -> new
+    for_op = table.for_op
     for node in order:
         op = node.op
         if isinstance(op, Leaf):
@@ -270,60 +306,63 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None):
             made.add(cur)
         else:
             cur = node
-        if isinstance(cur.type, TupleType):
+        if type(cur.type) is TupleType:
             if read is None:
                 read = _outputs_read(order)
             if len(read.get(node, ())) < len(cur.type):
                 cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
         pruned = renumber.get(cur) if renumber else None  # rules and body rewrites below replace cur: keep its renumbering
-        fresh_here = cur is not node or node not in tried
-        if fresh_here and type(cur.op).subgraphs is not _NO_BODIES and cur.op.subgraphs():
-            stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
-            if stepped is not cur:
-                cur = stepped
+        if cur is not node or (node not in tried and node not in declined):
+            if type(cur.op).subgraphs is not _NO_BODIES and cur.op.subgraphs():
+                stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
+                if stepped is not cur:
+                    cur = stepped
+                    ctx.original[cur] = node
+                    made.add(cur)
+            for _ in range(max_local):
+                cop = cur.op
+                rules = for_op(type(cop))
+                if not rules or isinstance(cop, Leaf) or cop.effectful:
+                    break
+                asked = ctx.asked
+                nxt = _try_rules(cur, rules, ctx, pass_name, log, seen, made)
+                if nxt is None:
+                    if ctx.asked == asked and cur is not node:
+                        final.add(cur)
+                    break
+                cur = nxt
                 ctx.original[cur] = node
                 made.add(cur)
-        for _ in range(max_local if fresh_here else 0):
-            if isinstance(cur.op, Leaf) or cur.op.effectful:
-                break
-            nxt = _try_rules(cur, table, ctx, pass_name, log, seen, made)
-            if nxt is None:
-                break
-            cur = nxt
-            ctx.original[cur] = node
-            made.add(cur)
-            changed = True
-        if cse and not isinstance(cur.op, Leaf) and not cur.op.effectful:
-            try:  # nodes hash and compare by identity; an op holding an array does not hash
-                rep = keys.setdefault((cur.op, cur.inputs, bool(cur.provenance)), cur)
-            except TypeError:
-                rep = cur
-            if rep is not cur:
-                log.append(LogEntry(pass_name, "cse", (cur,), rep))
-                cur = rep
-        elif cse and isinstance(cur.op, Constant):
-            k = _const_key(cur)
-            if k is not None:
-                cur = keys.setdefault(k, cur)
+                changed = True
+        if cse:
+            cop = cur.op
+            if isinstance(cop, Leaf):
+                if isinstance(cop, Constant):
+                    k = _const_key(cur)
+                    if k is not None:
+                        cur = keys.setdefault(k, cur)
+            elif not cop.effectful:
+                try:  # nodes hash and compare by identity; an op holding an array does not hash
+                    rep = keys.setdefault((cop, cur.inputs, bool(cur.provenance)), cur)
+                except TypeError:
+                    rep = cur
+                if rep is not cur:
+                    log.append(LogEntry(pass_name, "cse", (cur,), rep))
+                    cur = rep
         if pruned is not None:
             renumber.setdefault(cur, pruned)
         new[node] = cur
-    return [new[r] for r in roots], changed, seen, order
+    return [new[r] for r in roots], changed, seen, order, final
 
 
-def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: list,
+def _try_rules(cur: Node, rules: list[Rule], ctx: Context, pass_name: str, log: list,
                seen: set[Node], made: set[Node]) -> Node | None:
-    """The first rule's replacement for ``cur``, its fresh nodes stamped with ``cur``'s user
-    line and scope and the union provenance of the nodes it stands for. A node is fresh when
-    it is neither in the sweep's graph (``seen``) nor built by the sweep before (``made``)."""
-    rules = table.for_op(type(cur.op))
-    if not rules:
-        return None
-
-    def fresh(n: Node) -> bool:
-        return n not in seen and n not in made
-
-    with stamp(origin=cur.origin, scope=cur.scope, provenance=cur.provenance):
+    """The replacement the first of ``rules`` (those tracking ``cur``'s class) gives, its fresh
+    nodes stamped with ``cur``'s user line and scope and the union provenance of the nodes it
+    stands for. A node is fresh when it is neither in the sweep's graph (``seen``) nor built
+    by the sweep before (``made``)."""
+    token = set_labels((cur.origin, cur.scope, cur.provenance))  # a stamp, per node tried
+    try:
         for r in rules:
             out = r.fn(cur, ctx)
             if out is None:
@@ -334,6 +373,10 @@ def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: l
             if out is cur or out.type != cur.type:
                 continue  # a rule must keep shape and dtype exactly; otherwise it does not apply
             before = (cur, *absorbed)
+
+            def fresh(n: Node) -> bool:
+                return n not in seen and n not in made
+
             if not keeps_effects(out, before, fresh):
                 continue
             prov = union_provenance(before)
@@ -341,6 +384,8 @@ def _try_rules(cur: Node, table: RuleTable, ctx: Context, pass_name: str, log: l
                 out = restamp(out, fresh, prov, {})
             log.append(LogEntry(pass_name, r.name, before, out))
             return out
+    finally:
+        reset_labels(token)
     return None
 
 

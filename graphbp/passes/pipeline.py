@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import GraphError
 from ..graph.node import Node
-from ..graph.rewrite import holds_bodies
 from ..graph.traverse import toposort
 from . import canonicalize, licm, specialize, stability
 from .polynomial import collect_terms
 from .residuals import reuse_residuals, share_softmax
 from .slices import merge_slices, stack_view_ys
-from .core import LogEntry, PassResult, Rule, run_rules, verify
+from .core import LogEntry, PassResult, Rule, holds_bodies, run_rules, verify
 from .nan_guard import Hazard, nan_guard
 from .rederive import rederive
 

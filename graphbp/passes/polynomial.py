@@ -45,7 +45,7 @@ from ..ops import elementwise as ew
 from ..ops import shape as sh
 from ..ops.fused import AddN
 from ..ops.leaves import Constant, constant
-from .core import LogEntry, PassResult, count_uses, in_bodies, rewrite
+from .core import _NO_BODIES, LogEntry, PassResult, in_bodies, rewrite
 
 MAX_TERMS = 8
 """A polynomial with more terms than this is left as it is (keeps the search small)."""
@@ -64,9 +64,14 @@ def _mul(p: Poly, q: Poly) -> Poly | None:
     out: Poly = {}
     for (m1, s1), c1 in p.items():
         for (m2, s2), c2 in q.items():
-            pw = Counter(dict(m1))
-            pw.update(dict(m2))
-            key = (tuple(sorted(pw.items())), tuple(sorted(s1 + s2)))
+            if m1 and m2:
+                pw = dict(m1)
+                for a, k in m2:
+                    pw[a] = pw.get(a, 0) + k
+                m = tuple(sorted(pw.items()))
+            else:
+                m = m1 or m2
+            key = (m, tuple(sorted(s1 + s2)) if s1 and s2 else s1 or s2)
             out[key] = out.get(key, 0.0) + c1 * c2
     return out if len(out) <= MAX_TERMS else None
 
@@ -86,28 +91,65 @@ def _scalar_or_mono(polys: list[Poly]) -> bool:
 
 
 class _Reader:
-    """Reads nodes as polynomials over one region type (memoised for the whole pass)."""
+    """Reads nodes as polynomials over one region type (memoised for the whole pass).
+
+    One walk over the order finds the members (full-size float products and sums whose
+    operands are of their type or scalars), who reads each member and how often, and
+    whether a node holds a body; the other nodes are never looked at again."""
 
     def __init__(self, order: list[Node]) -> None:
-        self.pos = {n: k for k, n in enumerate(order)}
         self.order = order
-        self.uses = count_uses(order)
+        members: set[Node] = set()
+        uses: dict[Node, int] = {}  # of members only: how often each is read
+        users: dict[Node, list[Node]] = {}  # of members only (a node reading one twice is listed twice)
+        kinds: dict[type, int] = {}  # op class -> 1 a product or sum, 2 may hold bodies, 0 neither
+        self.bodies = False
+        for n in order:
+            op = n.op
+            kind = kinds.get(type(op))
+            if kind is None:
+                kind = kinds[type(op)] = (1 if issubclass(type(op), _MEMBERS)
+                                          else 2 if type(op).subgraphs is not _NO_BODIES else 0)
+            if kind == 1:
+                if self._member(n):
+                    members.add(n)
+            elif kind == 2 and op.subgraphs():
+                self.bodies = True
+            for i in n.inputs:
+                if i in members:
+                    uses[i] = uses.get(i, 0) + 1
+                    users.setdefault(i, []).append(n)
+        self.members, self.uses, self.users = members, uses, users
         self.memo: dict[Node, tuple[Poly, frozenset[Node]] | None] = {}
-        self.members: dict[Node, bool] = {}
+        self._pos: dict[Node, int] | None = None
 
-    def scalar(self, n: Node, like: Node) -> bool:
-        return (n.type.is_concrete and all(d == 1 for d in n.shape) and n.ndim <= like.ndim
-                and n.dtype == like.dtype)
+    @property
+    def pos(self) -> dict[Node, int]:
+        """Each node's position in the order: its atom id (built when first read)."""
+        if self._pos is None:
+            self._pos = {n: k for k, n in enumerate(self.order)}
+        return self._pos
+
+    @staticmethod
+    def scalar(n: Node, like: Node) -> bool:
+        """One element (every dim 1, none unknown), of ``like``'s dtype and at most its rank."""
+        t, shape = n.type, n.type.shape
+        return (shape.count(1) == len(shape) and len(shape) <= len(like.type.shape)
+                and t.dtype == like.type.dtype)
+
+    def _member(self, n: Node) -> bool:
+        t = n.type
+        if t.dtype.kind != "f" or n.op.effectful or self.scalar(n, n):
+            return False
+        for i in n.inputs:
+            it = i.type
+            if it is not t and not (it.shape == t.shape and it.dtype == t.dtype) and not self.scalar(i, n):
+                return False
+        return True
 
     def member(self, n: Node) -> bool:
-        """A full-size float product or sum whose operands are all of its type or scalars
-        (asked several times per node, by the node and by its users: memoised)."""
-        hit = self.members.get(n)
-        if hit is None:
-            hit = self.members[n] = (isinstance(n.op, _MEMBERS) and n.dtype.kind == "f" and not n.op.effectful
-                                     and not self.scalar(n, n)
-                                     and all(i.type == n.type or self.scalar(i, n) for i in n.inputs))
-        return hit
+        """A full-size float product or sum whose operands are all of its type or scalars."""
+        return n in self.members
 
     def atom(self, n: Node, like: Node) -> Poly:
         if isinstance(n.op, sh.BroadcastTo) and self.scalar(n.inputs[0], like):
@@ -131,14 +173,14 @@ class _Reader:
         return self.memo[n]
 
     def _child(self, c: Node, like: Node) -> tuple[Poly, frozenset[Node]]:
-        if c.type == like.type and self.member(c) and (isinstance(c.op, _PRODUCTS) or self.uses.get(c, 0) == 1):
+        if c in self.members and c.type == like.type and (isinstance(c.op, _PRODUCTS) or self.uses.get(c) == 1):
             hit = self.read(c)
             if hit is not None:
                 return hit
         return self.atom(c, like), frozenset()
 
     def _read(self, n: Node) -> tuple[Poly, frozenset[Node]] | None:
-        if not self.member(n):
+        if n not in self.members:
             return None
         parts = [self._child(c, n) for c in n.inputs]
         polys = [p for p, _ in parts]
@@ -378,13 +420,14 @@ class _Known:
 def collect_terms(roots: list[Node], pass_name: str = "collect_terms", order: list[Node] | None = None) -> PassResult:
     """Rewrite each float sum-of-products node in the factored form, where that takes
     fewer full-size operations (see the module docstring). ``order`` is the roots'
-    topological order when the caller has it."""
+    topological order when the caller has it.
+
+    The nodes that may be rewritten (*sites*: members no user reads through, not user
+    arithmetic on gradients) are first decided in order without building anything, up to
+    the first that a rewrite changes: most graphs (a deep MLP's ``g (1 - y^2)``) have none,
+    and then the graph is returned as it is, without a rewrite walk."""
     order = toposort(roots) if order is None else order
     reader = _Reader(order)
-    users: dict[Node, list[Node]] = {}
-    for n in order:
-        for i in dict.fromkeys(n.inputs):
-            users.setdefault(i, []).append(n)
     rootset = set(roots)
     updates: set[Node] = set()  # user arithmetic on gradients (an optimiser's update)
     for n in order:
@@ -393,27 +436,18 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms", order: li
 
     def absorbed(n: Node) -> bool:
         """Read into each of its users' polynomials (so not rewritten on its own)."""
-        us = users.get(n, [])
+        us = reader.users.get(n)
         return (n not in rootset and bool(us) and all(reader.member(u) and u.type == n.type for u in us)
                 and (isinstance(n.op, _PRODUCTS) or reader.uses.get(n, 0) == 1))
 
+    sites = [n for n in order if n in reader.members and n not in updates and not absorbed(n)]
     log: list[LogEntry] = []
-
     known = _Known(len(order))
 
-    def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
-        out = _rewrite(n, new)
-        if out is None and reader.member(n) and not absorbed(n) and n not in updates:
-            hit = reader.read(n)  # a product kept as it is, and the products it reads through
-            for r in sorted(hit[1], key=reader.pos.__getitem__) if hit is not None and len(hit[0]) == 1 else ():
-                part = reader.read(r)
-                if part is not None and len(part[0]) == 1:
-                    ((m, sc), c), = part[0].items()
-                    known.add(r, Counter(dict(m)), Counter(sc), c)
-        return out
-
-    def _rewrite(n: Node, new) -> Node | None:
-        hit = reader.read(n) if reader.member(n) and not absorbed(n) and n not in updates else None
+    def plan(n: Node) -> tuple[Expr, frozenset[Node]] | None:
+        """The factored form of site ``n`` and the nodes it reads through, when it takes
+        fewer full-size operations than the nodes it removes; None to keep ``n``."""
+        hit = reader.read(n)
         if hit is None:
             return None
         poly, replaced = hit
@@ -424,6 +458,37 @@ def collect_terms(roots: list[Node], pass_name: str = "collect_terms", order: li
         removed = {r for r in replaced if r is n or absorbed(r)} - known.used(e)
         if not _full(e) or cost(e) >= len(removed):
             return None
+        return e, replaced
+
+    def keep(n: Node) -> None:
+        """Site ``n`` stays: the products it reads through are known, for later sites."""
+        hit = reader.read(n)  # a product kept as it is, and the products it reads through
+        for r in sorted(hit[1], key=reader.pos.__getitem__) if hit is not None and len(hit[0]) == 1 else ():
+            part = reader.read(r)
+            if part is not None and len(part[0]) == 1:
+                ((m, sc), c), = part[0].items()
+                known.add(r, Counter(dict(m)), Counter(sc), c)
+
+    first = len(sites)  # sites before the first rewrite are decided (and kept) once, here
+    for k, n in enumerate(sites):
+        if plan(n) is not None:
+            first = k
+            break
+        keep(n)
+    todo = set(sites[first:])
+    if not todo and not reader.bodies:
+        return PassResult(list(roots), [], order)
+
+    def visit(n: Node, ins: tuple[Node, ...], new) -> Node | None:
+        if n not in todo:
+            return None
+        p = plan(n)
+        out = None if p is None else _build(n, *p, new)
+        if out is None:
+            keep(n)
+        return out
+
+    def _build(n: Node, e: Expr, replaced: frozenset[Node], new) -> Node | None:
         built: dict[Expr, Node] = {}
 
         def node(x: Expr) -> Node:

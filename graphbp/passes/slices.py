@@ -22,14 +22,14 @@ import dataclasses
 
 from ..graph.context import stamp
 from ..graph.node import Node
-from ..graph.rewrite import holds_bodies, rebuild, rewrite, step_into
+from ..graph.rewrite import rebuild, rewrite, step_into
 from ..graph.subgraph import Subgraph
 from ..graph.traverse import toposort
 from ..ops.base import Op, apply
 from ..ops.control import TupleGet
 from ..ops.indexing import GetItem
 from ..ops.loop import Scan
-from .core import LogEntry, PassResult, in_bodies, union_provenance
+from .core import LogEntry, PassResult, holds_bodies, in_bodies, union_provenance
 
 Span = tuple[int, int]
 

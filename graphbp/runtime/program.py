@@ -15,7 +15,7 @@ from ..ops.base import OpError
 from ..ops.leaves import Input, Param
 from .feeds import bind_feeds
 from .executor import Executor
-from .gcpause import without_gc
+from ..graph.gcpause import without_gc
 from .loopgen import LoopLayout
 from .options import DEFAULT, RuntimeOptions
 from .overlap import overlap_partition

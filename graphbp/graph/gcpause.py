@@ -1,13 +1,14 @@
-"""Pausing Python's cyclic garbage collector while a graph is compiled or planned.
+"""Pausing Python's cyclic garbage collector while a graph is differentiated, compiled or planned.
 
-Compiling allocates many long-lived objects (rebuilt nodes, memo dicts, plan records,
-generated source lines) and frees few. Each allocation burst triggers the cyclic
-collector, and its older generations rescan every object alive, including the whole
-graph, so a deep graph compiled with the collector on costs time quadratic-ish in its
-size (docs/performance.md, W5). Nodes are immutable and
-reference only their inputs, so compiling creates no garbage cycles for the collector
-to find; pausing it for the duration (as many compilers do) loses nothing. Reference
-counting still frees everything else as usual.
+Differentiating and compiling allocate many long-lived objects (gradient and rebuilt
+nodes, memo dicts, plan records, generated source lines) and free few. Each allocation
+burst triggers the cyclic collector, and its older generations rescan every object
+alive, including the whole graph, so a deep graph differentiated or compiled with the
+collector on costs time quadratic-ish in its size (docs/performance.md, W5). Nodes are
+immutable and reference only their inputs, so these steps create no garbage cycles for
+the collector to find; pausing it for the duration (as many compilers do) loses nothing.
+``gb.grad`` and ``gb.compile`` pause it; building the forward graph (the user's own code)
+does not. Reference counting still frees everything else as usual.
 
 The collector is switched back on only if it was on, so a caller that disabled it keeps
 it disabled, and nested pauses (compile inside a planning call) are harmless.
