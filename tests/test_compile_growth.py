@@ -84,7 +84,7 @@ def test_passes_that_change_nothing_do_not_rebuild_and_rules_are_tried_about_onc
         _, compile_per, _, _ = _compile_and_first_call(layers)
         assert compile_per[rewrite.rewrite.__code__] == 1
         tries = compile_per[core._try_rules.__code__]
-        assert tries < 1.15 * computed, f"{layers} layers: rules tried {tries} times on {computed} nodes"
+        assert tries < 1.05 * computed, f"{layers} layers: rules tried {tries} times on {computed} nodes"
 
 
 def test_compile_and_first_call_work_is_linear_in_depth():

@@ -245,10 +245,11 @@ def sum_scalar_factor(node: Node, ctx: Context):
     one multiply of the (reduced) result instead of a pass over ``x``. Exact up to rounding,
     except where ``s`` is inf or NaN and ``x`` holds a 0 (NaN terms vs ``sum(x) * inf``)."""
     p = node.inputs[0]
-    if not isinstance(p.op, ew.Multiply) or ctx.n_uses(p) != 1 or node.dtype.kind != "f":
+    if not isinstance(p.op, ew.Multiply) or node.dtype.kind != "f":
         return None
-    for x, s in (p.inputs, p.inputs[::-1]):
-        if s.ndim <= node.ndim and _scalar(s, node.dtype) and x.type == p.type and x.dtype == node.dtype:
+    for x, s in (p.inputs, p.inputs[::-1]):  # use counts asked last: a rule that did not ask is not retried
+        if (s.ndim <= node.ndim and _scalar(s, node.dtype) and x.type == p.type and x.dtype == node.dtype
+                and ctx.n_uses(p) == 1):
             return ew.multiply(apply(node.op, x), s), (p,)
     return None
 
