@@ -204,3 +204,22 @@ def test_every_op_database_entry_prices_itself():
             assert isinstance(cost, Poly) and all(c >= 0 for _, c in cost.terms), (info.name, n)
             if n.op.view:
                 assert cost.is_zero, (info.name, n)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Times(Elementwise):
+    """``x * k``: its result dtype follows the parameter's type (int stays int)."""
+
+    name: ClassVar[str] = "times"
+    k: float
+
+    def compute(self, x):
+        return x * self.k
+
+
+def test_result_dtypes_are_not_shared_by_equal_parameters_of_other_types():
+    # _Times(2) == _Times(2.0) and they hash alike, but an int array times 2 stays int
+    x = gb.input("x", (3,), dtype="int64")
+    assert apply(_Times(2.0), x).dtype == np.float64
+    assert apply(_Times(2), x).dtype == np.int64
+    assert apply(_Times(2.0), x).dtype == np.float64

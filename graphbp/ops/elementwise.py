@@ -34,8 +34,10 @@ class Elementwise(Op):
         return TensorType(shape, dtype)
 
     def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
+        fields = getattr(type(self), "__dataclass_fields__", None)
+        # a parameter's type is part of the key: Op(0) == Op(0.0), but 0 * int_array stays int
+        key = (self, tuple(type(getattr(self, f)) for f in fields), dtypes) if fields else (self, dtypes)
         try:
-            key = (self, dtypes)
             hit = _RESULT_DTYPES.get(key)
         except TypeError:  # an op holding an unhashable value
             key = hit = None
