@@ -4,8 +4,8 @@
 
 Two versions of the package cannot share a process, so each tree gets a worker process
 (``PYTHONPATH=TREE``, one thread) that builds the workload's graphbp step and the
-hand-written NumPy step of ``benchmarks/handwritten.py`` (W6: ``benchmarks/cnn.py``; the
-new tree's copy, for both).
+hand-written NumPy step of ``benchmarks/handwritten.py`` (W6: ``benchmarks/cnn.py``, W7:
+``benchmarks/lstm.py``; the new tree's copy, for both).
 The controller asks the workers for one timed round each in turn, rotating the order, so
 load from other processes hits both trees alike; it prints medians and each tree's ratio to
 the hand-written step timed in the same rounds.
@@ -37,6 +37,10 @@ def worker(workload: str, inner: int, cpu: bool) -> None:
         import cnn
 
         impls = [cnn.make_graphbp(), cnn.make_handwritten()]
+    elif workload == "W7":
+        import lstm
+
+        impls = [lstm.make_graphbp(), lstm.make_numpy()]
     else:
         impls = [workloads.make_mlp(workload), handwritten.make_mlp(workload)]
     for step, feeds in impls:
