@@ -126,10 +126,12 @@ def test_the_input_projection_and_weight_gradients_leave_the_loops():
     # reverse: only dh = dz @ W_hh per step; no carry accumulates a weight gradient
     assert _body_ops(rev[0]).count("matmul") == 1
     assert rev[0].op.n_carry == 2
-    # dW_hh: one matmul over all T*B rows, after the loop, stamped as w_hh's gradient
-    flat = [n for n in outside if n.ndim == 2 and n.shape in ((H, 4 * H), (E, 4 * H))]
+    # dW_hh: one matmul over all T*B rows, after the loop, stamped as w_hh's gradient, made
+    # in the weights' own layout (dz^T h, not (h^T dz)^T: canonicalize's transpose_matmul)
+    flat = [n for n in outside if n.ndim == 2 and n.shape in ((4 * H, H), (4 * H, E))]
     assert len(flat) == 2 and all(n.provenance for n in flat)
-    assert {p.forward.op.name for n in flat for p in n.provenance} == {"matmul"}
+    # the gradients of the forward matmul and of the W^T it read, in one product
+    assert {p.forward.op.name for n in flat for p in n.provenance} == {"matmul", "transpose"}
 
 
 def test_the_reverse_loop_reads_the_forward_loops_gates():

@@ -288,3 +288,25 @@ def test_op_reference_is_generated_from_the_op_classes():
         if cls.differentiable and cls not in EXCLUDED_FROM_COVERAGE:
             assert cls.vjp_formula, f"{cls.__name__} has no vjp_formula for the op reference"
     assert gen.OUT.read_text() == gen.generate(), "docs/ops.md is stale: run python docs/gen_ops.py"
+
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_scatter_add_many_rows_sums_like_add_at(axis):
+    """An embedding-sized scatter_add (many indices, rows of several elements) takes the
+    sorted path and sums repeated and negative indices like ``np.add.at``; an index out of
+    range still raises NumPy's IndexError."""
+    from graphbp.ops.indexing import ScatterAdd, _add_sorted
+
+    rng = np.random.default_rng(0)
+    idx = rng.integers(-5, 5, (10, 12))
+    shape = (5, 8, 3) if axis == 0 else (3, 5, 8)
+    g = rng.standard_normal(shape[:axis] + idx.shape + shape[axis + 1:])
+    gm = np.moveaxis(g, (axis, axis + 1), (0, 1))
+    want = np.zeros(shape)
+    np.add.at(np.moveaxis(want, axis, 0), idx, gm)
+    assert _add_sorted(np.moveaxis(np.zeros(shape), axis, 0), idx, gm)
+    np.testing.assert_allclose(ScatterAdd(axis, shape).compute(g, idx), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(IndexError):
+        ScatterAdd(axis, shape).compute(g, np.where(idx == 0, 5, idx))
+    assert not _add_sorted(np.zeros((5, 1)), idx, np.ones((10, 12, 1)))  # one element per index: add.at

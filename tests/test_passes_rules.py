@@ -131,6 +131,22 @@ def test_transpose_of_transpose_and_reshape_of_reshape():
     assert rules_fired([same], canonicalize.RULES)[0].roots[0] is x
 
 
+def test_transpose_of_a_product_is_the_product_of_the_transposes():
+    """``(x^T g)^T`` (the weight gradient of ``x @ W.T``) -> ``g^T x``: one matmul in W's
+    layout over two views, no transpose of the result; a product also read elsewhere stays."""
+    x, g = x64("x", (5, 3)), x64("g", (5, 4))
+    y = gb.transpose(x.T @ g)
+    res, fired = rules_fired([y], canonicalize.RULES)
+    (r,) = res.roots
+    assert "transpose_matmul" in fired and r.op.name == "matmul" and r.shape == (4, 3)
+    assert r.inputs[0].op.name == "transpose" and r.inputs[0].inputs[0] is g and r.inputs[1] is x
+    xv, gv = np.random.default_rng(0).standard_normal((5, 3)), np.random.default_rng(1).standard_normal((5, 4))
+    np.testing.assert_allclose(gb.evaluate([r], {x: xv, g: gv})[0], (xv.T @ gv).T, rtol=1e-14)
+    p = x.T @ g
+    res, fired = rules_fired([gb.transpose(p), p], canonicalize.RULES)
+    assert "transpose_matmul" not in fired
+
+
 def test_single_transpose_is_kept():
     x = x64("x", (2, 3))
     res, fired = rules_fired([x.T], canonicalize.RULES)

@@ -358,13 +358,40 @@ class ScatterAdd(Op):
 
     def compute(self, g, idx, like=None):
         out = np.zeros(self.shape if like is None else like.shape, g.dtype)
-        moved = np.moveaxis(out, self.axis, 0)  # a view: add.at writes through it
+        moved = np.moveaxis(out, self.axis, 0)  # a view: both paths write through it
         gm = np.moveaxis(g, tuple(range(self.axis, self.axis + idx.ndim)), tuple(range(idx.ndim)))
-        np.add.at(moved, idx, gm)
+        if not _add_sorted(moved, idx, gm):
+            np.add.at(moved, idx, gm)
         return out
 
     def vjp(self, node, g):
         return (take(g, node.inputs[1], self.axis),) + (None,) * (len(node.inputs) - 1)
+
+
+def _add_sorted(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> bool:
+    """``np.add.at(out, idx, g)`` for many indices with slices of several elements each (an
+    embedding's gradient): the indices sorted (stably, so each row still sums in its order),
+    each run of equal indices summed by one ``np.add.reduceat`` and written once. ``add.at``
+    visits one slice per index in a slow loop; this is a few passes over the rows. False
+    (nothing written) where ``add.at`` is as fast, or must raise: out-of-range indices."""
+    n, rows = idx.size, out.shape[0]
+    if n < 64 or g.size < 8 * n or rows == 0:
+        return False
+    flat = idx.reshape(-1)
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo < -rows or hi >= rows:
+        return False
+    if lo < 0:
+        flat = np.where(flat < 0, flat + rows, flat)
+    order = np.argsort(flat, kind="stable")
+    s = flat[order]
+    first = np.empty(n, bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    sums = np.add.reduceat(g.reshape(n, -1)[order], starts, axis=0)
+    out[s[starts]] = sums.reshape((len(starts), *out.shape[1:]))
+    return True
 
 
 def scatter_add(g, indices, axis: int, like: Node) -> Node:

@@ -103,6 +103,28 @@ def transpose_transpose(node: Node, ctx: Context):
     return None
 
 
+def _flip(x: Node) -> Node:
+    """``x.T`` of a 2-D ``x``: the operand itself when ``x`` is a transpose (a view either way)."""
+    if isinstance(x.op, sh.Transpose) and x.op.axes == (1, 0):
+        return x.inputs[0]
+    return sh.transpose(x)
+
+
+@rule("algebraic", sh.Transpose)
+def transpose_matmul(node: Node, ctx: Context):
+    """``(a @ b).T`` -> ``b.T @ a.T`` for a 2-D product nothing else reads (the weight
+    gradient of ``x @ W.T`` is ``(x^T g)^T``): the product is made in the layout its readers
+    use, so the update ``W - lr * gW`` reads it row by row instead of through a transposed
+    view (a strided ufunc pass, several times slower), and the operands' transposes are views."""
+    (p,) = node.inputs
+    if node.op.axes != (1, 0) or not isinstance(p.op, MatMul) or p.ndim != 2:
+        return None
+    a, b = p.inputs
+    if a.ndim != 2 or b.ndim != 2 or ctx.n_uses(p) != 1:
+        return None
+    return apply(MatMul(), _flip(b), _flip(a)), (p,)
+
+
 @rule("algebraic", sh.Reshape)
 def reshape_reshape(node: Node, ctx: Context):
     """``reshape(reshape(x, s1), s2)`` is ``reshape(x, s2)``; a reshape to the same static
@@ -373,7 +395,7 @@ def sum_batched_matmul(node: Node, ctx: Context):
     return apply(MatMul(), left, sh.reshape(b, (-1, n))), (p,)
 
 
-RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose,
+RULES = (mul_one, add_zero, sub_zero, div_one, neg_neg, cast_same, where_same, transpose_transpose, transpose_matmul,
          reshape_reshape, squeeze_expand, expand_squeeze, broadcast_noop, broadcast_operand, uniform_operand,
          sum_broadcast, sum_scalar_factor, scalar_factors, add_slices_concatenate, sum_batched_matmul,
          fold_constants)
