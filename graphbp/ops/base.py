@@ -88,6 +88,13 @@ class Op:
     leaf_kind: ClassVar[str | None] = None
     """``"input"``, ``"param"`` or ``"constant"`` for ops whose value comes from outside the
     schedule (graph exports and diagrams read it without importing the op classes)."""
+    may_hold_bodies: ClassVar[bool] = False
+    """Set for each class: True when it overrides :meth:`subgraphs` (a higher-order op), so a
+    pass walking a deep graph asks :meth:`subgraphs` of those nodes only."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.may_hold_bodies = cls.subgraphs is not Op.subgraphs
 
     def infer(self, *types: TensorType) -> TensorType:
         raise NotImplementedError
@@ -231,20 +238,18 @@ def apply(op: Op, *inputs: Node, name: str | None = None) -> Node:
         out_type = op.infer(*[x.type for x in inputs])
     except OpError as e:
         raise e.kind(describe_error(op, inputs, e.reason)) from None
-    origin, scope, prov = current_labels()
-    if origin is None:  # gradient nodes point at the user's line of the forward op they came from
-        origin = prov[0].forward.origin if prov else user_location(2)
+    origin, scope, prov = _labels()
     return Node(op, inputs, out_type, name=name, origin=origin, scope=scope, provenance=prov)
 
 
-def _origin():
-    """The user line a node built now gets (what :func:`apply` gives its nodes)."""
-    origin, _, prov = current_labels()
-    if origin is not None:
-        return origin
-    if prov:  # gradient nodes point at the user's line of the forward op they came from
-        return prov[0].forward.origin
-    return user_location(3)
+def _labels() -> tuple:
+    """``(origin, scope, provenance)`` of a node built now: what :func:`~graphbp.graph.context.stamp`
+    set, the origin defaulting to the user's line of the forward op a gradient node comes
+    from, else to the user's own line (the innermost frame outside the package)."""
+    origin, scope, prov = current_labels()
+    if origin is None:
+        origin = prov[0].forward.origin if prov else user_location(2)
+    return origin, scope, prov
 
 
 def as_node(value: Any, like: Node | None = None) -> Node:

@@ -131,9 +131,10 @@ def constant(value: Any, dtype: Any = None, name: str | None = None) -> Node:
         raise DTypeError("constant: value of dtype object is not a numeric array")
     arr.setflags(write=False)
     t = TensorType(arr.shape, arr.dtype)
-    from .base import _origin
+    from .base import _labels
 
-    return Node(Constant(arr), (), t, name=name, origin=_origin())
+    origin, scope, prov = _labels()
+    return Node(Constant(arr), (), t, name=name, origin=origin, scope=scope, provenance=prov)
 
 
 def is_leaf(node: Node) -> bool:

@@ -24,14 +24,13 @@ from ..graph.node import Node
 from ..graph.rewrite import rebuild, restamp, rewrite, step_into  # noqa: F401 - the one rebuild helper, re-exported
 from ..graph.traverse import toposort
 from ..graph.types import TupleType
-from ..ops.base import Op, OpError
+from ..ops.base import OpError
 from ..ops.control import TupleGet
 from ..ops.creation import Full
 from ..ops.leaves import Constant, Input, Leaf, Param
 from ..ops.shape import BroadcastTo, ExpandDims, Reshape, Squeeze, Transpose
 
 _SAME_ELEMENTS = (BroadcastTo, Reshape, ExpandDims, Squeeze, Transpose)  # ops that only rearrange elements
-_NO_BODIES = Op.subgraphs  # a class that does not override it holds no bodies: no call per node
 
 
 def holds_bodies(order: Sequence[Node]) -> bool:
@@ -40,7 +39,7 @@ def holds_bodies(order: Sequence[Node]) -> bool:
     asked (several passes ask this of a whole deep graph that holds none)."""
     for n in order:
         op = n.op
-        if type(op).subgraphs is not _NO_BODIES and op.subgraphs():
+        if op.may_hold_bodies and op.subgraphs():
             return True
     return False
 
@@ -215,7 +214,7 @@ def _idle(order: list[Node], table: RuleTable) -> bool:
         cls = type(n.op)
         hit = cache.get(cls)
         if hit is None:
-            hit = cache[cls] = bool(table.for_op(cls)) or cls.subgraphs is not _NO_BODIES
+            hit = cache[cls] = bool(table.for_op(cls)) or cls.may_hold_bodies
         if hit or type(n.type) is TupleType:
             return False
     return True
@@ -313,7 +312,7 @@ def _sweep(roots, table, pass_name, log, cse, max_local, tried, order=None, decl
                 cur = _prune_outputs(cur, read[node], renumber, pass_name, log)
         pruned = renumber.get(cur) if renumber else None  # rules and body rewrites below replace cur: keep its renumbering
         if cur is not node or (node not in tried and node not in declined):
-            if type(cur.op).subgraphs is not _NO_BODIES and cur.op.subgraphs():
+            if cur.op.may_hold_bodies and cur.op.subgraphs():
                 stepped = _in_bodies(cur, table, pass_name, log, cse, max_local)
                 if stepped is not cur:
                     cur = stepped

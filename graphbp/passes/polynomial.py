@@ -45,7 +45,7 @@ from ..ops import elementwise as ew
 from ..ops import shape as sh
 from ..ops.fused import AddN
 from ..ops.leaves import Constant, constant
-from .core import _NO_BODIES, LogEntry, PassResult, in_bodies, rewrite
+from .core import LogEntry, PassResult, in_bodies, rewrite
 
 MAX_TERMS = 8
 """A polynomial with more terms than this is left as it is (keeps the search small)."""
@@ -109,7 +109,7 @@ class _Reader:
             kind = kinds.get(type(op))
             if kind is None:
                 kind = kinds[type(op)] = (1 if issubclass(type(op), _MEMBERS)
-                                          else 2 if type(op).subgraphs is not _NO_BODIES else 0)
+                                          else 2 if op.may_hold_bodies else 0)
             if kind == 1:
                 if self._member(n):
                     members.add(n)

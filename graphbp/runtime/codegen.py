@@ -263,7 +263,7 @@ def generate(
                                      n, args))
                 slotted.add(n)
             elif kind == "out":
-                stmt = low.template.format(*args, o=me, kernel=kernel(st) if low.own_kernel else "")
+                stmt = low.template.format(*args, o=me, kernel=kernel(st))
                 if n in parts:
                     stmt = f"{me} = {parts[n][1]}; {stmt}"
                 elif n in slot_of:
